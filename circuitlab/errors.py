@@ -1,0 +1,51 @@
+"""The circuitlab exception family.
+
+Every error a user can trigger is a :class:`CircuitlabError`. Each message says what was
+given, what was expected, and how to fix it. Subclasses also derive from the matching
+built-in exception so that ``except ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CacheError",
+    "CircuitlabError",
+    "DeviceUnavailableError",
+    "InputError",
+    "ModelNotFoundError",
+    "NotAModelError",
+    "OfflineError",
+    "UnsupportedArchitectureError",
+]
+
+
+class CircuitlabError(Exception):
+    """Base class of every error circuitlab raises on purpose."""
+
+
+class InputError(CircuitlabError, ValueError):
+    """An argument has the wrong value (empty prompt list, several-token label word, ...)."""
+
+
+class ModelNotFoundError(CircuitlabError, LookupError):
+    """A model name is neither a known name, a local folder, nor a hub name."""
+
+
+class NotAModelError(CircuitlabError, ValueError):
+    """A local folder was given that does not hold a Hugging Face model."""
+
+
+class OfflineError(CircuitlabError, ConnectionError):
+    """Something had to be downloaded but the network (or the hub) cannot be reached."""
+
+
+class UnsupportedArchitectureError(CircuitlabError, ValueError):
+    """The model's architecture is not one circuitlab knows how to decompose."""
+
+
+class DeviceUnavailableError(CircuitlabError, RuntimeError):
+    """The requested device (``cuda``, ``mps``) is not available on this machine."""
+
+
+class CacheError(CircuitlabError, OSError):
+    """The model cache cannot be written or an entry cannot be rebuilt."""

@@ -1,0 +1,370 @@
+"""The model handle: one freshly loaded Hugging Face model and exactly one bridge on it."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens.model_bridge import TransformerBridge
+
+from circuitlab.architecture import ArchitectureInfo, check_supported
+from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.tokenization import TokenBatch, encode_prompts, single_token_id
+
+__all__ = ["ModelHandle", "Prompts", "TokenPrediction"]
+
+Prompts = str | Sequence[str] | TokenBatch
+"""One prompt, several prompts, or an already tokenized batch."""
+
+HookFn = Callable[..., Any]
+_BOOTED_FLAG = "_circuitlab_bridge_booted"
+
+
+def _bridge_tokenizer(tokenizer: Any) -> Any:
+    """A private copy of the tokenizer for the bridge.
+
+    The bridge reloads a tokenizer from ``name_or_path`` unless it already adds BOS; giving it
+    a copy marked that way keeps it offline and leaves circuitlab's tokenizer untouched.
+    circuitlab itself never lets the bridge tokenize.
+    """
+    copy = tokenizer.__class__.__new__(tokenizer.__class__)
+    copy.__dict__.update(tokenizer.__dict__)
+    copy.init_kwargs = {**tokenizer.init_kwargs, "add_bos_token": True}
+    copy.init_kwargs.setdefault("name_or_path", getattr(tokenizer, "name_or_path", ""))
+    return copy
+
+
+class ModelHandle:
+    """A Hugging Face causal LM, its tokenizer, and the TransformerLens bridge booted on it.
+
+    Build one with :func:`circuitlab.load` (or :meth:`from_hf` for a model already in memory).
+    The handle owns its HF model: it boots exactly one ``TransformerBridge`` on it and refuses
+    to boot a second one on the same object.
+
+    Example:
+        >>> model = circuitlab.load()                       # SmolLM2-135M-Instruct
+        >>> model.top_next_tokens("The capital of France is", k=1)[0].token
+        ' Paris'
+    """
+
+    def __init__(
+        self,
+        hf_model: Any,
+        tokenizer: Any,
+        *,
+        name: str,
+        source: str = "memory",
+        prepend_bos: bool | None = None,
+    ) -> None:
+        if getattr(hf_model, _BOOTED_FLAG, False):
+            raise CircuitlabError(
+                f"This Hugging Face model object already has a bridge booted on it; a second "
+                f"bridge silently breaks per-head hooks. Load a fresh copy (circuitlab.load or "
+                f"from_pretrained), or copy.deepcopy the model before its first ModelHandle."
+            )
+        class_name = type(hf_model).__name__
+        check_supported(class_name, model_type=getattr(hf_model.config, "model_type", None))
+        if not getattr(hf_model.config, "architectures", None):
+            hf_model.config.architectures = [class_name]
+        hf_model.eval()
+        self.hf_model = hf_model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.source = source
+        self.prepend_bos = prepend_bos
+        self.bridge: TransformerBridge = TransformerBridge.boot_transformers(
+            class_name,
+            hf_model=hf_model,
+            tokenizer=_bridge_tokenizer(tokenizer),
+            device=hf_model.device,
+            dtype=hf_model.dtype,
+        )
+        setattr(hf_model, _BOOTED_FLAG, True)
+        self.bridge.eval()
+        self.arch = ArchitectureInfo.from_bridge(self.bridge, hf_model)
+        self.pad_token_id = self._pick_pad_id()
+
+    @classmethod
+    def from_hf(
+        cls, hf_model: Any, tokenizer: Any, *, name: str | None = None, **kwargs: Any
+    ) -> ModelHandle:
+        """Wrap a Hugging Face model already in memory (it must not have a bridge yet)."""
+        return cls(hf_model, tokenizer, name=name or type(hf_model).__name__, **kwargs)
+
+    # ----------------------------------------------------------------- facts
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's weights."""
+        return self.hf_model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the model's weights."""
+        return self.hf_model.dtype
+
+    @property
+    def n_layers(self) -> int:
+        return self.arch.n_layers
+
+    @property
+    def n_heads(self) -> int:
+        return self.arch.n_heads
+
+    @property
+    def n_kv_heads(self) -> int:
+        return self.arch.n_kv_heads
+
+    @property
+    def d_model(self) -> int:
+        return self.arch.d_model
+
+    @property
+    def d_head(self) -> int:
+        return self.arch.d_head
+
+    @property
+    def d_vocab(self) -> int:
+        return self.arch.d_vocab
+
+    @property
+    def bos_policy(self) -> str:
+        """The BOS rule in words."""
+        if self.prepend_bos is None:
+            return "tokenizer default (as plain transformers)"
+        return "always prepend BOS" if self.prepend_bos else "never a leading BOS"
+
+    def _pick_pad_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0):
+            if candidate is not None:
+                return int(candidate)
+        return 0
+
+    # ---------------------------------------------------------- tokenization
+    def tokenize(self, prompts: Prompts) -> TokenBatch:
+        """Tokenize prompts with the handle's BOS policy into a right-padded batch."""
+        if isinstance(prompts, TokenBatch):
+            return prompts
+        return encode_prompts(
+            self.tokenizer,
+            prompts,
+            prepend_bos=self.prepend_bos,
+            pad_id=self.pad_token_id,
+            max_length=self.arch.n_ctx,
+        )
+
+    def to_str_tokens(self, prompt: str) -> list[str]:
+        """The prompt's tokens as strings, under the handle's BOS policy."""
+        return [self.tokenizer.decode([token]) for token in self.tokenize(prompt).row(0).tolist()]
+
+    def token_id(self, word: str) -> int:
+        """Id of a word that must be a single token (``" Paris"``); clear error otherwise."""
+        return single_token_id(self.tokenizer, word)
+
+    def token_ids(self, words: Sequence[str]) -> list[int]:
+        """Ids of several single-token words (label words), in order."""
+        if isinstance(words, str):
+            words = [words]
+        if len(words) == 0:
+            raise InputError("No label words were given. Pass at least one word.")
+        return [self.token_id(word) for word in words]
+
+    def batches(
+        self, prompts: Sequence[str], batch_size: int = 8, *, progress: bool = False
+    ) -> Iterator[TokenBatch]:
+        """Tokenized batches of ``batch_size`` prompts, in order, with an optional progress bar."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if len(prompts) == 0:
+            raise InputError("No prompts were given (an empty list). Pass at least one prompt.")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+        starts = range(0, len(prompts), batch_size)
+        for start in tqdm(starts, desc="batches", unit="batch", disable=not progress):
+            yield self.tokenize(list(prompts[start : start + batch_size]))
+
+    # -------------------------------------------------------------- forward
+    def _inputs(self, prompts: Prompts) -> TokenBatch:
+        return self.tokenize(prompts).to(self.device)
+
+    @torch.inference_mode()
+    def logits(self, prompts: Prompts) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits at every position (padding positions hold meaningless values)."""
+        batch = self._inputs(prompts)
+        return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+
+    @torch.inference_mode()
+    def next_token_logits(self, prompts: Prompts) -> Float[Tensor, "batch d_vocab"]:
+        """Logits after each prompt's last real token."""
+        batch = self._inputs(prompts)
+        logits = self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+        return logits[torch.arange(len(batch), device=logits.device), batch.last_positions]
+
+    def top_next_tokens(self, prompt: str, k: int = 5) -> list[TokenPrediction]:
+        """The ``k`` most likely next tokens after ``prompt``, with probabilities."""
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}.")
+        logits = self.next_token_logits(prompt)[0].float()
+        probs = logits.softmax(dim=-1)
+        top = torch.topk(probs, k=min(k, probs.shape[-1]))
+        return [
+            TokenPrediction(
+                token=self.tokenizer.decode([int(token)]),
+                token_id=int(token),
+                probability=float(prob),
+                logit=float(logits[token]),
+            )
+            for prob, token in zip(top.values, top.indices)
+        ]
+
+    def run_with_hooks(
+        self, prompts: Prompts, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]
+    ) -> Float[Tensor, "batch pos d_vocab"]:
+        """Forward pass with temporary hooks (removed afterwards, even on error); returns logits."""
+        batch = self._inputs(prompts)
+        return self.bridge.run_with_hooks(
+            batch.input_ids, fwd_hooks=list(fwd_hooks), attention_mask=batch.attention_mask
+        )
+
+    def run_with_cache(
+        self,
+        prompts: Prompts,
+        names: str | Sequence[str] | Callable[[str], bool] | None = None,
+    ) -> tuple[Float[Tensor, "batch pos d_vocab"], Any]:
+        """Forward pass that records activations; pass ``names`` to cache only those hooks.
+
+        A full cache holds ~1,400 tensors on a 30-layer model: prefer a list of names.
+        """
+        batch = self._inputs(prompts)
+        names_filter = [names] if isinstance(names, str) else names
+        if isinstance(names_filter, Sequence):
+            names_filter = list(names_filter)
+            unknown = [name for name in names_filter if name not in self.bridge.hook_dict]
+            if unknown:
+                raise InputError(
+                    f"Unknown hook name(s) {unknown}. Valid names look like "
+                    f"'blocks.0.attn.hook_z' or 'ln_final.hook_scale'; see "
+                    f"model.hook_names() for all of them."
+                )
+        with torch.inference_mode():
+            return self.bridge.run_with_cache(
+                batch.input_ids, names_filter=names_filter, attention_mask=batch.attention_mask
+            )
+
+    def hook_names(self) -> list[str]:
+        """Every hook point name of the bridge."""
+        return list(self.bridge.hook_dict)
+
+    @contextlib.contextmanager
+    def hooks(
+        self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]
+    ) -> Iterator[ModelHandle]:
+        """Context manager: hooks stay on for every forward pass inside, and are removed after."""
+        with self.bridge.hooks(fwd_hooks=list(fwd_hooks)):
+            yield self
+
+    # ------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate_ids(
+        self, prompts: str | Sequence[str], max_new_tokens: int = 20, *, stop_at_eos: bool = True
+    ) -> list[list[int]]:
+        """Greedy continuation token ids for each prompt (KV-cached, one prompt at a time).
+
+        Hooks active on the bridge (e.g. inside :meth:`hooks`) apply to every step.
+        """
+        if max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
+        batch = self.tokenize(prompts if not isinstance(prompts, str) else [prompts])
+        eos = self.tokenizer.eos_token_id
+        results: list[list[int]] = []
+        for index in range(len(batch)):
+            tokens = batch.row(index)[None].to(self.device)
+            if tokens.shape[1] + max_new_tokens > self.arch.n_ctx:
+                raise InputError(
+                    f"Prompt {index} ({tokens.shape[1]} tokens) plus {max_new_tokens} new tokens "
+                    f"exceeds the model's context of {self.arch.n_ctx} tokens."
+                )
+            new: list[int] = []
+            past = None
+            step_input = tokens
+            for _ in range(max_new_tokens):
+                logits, past = self.bridge(
+                    step_input, return_type="logits_and_cache", past_key_values=past
+                )
+                next_id = int(logits[0, -1].argmax())
+                new.append(next_id)
+                if stop_at_eos and eos is not None and next_id == eos:
+                    break
+                step_input = torch.tensor([[next_id]], device=self.device)
+            results.append(new)
+        return results
+
+    def generate(
+        self, prompts: str | Sequence[str], max_new_tokens: int = 20, *, stop_at_eos: bool = True
+    ) -> str | list[str]:
+        """Greedy continuation text; a string for one prompt, a list for several."""
+        ids = self.generate_ids(prompts, max_new_tokens, stop_at_eos=stop_at_eos)
+        texts = [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
+        return texts[0] if isinstance(prompts, str) else texts
+
+    # ---------------------------------------------------------- presentation
+    def model_card(self) -> dict[str, Any]:
+        """The model's facts as plain data (JSON-serialisable)."""
+        n_params = sum(parameter.numel() for parameter in self.hf_model.parameters())
+        arch = self.arch
+        return {
+            "name": self.name,
+            "source": self.source,
+            "architecture": arch.hf_class,
+            "family": arch.family,
+            "parameters": n_params,
+            "n_layers": arch.n_layers,
+            "n_heads": arch.n_heads,
+            "n_kv_heads": arch.n_kv_heads,
+            "d_model": arch.d_model,
+            "d_head": arch.d_head,
+            "d_mlp": arch.d_mlp,
+            "d_vocab": arch.d_vocab,
+            "n_ctx": arch.n_ctx,
+            "norm_type": arch.norm_type,
+            "norms": [site.name for site in arch.norms],
+            "positional": arch.positional,
+            "bos_policy": self.bos_policy,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def __repr__(self) -> str:
+        arch = self.arch
+        gqa = f"/{arch.n_kv_heads}kv" if arch.uses_gqa else ""
+        return (
+            f"ModelHandle({self.name!r}: {arch.family}, {arch.n_layers} layers x "
+            f"{arch.n_heads}{gqa} heads, d_model={arch.d_model}, vocab={arch.d_vocab}, "
+            f"{str(self.dtype).removeprefix('torch.')} on {self.device})"
+        )
+
+    def _repr_markdown_(self) -> str:
+        rows = "\n".join(f"| {key} | {value} |" for key, value in self.model_card().items())
+        return f"**circuitlab ModelHandle**\n\n| fact | value |\n|---|---|\n{rows}\n"
+
+
+@dataclass(frozen=True)
+class TokenPrediction:
+    """One predicted next token.
+
+    Attributes:
+        token: the token as text (``" Paris"``).
+        token_id: its id.
+        probability: softmax probability over the whole vocabulary.
+        logit: the raw logit.
+    """
+
+    token: str
+    token_id: int
+    probability: float
+    logit: float

@@ -1,0 +1,84 @@
+"""Build and reuse the safetensors cache entry of a registry model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from circuitlab.errors import CacheError
+from circuitlab.models.cache import (
+    atomic_directory,
+    cache_root,
+    read_verified_manifest,
+    write_manifest,
+)
+from circuitlab.models.registry import ModelSpec
+from circuitlab.models.sources import fetch_gguf
+
+__all__ = ["cached_model_dir", "ensure_cached_model", "is_cached"]
+
+logger = logging.getLogger(__name__)
+_FORMAT_VERSION = 1
+
+
+def cached_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
+    """Folder of the safetensors entry of ``spec`` (it may not exist yet)."""
+    return cache_root(cache_dir) / "models" / spec.name
+
+
+def is_cached(spec: ModelSpec, cache_dir: str | Path | None = None) -> bool:
+    """Whether a complete entry exists (sizes checked; hashes are checked on load)."""
+    return read_verified_manifest(cached_model_dir(spec, cache_dir), check_hashes=False) is not None
+
+
+def ensure_cached_model(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
+    """Return a verified Hugging Face folder for ``spec``, building it from the GGUF if needed.
+
+    The first call dequantizes the GGUF with ``transformers`` (~20-60 s) and writes float32
+    safetensors plus the tokenizer atomically; later calls only verify the entry (sizes and
+    sha256 of every file). A corrupt or partial entry is rebuilt, never used.
+    """
+    folder = cached_model_dir(spec, cache_dir)
+    if read_verified_manifest(folder) is not None:
+        return folder
+    if folder.exists():
+        logger.warning("Cache entry %s is incomplete or corrupt; rebuilding it.", folder)
+    gguf = fetch_gguf(spec, cache_dir)
+    with atomic_directory(folder) as tmp:
+        _convert_gguf(spec, gguf, tmp)
+        write_manifest(
+            tmp,
+            {"name": spec.name, "gguf_sha256": spec.gguf_sha256, "format": _FORMAT_VERSION},
+        )
+    if read_verified_manifest(folder) is None:
+        raise CacheError(
+            f"The cache entry {folder} failed verification right after it was written. "
+            f"Check free disk space, delete the folder and retry."
+        )
+    return folder
+
+
+def _convert_gguf(spec: ModelSpec, gguf: Path, out: Path) -> None:
+    """Dequantize ``gguf`` into a clean Hugging Face folder ``out`` (float32 safetensors)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32, attn_implementation="eager"
+    )
+    # The weights are already dequantized float32; drop the GGUF quantizer so
+    # save_pretrained accepts them, and record the class (GGUF loads leave it empty).
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.architectures = [spec.architecture]
+    model.config.name_or_path = spec.name
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    for weights in out.glob("*.safetensors"):
+        with safe_open(str(weights), framework="pt") as handle:
+            if not list(handle.keys()):
+                raise CacheError(f"Converting {gguf.name} wrote an empty weights file {weights}.")
