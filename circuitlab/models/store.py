@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
+from tqdm.auto import tqdm
 
 from circuitlab.errors import CacheError
 from circuitlab.models.cache import (
@@ -34,26 +35,44 @@ def is_cached(spec: ModelSpec, cache_dir: str | Path | None = None) -> bool:
     return read_verified_manifest(cached_model_dir(spec, cache_dir), check_hashes=False) is not None
 
 
-def ensure_cached_model(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
+def ensure_cached_model(
+    spec: ModelSpec, cache_dir: str | Path | None = None, *, progress: bool = False
+) -> Path:
     """Return a verified Hugging Face folder for ``spec``, building it from the GGUF if needed.
 
     The first call dequantizes the GGUF with ``transformers`` (~20-60 s) and writes float32
     safetensors plus the tokenizer atomically; later calls only verify the entry (sizes and
     sha256 of every file). A corrupt or partial entry is rebuilt, never used.
+
+    Args:
+        spec: the registry entry.
+        cache_dir: cache root (default ``$CIRCUITLAB_CACHE_DIR`` or ``~/.cache/circuitlab``).
+        progress: show a progress bar over the build stages.
     """
     folder = cached_model_dir(spec, cache_dir)
     if read_verified_manifest(folder) is not None:
         return folder
     if folder.exists():
         logger.warning("Cache entry %s is incomplete or corrupt; rebuilding it.", folder)
-    gguf = fetch_gguf(spec, cache_dir)
-    with atomic_directory(folder) as tmp:
-        _convert_gguf(spec, gguf, tmp)
-        write_manifest(
-            tmp,
-            {"name": spec.name, "gguf_sha256": spec.gguf_sha256, "format": _FORMAT_VERSION},
-        )
-    if read_verified_manifest(folder) is None:
+    stages = tqdm(total=4, desc=f"building {spec.name}", unit="stage", disable=not progress)
+    with stages:
+        stages.set_postfix_str("fetching GGUF")
+        gguf = fetch_gguf(spec, cache_dir)
+        stages.update()
+        with atomic_directory(folder) as tmp:
+            stages.set_postfix_str("dequantizing")
+            _convert_gguf(spec, gguf, tmp)
+            stages.update()
+            stages.set_postfix_str("hashing")
+            write_manifest(
+                tmp,
+                {"name": spec.name, "gguf_sha256": spec.gguf_sha256, "format": _FORMAT_VERSION},
+            )
+            stages.update()
+        stages.set_postfix_str("verifying")
+        verified = read_verified_manifest(folder) is not None
+        stages.update()
+    if not verified:
         raise CacheError(
             f"The cache entry {folder} failed verification right after it was written. "
             f"Check free disk space, delete the folder and retry."

@@ -1,0 +1,82 @@
+"""Entry point of the ``circuitlab`` console script (argparse, one sub-command per job).
+
+Commands:
+    circuitlab report [--model NAME] [--prompt TEXT] [--top-k K] [--json OUT]
+    circuitlab models list [--json OUT]
+    circuitlab models fetch NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from circuitlab.cli import commands
+from circuitlab.errors import CircuitlabError
+
+__all__ = ["build_parser", "main"]
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=None,
+        help="registry name, local Hugging Face folder, or hub id (default: the embedded "
+        "smollm2-135m-instruct)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    parser.add_argument("--dtype", default="float32", help="float32 (default), bf16, fp16")
+    parser.add_argument("--cache-dir", default=None, help="model cache root (default "
+                        "$CIRCUITLAB_CACHE_DIR or ~/.cache/circuitlab)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="circuitlab",
+        description="Mechanistic interpretability on real Hugging Face models, offline.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    report = sub.add_parser(
+        "report", help="model card and top next-token predictions for a prompt",
+        description="Load a model and print its card plus the top next-token predictions.",
+    )
+    _add_model_options(report)
+    report.add_argument("--prompt", default="The capital of France is", help="prompt text")
+    report.add_argument("--top-k", type=int, default=5, help="how many predictions (default 5)")
+    report.add_argument("--json", metavar="OUT", help="also write the report as JSON (- = stdout)")
+    report.set_defaults(handler=commands.report)
+
+    models = sub.add_parser("models", help="list or fetch the registry models",
+                            description="The models circuitlab can load offline.")
+    models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    listing = models_sub.add_parser("list", help="known models and whether they are cached",
+                                    description="List the registry models and their cache state.")
+    listing.add_argument("--cache-dir", default=None, help="model cache root")
+    listing.add_argument("--json", metavar="OUT", help="write the list as JSON (- = stdout)")
+    listing.set_defaults(handler=commands.models_list)
+    fetch = models_sub.add_parser(
+        "fetch", help="fetch and cache a registry model",
+        description="Fetch a registry model's GGUF, dequantize it and write the verified cache.",
+    )
+    fetch.add_argument("name", help="registry name (see `circuitlab models list`)")
+    fetch.add_argument("--cache-dir", default=None, help="model cache root")
+    fetch.add_argument("--json", metavar="OUT", help="write the result as JSON (- = stdout)")
+    fetch.set_defaults(handler=commands.models_fetch)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 2 bad input or failure)."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except CircuitlabError as error:
+        print(f"circuitlab: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
