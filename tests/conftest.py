@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny random models (fast) and the two embedded real models (integration)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import circuitlab
+from circuitlab.models import cached_model_dir, get_spec
+from circuitlab.testing import TINY_ARCHITECTURES
+
+REAL_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+
+
+@pytest.fixture(params=TINY_ARCHITECTURES)
+def tiny_architecture(request: pytest.FixtureRequest) -> str:
+    """Every tiny architecture, one test each."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def real_handles() -> dict[str, circuitlab.ModelHandle]:
+    """Loaded handles of the real models, one load per session each (built lazily)."""
+    return {}
+
+
+@pytest.fixture(scope="session")
+def smollm2(real_handles: dict[str, circuitlab.ModelHandle]) -> circuitlab.ModelHandle:
+    if "smollm2-135m-instruct" not in real_handles:
+        real_handles["smollm2-135m-instruct"] = circuitlab.load("smollm2-135m-instruct")
+    return real_handles["smollm2-135m-instruct"]
+
+
+@pytest.fixture(scope="session")
+def gemma3(real_handles: dict[str, circuitlab.ModelHandle]) -> circuitlab.ModelHandle:
+    if "gemma3-270m" not in real_handles:
+        real_handles["gemma3-270m"] = circuitlab.load("gemma3-270m")
+    return real_handles["gemma3-270m"]
+
+
+@pytest.fixture(scope="session")
+def plain_transformers_model() -> Callable[[str], torch.nn.Module]:
+    """Factory of the ground truth: the same cached weights loaded by plain transformers."""
+
+    def build(name: str) -> torch.nn.Module:
+        folder = cached_model_dir(get_spec(name))
+        return AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, attn_implementation="eager"
+        ).eval()
+
+    return build
