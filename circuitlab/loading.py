@@ -153,7 +153,17 @@ def _load_folder(
     return _from_pretrained(str(folder), dtype, {**options, "local_files_only": True})
 
 
+def _hub_offline() -> bool:
+    """Whether the user asked for offline mode (read at call time, not import time)."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().lower()
+    return flag in ("1", "true", "yes", "on") or bool(constants.HF_HUB_OFFLINE)
+
+
 def _load_hub(name: str, dtype: torch.dtype, options: dict[str, Any]) -> tuple[Any, Any]:
+    if _hub_offline():
+        options = {**options, "local_files_only": True}
     try:
         return _from_pretrained(name, dtype, options)
     except NotAModelError:
@@ -184,7 +194,7 @@ def _from_pretrained(source: str, dtype: torch.dtype, options: dict[str, Any]) -
         )
         tokenizer = AutoTokenizer.from_pretrained(source, **options)
     except OSError as error:
-        if options.get("local_files_only"):
+        if options.get("local_files_only") and Path(source).is_dir():
             raise NotAModelError(
                 f"{source} has a config.json but its weights or tokenizer cannot be read "
                 f"({_first_line(error)}). It needs *.safetensors weights and tokenizer files, as "
