@@ -136,9 +136,7 @@ def _looks_like_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not name.startswith((".", "~"))
 
 
-def _load_folder(
-    folder: Path, dtype: torch.dtype, options: dict[str, Any]
-) -> tuple[Any, Any]:
+def _load_folder(folder: Path, dtype: torch.dtype, options: dict[str, Any]) -> tuple[Any, Any]:
     if not folder.is_dir():
         raise NotAModelError(
             f"{folder} is a file, not a model folder. Pass the folder that holds config.json "

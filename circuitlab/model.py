@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
@@ -64,9 +64,9 @@ class ModelHandle:
     ) -> None:
         if getattr(hf_model, _BOOTED_FLAG, False):
             raise CircuitlabError(
-                f"This Hugging Face model object already has a bridge booted on it; a second "
-                f"bridge silently breaks per-head hooks. Load a fresh copy (circuitlab.load or "
-                f"from_pretrained), or copy.deepcopy the model before its first ModelHandle."
+                "This Hugging Face model object already has a bridge booted on it; a second "
+                "bridge silently breaks per-head hooks. Load a fresh copy (circuitlab.load or "
+                "from_pretrained), or copy.deepcopy the model before its first ModelHandle."
             )
         class_name = type(hf_model).__name__
         check_supported(class_name, model_type=getattr(hf_model.config, "model_type", None))
@@ -219,7 +219,7 @@ class ModelHandle:
                 probability=float(prob),
                 logit=float(logits[token]),
             )
-            for prob, token in zip(top.values, top.indices)
+            for prob, token in zip(top.values, top.indices, strict=True)
         ]
 
     def run_with_hooks(

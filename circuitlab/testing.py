@@ -79,8 +79,13 @@ def _llama() -> Any:
 
     return LlamaForCausalLM(
         LlamaConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=128, **_common(),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            **_common(),
         )
     )
 
@@ -90,8 +95,13 @@ def _mistral() -> Any:
 
     return MistralForCausalLM(
         MistralConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=128, **_common(),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            **_common(),
         )
     )
 
@@ -101,8 +111,13 @@ def _qwen2() -> Any:
 
     return Qwen2ForCausalLM(
         Qwen2Config(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=128, **_common(),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            **_common(),
         )
     )
 
@@ -112,8 +127,14 @@ def _qwen3() -> Any:
 
     return Qwen3ForCausalLM(
         Qwen3Config(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, head_dim=16, max_position_embeddings=128, **_common(),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=128,
+            **_common(),
         )
     )
 
@@ -123,9 +144,16 @@ def _gemma3() -> Any:
 
     return Gemma3ForCausalLM(
         Gemma3TextConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=1, head_dim=16, max_position_embeddings=128, sliding_window=4,
-            layer_types=["sliding_attention", "full_attention"], query_pre_attn_scalar=16,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=16,
+            max_position_embeddings=128,
+            sliding_window=4,
+            layer_types=["sliding_attention", "full_attention"],
+            query_pre_attn_scalar=16,
             **_common(),
         )
     )
@@ -153,7 +181,9 @@ TINY_ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
 and Qwen3 (q/k norms)."""
 
 
-def tiny_hf_model(architecture: str = "llama", *, seed: int = 0) -> tuple[Any, PreTrainedTokenizerFast]:
+def tiny_hf_model(
+    architecture: str = "llama", *, seed: int = 0
+) -> tuple[Any, PreTrainedTokenizerFast]:
     """A tiny random Hugging Face model (eval mode, eager attention) and its tokenizer.
 
     Norm weights and biases are randomised too, so tests that forget a norm weight or a bias
@@ -161,13 +191,14 @@ def tiny_hf_model(architecture: str = "llama", *, seed: int = 0) -> tuple[Any, P
     """
     if architecture not in _BUILDERS:
         raise InputError(
-            f"Unknown tiny architecture {architecture!r}. Choose one of {', '.join(TINY_ARCHITECTURES)}."
+            f"Unknown tiny architecture {architecture!r}. "
+            f"Choose one of {', '.join(TINY_ARCHITECTURES)}."
         )
     torch.manual_seed(seed)
     model = _BUILDERS[architecture]()
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
+        for parameter in model.parameters():
             if parameter.ndim == 1:  # norm weights and biases
                 noise = torch.randn(parameter.shape, generator=generator) * 0.2
                 parameter.add_(noise.to(parameter.dtype))
@@ -180,4 +211,6 @@ def tiny_hf_model(architecture: str = "llama", *, seed: int = 0) -> tuple[Any, P
 def tiny_model(architecture: str = "llama", *, seed: int = 0, **kwargs: Any) -> ModelHandle:
     """A :class:`ModelHandle` over :func:`tiny_hf_model` (boots in ~0.1 s)."""
     model, tokenizer = tiny_hf_model(architecture, seed=seed)
-    return ModelHandle(model, tokenizer, name=f"tiny-{architecture}", source="circuitlab.testing", **kwargs)
+    return ModelHandle(
+        model, tokenizer, name=f"tiny-{architecture}", source="circuitlab.testing", **kwargs
+    )

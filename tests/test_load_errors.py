@@ -42,7 +42,7 @@ def test_hub_name_without_network_says_how_to_load_locally(monkeypatch: pytest.M
 
 def test_folder_without_config_is_not_a_model(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    with pytest.raises(NotAModelError, match="no config.json"):
+    with pytest.raises(NotAModelError, match=r"no config\.json"):
         circuitlab.load(tmp_path)
     with pytest.raises(NotAModelError, match="is a file"):
         circuitlab.load(tmp_path / "notes.txt")
@@ -60,19 +60,33 @@ def test_local_folder_loads(tmp_path: Path) -> None:
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     handle = circuitlab.load(tmp_path)
-    torch.testing.assert_close(handle.logits("the cat")[0], model(torch.tensor([tokenizer("the cat").input_ids])).logits[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        handle.logits("the cat")[0],
+        model(torch.tensor([tokenizer("the cat").input_ids])).logits[0],
+        atol=1e-5,
+        rtol=0,
+    )
 
 
 def test_unsupported_architecture_is_named(tmp_path: Path) -> None:
     from transformers import GPTNeoXConfig
 
-    GPTNeoXConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                  architectures=["GPTNeoXForCausalLM"]).save_pretrained(tmp_path)
+    GPTNeoXConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        architectures=["GPTNeoXForCausalLM"],
+    ).save_pretrained(tmp_path)
     with pytest.raises(UnsupportedArchitectureError) as caught:
         circuitlab.load(tmp_path)
     message = str(caught.value)
     assert "GPTNeoXForCausalLM" in message
-    assert "LlamaForCausalLM" in message and "Gemma3ForCausalLM" in message and "GPT2LMHeadModel" in message
+    assert (
+        "LlamaForCausalLM" in message
+        and "Gemma3ForCausalLM" in message
+        and "GPT2LMHeadModel" in message
+    )
 
 
 def test_unknown_model_type_in_config(tmp_path: Path) -> None:
@@ -83,7 +97,7 @@ def test_unknown_model_type_in_config(tmp_path: Path) -> None:
 
 def test_cuda_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(DeviceUnavailableError, match="device='cuda'.*Use device='cpu'"):
+    with pytest.raises(DeviceUnavailableError, match=r"device='cuda'.*Use device='cpu'"):
         circuitlab.load("smollm2-135m-instruct", device="cuda")
     with pytest.raises(InputError, match="Unknown device"):
         circuitlab.load(device="gpu-please")
@@ -124,9 +138,18 @@ def test_repr_and_model_card_are_readable() -> None:
 
     model = tiny_model("gemma3")
     assert repr(model) == (
-        "ModelHandle('tiny-gemma3': gemma3, 2 layers x 4/1kv heads, d_model=64, vocab=53, float32 on cpu)"
+        "ModelHandle('tiny-gemma3': gemma3, 2 layers x 4/1kv heads, d_model=64, vocab=53, "
+        "float32 on cpu)"
     )
     card = model.model_card()
-    assert card["norms"] == ["ln1", "ln1_post", "ln2", "ln2_post", "attn.q_norm", "attn.k_norm", "ln_final"]
+    assert card["norms"] == [
+        "ln1",
+        "ln1_post",
+        "ln2",
+        "ln2_post",
+        "attn.q_norm",
+        "attn.k_norm",
+        "ln_final",
+    ]
     json.dumps(card)
     assert "| n_layers | 2 |" in model._repr_markdown_()

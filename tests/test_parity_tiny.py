@@ -9,7 +9,12 @@ import torch
 from circuitlab import ModelHandle
 from circuitlab.testing import tiny_hf_model
 
-PROMPTS = ["the capital of france is", "the movie was very good and", "yes", "a cat sat on the mat ."]
+PROMPTS = [
+    "the capital of france is",
+    "the movie was very good and",
+    "yes",
+    "a cat sat on the mat .",
+]
 
 
 def _handle_and_reference(architecture: str) -> tuple[ModelHandle, torch.nn.Module, object]:
@@ -46,8 +51,12 @@ def test_greedy_generation_equals_transformers_generate(tiny_architecture: str) 
         ids = torch.tensor([tokenizer(prompt).input_ids])
         with torch.no_grad():
             expected = reference.generate(
-                ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=None,
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=8,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=None,
             )
         assert ours[row] == expected[0, ids.shape[1] :].tolist()
 
@@ -60,7 +69,9 @@ def test_architecture_facts_match_the_config(tiny_architecture: str) -> None:
     assert arch.n_heads == config.num_attention_heads
     assert arch.n_kv_heads == getattr(config, "num_key_value_heads", config.num_attention_heads)
     assert arch.d_model == config.hidden_size
-    expected_d_head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    expected_d_head = (
+        getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    )
     assert arch.d_head == expected_d_head
     assert arch.d_vocab == config.vocab_size
     assert arch.norms[-1].placement == "final"

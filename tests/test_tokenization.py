@@ -22,7 +22,12 @@ def test_right_padding_and_last_positions() -> None:
 
 @pytest.mark.parametrize(
     ("architecture", "prepend_bos", "starts_with_bos"),
-    [("llama", None, False), ("gemma3", None, True), ("llama", True, True), ("gemma3", False, False)],
+    [
+        ("llama", None, False),
+        ("gemma3", None, True),
+        ("llama", True, True),
+        ("gemma3", False, False),
+    ],
 )
 def test_bos_policy(architecture: str, prepend_bos: bool | None, starts_with_bos: bool) -> None:
     hf_model, tokenizer = tiny_hf_model(architecture)
@@ -35,7 +40,9 @@ def test_bos_policy(architecture: str, prepend_bos: bool | None, starts_with_bos
 
 def test_label_words_must_be_single_tokens() -> None:
     model = tiny_model("llama")
-    assert model.token_ids(["yes", "no"]) == [model.tokenizer.convert_tokens_to_ids(w) for w in ("yes", "no")]
+    assert model.token_ids(["yes", "no"]) == [
+        model.tokenizer.convert_tokens_to_ids(w) for w in ("yes", "no")
+    ]
     with pytest.raises(InputError, match=r"'yes no' is 2 tokens \(\['yes', 'no'\]\)"):
         model.token_id("yes no")
     with pytest.raises(InputError, match="non-empty"):
@@ -58,7 +65,9 @@ def test_empty_prompt_list_and_empty_prompt() -> None:
 
 def test_prompt_longer_than_context() -> None:
     model = tiny_model("llama")
-    with pytest.raises(InputError, match=r"Prompt 1 is 130 tokens long but the model's context is 128"):
+    with pytest.raises(
+        InputError, match=r"Prompt 1 is 130 tokens long but the model's context is 128"
+    ):
         model.tokenize(["the cat", " ".join(["cat"] * 130)])
     with pytest.raises(InputError, match="exceeds the model's context"):
         model.generate_ids(" ".join(["cat"] * 120), max_new_tokens=20)
@@ -69,7 +78,7 @@ def test_batches_cover_every_prompt_in_order() -> None:
     prompts = [f"the cat {'sat ' * i}" for i in range(7)]
     batches = list(model.batches(prompts, batch_size=3))
     assert [len(batch) for batch in batches] == [3, 3, 1]
-    assert sum((list(batch.prompts) for batch in batches), []) == prompts
+    assert [p for batch in batches for p in batch.prompts] == prompts
     full = model.next_token_logits(prompts)
     streamed = torch.cat([model.next_token_logits(batch) for batch in batches])
     torch.testing.assert_close(streamed, full, atol=1e-5, rtol=0)

