@@ -84,6 +84,7 @@ def load(
     cache_dir: str | os.PathLike[str] | None = None,
     prepend_bos: bool | None = None,
     trust_remote_code: bool = False,
+    progress: bool = False,
 ) -> ModelHandle:
     """Load a model and boot its TransformerLens bridge.
 
@@ -98,6 +99,7 @@ def load(
         prepend_bos: BOS policy: ``None`` keeps the tokenizer's own special tokens (as plain
             ``transformers`` does), ``True`` always starts prompts with BOS, ``False`` never.
         trust_remote_code: let ``transformers`` run code shipped with a hub model (off).
+        progress: show a progress bar while a registry model's cache entry is built.
 
     Returns:
         A :class:`ModelHandle`.
@@ -112,7 +114,7 @@ def load(
     name = DEFAULT_MODEL if name is None else name
     options = {"trust_remote_code": trust_remote_code}
     if isinstance(name, str) and name in KNOWN_MODELS:
-        folder = ensure_cached_model(KNOWN_MODELS[name], cache_dir)
+        folder = ensure_cached_model(KNOWN_MODELS[name], cache_dir, progress=progress)
         model, tokenizer = _load_folder(folder, torch_dtype, options)
         source = f"registry ({folder})"
         label = name

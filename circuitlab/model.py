@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,13 +32,22 @@ def _bridge_tokenizer(tokenizer: Any) -> Any:
 
     The bridge reloads a tokenizer from ``name_or_path`` unless it already adds BOS; giving it
     a copy marked that way keeps it offline and leaves circuitlab's tokenizer untouched.
-    circuitlab itself never lets the bridge tokenize.
+    circuitlab itself never lets the bridge tokenize. The bridge registers missing pad/eos/bos
+    tokens in the shared backend, so a tokenizer lacking one gets a deep copy (slower for
+    large vocabularies); otherwise a shallow copy suffices.
     """
-    copy = tokenizer.__class__.__new__(tokenizer.__class__)
-    copy.__dict__.update(tokenizer.__dict__)
-    copy.init_kwargs = {**tokenizer.init_kwargs, "add_bos_token": True}
-    copy.init_kwargs.setdefault("name_or_path", getattr(tokenizer, "name_or_path", ""))
-    return copy
+    complete = all(
+        token_id is not None
+        for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id)
+    )
+    if complete:
+        bridge_copy = tokenizer.__class__.__new__(tokenizer.__class__)
+        bridge_copy.__dict__.update(tokenizer.__dict__)
+    else:
+        bridge_copy = copy.deepcopy(tokenizer)
+    bridge_copy.init_kwargs = {**tokenizer.init_kwargs, "add_bos_token": True}
+    bridge_copy.init_kwargs.setdefault("name_or_path", getattr(tokenizer, "name_or_path", ""))
+    return bridge_copy
 
 
 class ModelHandle:

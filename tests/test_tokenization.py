@@ -82,3 +82,17 @@ def test_batches_cover_every_prompt_in_order() -> None:
     full = model.next_token_logits(prompts)
     streamed = torch.cat([model.next_token_logits(batch) for batch in batches])
     torch.testing.assert_close(streamed, full, atol=1e-5, rtol=0)
+
+
+def test_tokenizer_without_pad_token_is_left_untouched() -> None:
+    hf_model, _ = tiny_hf_model("gpt2")
+    from circuitlab.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.pad_token = None
+    vocab_before = len(tokenizer)
+    model = ModelHandle(hf_model, tokenizer, name="no-pad")
+    assert tokenizer.pad_token is None and len(tokenizer) == vocab_before
+    assert model.pad_token_id == tokenizer.eos_token_id
+    batch = model.tokenize(["the cat", "the cat sat"])
+    assert batch.input_ids[0, 2] == tokenizer.eos_token_id and batch.attention_mask[0, 2] == 0

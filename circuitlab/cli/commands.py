@@ -21,7 +21,9 @@ __all__ = ["models_fetch", "models_list", "report"]
 def report(args: argparse.Namespace) -> None:
     """Model card plus the top next-token predictions for a prompt."""
     started = time.perf_counter()
-    model = load(args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir)
+    model = load(
+        args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, progress=True
+    )
     load_seconds = time.perf_counter() - started
     card = model.model_card()
     predictions = model.top_next_tokens(args.prompt, k=args.top_k)
