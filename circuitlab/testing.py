@@ -12,10 +12,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
+import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -64,118 +64,48 @@ def tiny_tokenizer(*, add_bos: bool = False) -> PreTrainedTokenizerFast:
     )
 
 
-def _common() -> dict[str, Any]:
-    return {
-        "vocab_size": len(TINY_VOCABULARY),
-        "pad_token_id": _PAD,
-        "bos_token_id": _BOS,
-        "eos_token_id": _EOS,
-        "initializer_range": 0.15,
-    }
-
-
-def _llama() -> Any:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    return LlamaForCausalLM(
-        LlamaConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            **_common(),
-        )
-    )
-
-
-def _mistral() -> Any:
-    from transformers import MistralConfig, MistralForCausalLM
-
-    return MistralForCausalLM(
-        MistralConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            **_common(),
-        )
-    )
-
-
-def _qwen2() -> Any:
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    return Qwen2ForCausalLM(
-        Qwen2Config(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            **_common(),
-        )
-    )
-
-
-def _qwen3() -> Any:
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    return Qwen3ForCausalLM(
-        Qwen3Config(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-            max_position_embeddings=128,
-            **_common(),
-        )
-    )
-
-
-def _gemma3() -> Any:
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    return Gemma3ForCausalLM(
-        Gemma3TextConfig(
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=16,
-            max_position_embeddings=128,
-            sliding_window=4,
-            layer_types=["sliding_attention", "full_attention"],
-            query_pre_attn_scalar=16,
-            **_common(),
-        )
-    )
-
-
-def _gpt2() -> Any:
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    return GPT2LMHeadModel(
-        GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=128, n_inner=128, **_common())
-    )
-
-
-_BUILDERS: dict[str, Callable[[], Any]] = {
-    "llama": _llama,
-    "gemma3": _gemma3,
-    "gpt2": _gpt2,
-    "mistral": _mistral,
-    "qwen2": _qwen2,
-    "qwen3": _qwen3,
+_COMMON: dict[str, Any] = {
+    "vocab_size": len(TINY_VOCABULARY),
+    "pad_token_id": _PAD,
+    "bos_token_id": _BOS,
+    "eos_token_id": _EOS,
+    "initializer_range": 0.15,
 }
-TINY_ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)
+_DECODER: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 128,
+}
+
+# architecture -> (config class, model class, config keywords), all in ``transformers``.
+_RECIPES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM", _DECODER),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {
+            **_DECODER,
+            "num_key_value_heads": 1,
+            "head_dim": 16,
+            "sliding_window": 4,
+            "layer_types": ["sliding_attention", "full_attention"],
+            "query_pre_attn_scalar": 16,
+        },
+    ),
+    "gpt2": (
+        "GPT2Config",
+        "GPT2LMHeadModel",
+        {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 128, "n_inner": 128},
+    ),
+    "mistral": ("MistralConfig", "MistralForCausalLM", _DECODER),
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", _DECODER),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {**_DECODER, "head_dim": 16}),
+}
+
+TINY_ARCHITECTURES: tuple[str, ...] = tuple(_RECIPES)
 """Families :func:`tiny_hf_model` can build: Llama-style (RMSNorm, GQA, no biases), Gemma-3-style
 (sandwich and q/k norms, GQA), GPT-2-style (LayerNorm, biases), Mistral, Qwen2 (q/k/v biases)
 and Qwen3 (q/k norms)."""
@@ -189,13 +119,15 @@ def tiny_hf_model(
     Norm weights and biases are randomised too, so tests that forget a norm weight or a bias
     fail. Same ``seed``, same weights.
     """
-    if architecture not in _BUILDERS:
+    if architecture not in _RECIPES:
         raise InputError(
             f"Unknown tiny architecture {architecture!r}. "
             f"Choose one of {', '.join(TINY_ARCHITECTURES)}."
         )
     torch.manual_seed(seed)
-    model = _BUILDERS[architecture]()
+    config_class, model_class, keywords = _RECIPES[architecture]
+    config = getattr(transformers, config_class)(**keywords, **_COMMON)
+    model = getattr(transformers, model_class)(config)
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for parameter in model.parameters():

@@ -27,11 +27,16 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
     parser.add_argument("--dtype", default="float32", help="float32 (default), bf16, fp16")
+    _add_output_options(parser)
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir",
         default=None,
         help="model cache root (default $CIRCUITLAB_CACHE_DIR or ~/.cache/circuitlab)",
     )
+    parser.add_argument("--json", metavar="OUT", help="also write the result as JSON (- = stdout)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(report)
     report.add_argument("--prompt", default="The capital of France is", help="prompt text")
     report.add_argument("--top-k", type=int, default=5, help="how many predictions (default 5)")
-    report.add_argument("--json", metavar="OUT", help="also write the report as JSON (- = stdout)")
     report.set_defaults(handler=commands.report)
 
     models = sub.add_parser(
@@ -64,8 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="known models and whether they are cached",
         description="List the registry models and their cache state.",
     )
-    listing.add_argument("--cache-dir", default=None, help="model cache root")
-    listing.add_argument("--json", metavar="OUT", help="write the list as JSON (- = stdout)")
+    _add_output_options(listing)
     listing.set_defaults(handler=commands.models_list)
     fetch = models_sub.add_parser(
         "fetch",
@@ -73,8 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fetch a registry model's GGUF, dequantize it and write the verified cache.",
     )
     fetch.add_argument("name", help="registry name (see `circuitlab models list`)")
-    fetch.add_argument("--cache-dir", default=None, help="model cache root")
-    fetch.add_argument("--json", metavar="OUT", help="write the result as JSON (- = stdout)")
+    _add_output_options(fetch)
     fetch.set_defaults(handler=commands.models_fetch)
     return parser
 
