@@ -185,3 +185,19 @@ def test_cache_dir_argument_and_environment(
     monkeypatch.delenv(cache.CACHE_ENV_VAR)
     assert cache.cache_root() == Path.home() / ".cache" / "circuitlab"
     assert sys.executable  # pip download runs with this interpreter
+
+
+def test_leftovers_of_a_killed_build_are_cleaned(tmp_path: Path) -> None:
+    import os
+
+    target = tmp_path / "models" / "entry"
+    target.parent.mkdir()
+    stale = target.parent / ".entry.abc.partial"
+    fresh = target.parent / ".entry.def.partial"
+    stale.mkdir()
+    fresh.mkdir()
+    os.utime(stale, (0, 0))
+    with cache.atomic_directory(target) as tmp:
+        (tmp / "weights.bin").write_bytes(b"x")
+    assert not stale.exists() and fresh.exists()  # a fresh one may belong to a running build
+    assert (target / "weights.bin").read_bytes() == b"x"

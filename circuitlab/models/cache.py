@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +39,7 @@ __all__ = [
 CACHE_ENV_VAR = "CIRCUITLAB_CACHE_DIR"
 MANIFEST_NAME = "circuitlab-manifest.json"
 _HASH_BLOCK = 1 << 24
+_STALE_SECONDS = 6 * 3600
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -95,6 +97,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     complete entry in place first, that one is kept and the temporary folder discarded.
     """
     _make_parent(target)
+    _remove_stale_partials(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     try:
         yield tmp
@@ -110,6 +113,15 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Delete temporary folders that a killed run left next to ``target`` (older than 6 h)."""
+    cutoff = time.time() - _STALE_SECONDS
+    for leftover in target.parent.glob(f".{target.name}.*.partial"):
+        with contextlib.suppress(OSError):
+            if leftover.is_dir() and leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def write_manifest(folder: Path, metadata: dict[str, object]) -> None:

@@ -69,14 +69,14 @@ def ensure_cached_model(
                 {"name": spec.name, "gguf_sha256": spec.gguf_sha256, "format": _FORMAT_VERSION},
             )
             stages.update()
-        stages.set_postfix_str("verifying")
-        verified = read_verified_manifest(folder) is not None
-        stages.update()
-    if not verified:
-        raise CacheError(
-            f"The cache entry {folder} failed verification right after it was written. "
-            f"Check free disk space, delete the folder and retry."
-        )
+            stages.set_postfix_str("verifying")
+            if read_verified_manifest(tmp) is None:
+                raise CacheError(
+                    f"The new cache entry for {spec.name!r} failed verification before it was "
+                    f"moved into place (files differ from what was written). Check free disk "
+                    f"space in {folder.parent} and retry."
+                )
+            stages.update()
     return folder
 
 
