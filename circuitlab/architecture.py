@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from circuitlab.errors import UnsupportedArchitectureError
+from circuitlab.errors import InputError, UnsupportedArchitectureError
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -42,7 +42,9 @@ class NormSite:
         """The hook that holds this norm's scale ([batch, pos, 1]) for ``layer``."""
         if self.per_layer:
             if layer is None:
-                raise ValueError(f"norm {self.name!r} is per layer: pass layer=")
+                raise InputError(
+                    f"Norm {self.name!r} sits in every block: pass layer= (0 .. n_layers - 1)."
+                )
             return f"blocks.{layer}.{self.name}.hook_scale"
         return f"{self.name}.hook_scale"
 

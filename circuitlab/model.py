@@ -120,26 +120,32 @@ class ModelHandle:
 
     @property
     def n_layers(self) -> int:
+        """Number of transformer blocks."""
         return self.arch.n_layers
 
     @property
     def n_heads(self) -> int:
+        """Query heads per attention layer."""
         return self.arch.n_heads
 
     @property
     def n_kv_heads(self) -> int:
+        """Key/value heads per layer (fewer than n_heads under GQA)."""
         return self.arch.n_kv_heads
 
     @property
     def d_model(self) -> int:
+        """Width of the residual stream."""
         return self.arch.d_model
 
     @property
     def d_head(self) -> int:
+        """Width of one attention head."""
         return self.arch.d_head
 
     @property
     def d_vocab(self) -> int:
+        """Vocabulary size (rows of the unembedding)."""
         return self.arch.d_vocab
 
     @property
@@ -202,13 +208,13 @@ class ModelHandle:
     def _inputs(self, prompts: Prompts) -> TokenBatch:
         return self.tokenize(prompts).to(self.device)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def logits(self, prompts: Prompts) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits at every position (padding positions hold meaningless values)."""
         batch = self._inputs(prompts)
         return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def next_token_logits(self, prompts: Prompts) -> Float[Tensor, "batch d_vocab"]:
         """Logits after each prompt's last real token."""
         batch = self._inputs(prompts)
@@ -261,7 +267,7 @@ class ModelHandle:
                     f"'blocks.0.attn.hook_z' or 'ln_final.hook_scale'; see "
                     f"model.hook_names() for all of them."
                 )
-        with torch.inference_mode():
+        with torch.no_grad():
             return self.bridge.run_with_cache(
                 batch.input_ids, names_filter=names_filter, attention_mask=batch.attention_mask
             )
@@ -279,7 +285,7 @@ class ModelHandle:
             yield self
 
     # ------------------------------------------------------------ generation
-    @torch.inference_mode()
+    @torch.no_grad()
     def generate_ids(
         self, prompts: str | Sequence[str], max_new_tokens: int = 20, *, stop_at_eos: bool = True
     ) -> list[list[int]]:

@@ -94,3 +94,14 @@ def test_model_is_unchanged_after_hooks_exit(tiny_architecture: str) -> None:
     hooked = handle.run_with_hooks(PROMPTS, [("blocks.0.hook_attn_out", zero_attention)])
     torch.testing.assert_close(hooked, changed, atol=1e-6, rtol=0)
     torch.testing.assert_close(handle.logits(PROMPTS), before, atol=0, rtol=0)
+
+
+def test_cached_activations_combine_with_weights(tiny_architecture: str) -> None:
+    """Per-head outputs rebuilt by hand from hook_z and W_O match the attention output."""
+    handle, _, _ = _handle_and_reference(tiny_architecture)
+    names = ["blocks.1.attn.hook_z", "blocks.1.attn.hook_out"]
+    _, cache = handle.run_with_cache(PROMPTS, names=names)
+    w_o = handle.bridge.W_O[1]  # [head_index, d_head, d_model]
+    per_head = torch.einsum("bphd,hdm->bpm", cache[names[0]], w_o)
+    bias = handle.bridge.b_O[1] if handle.arch.family == "gpt2" else 0.0
+    torch.testing.assert_close(per_head + bias, cache[names[1]], atol=1e-5, rtol=0)

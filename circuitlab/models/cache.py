@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 CACHE_ENV_VAR = "CIRCUITLAB_CACHE_DIR"
+"""Environment variable that moves the cache root."""
 MANIFEST_NAME = "circuitlab-manifest.json"
 _HASH_BLOCK = 1 << 24
 _STALE_SECONDS = 6 * 3600

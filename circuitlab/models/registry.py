@@ -89,7 +89,9 @@ _GEMMA3 = ModelSpec(
 )
 
 KNOWN_MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (_SMOLLM2, _GEMMA3)}
+"""Registry models by name."""
 DEFAULT_MODEL = _SMOLLM2.name
+"""The model :func:`circuitlab.load` uses when given no name."""
 
 
 def get_spec(name: str) -> ModelSpec:
