@@ -242,6 +242,7 @@ class ModelHandle:
         self, prompts: Prompts, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]
     ) -> Float[Tensor, "batch pos d_vocab"]:
         """Forward pass with temporary hooks (removed afterwards, even on error); returns logits."""
+        self._check_hook_names([name for name, _ in fwd_hooks])
         batch = self._inputs(prompts)
         return self.bridge.run_with_hooks(
             batch.input_ids, fwd_hooks=list(fwd_hooks), attention_mask=batch.attention_mask
@@ -260,13 +261,7 @@ class ModelHandle:
         names_filter = [names] if isinstance(names, str) else names
         if isinstance(names_filter, Sequence):
             names_filter = list(names_filter)
-            unknown = [name for name in names_filter if name not in self.bridge.hook_dict]
-            if unknown:
-                raise InputError(
-                    f"Unknown hook name(s) {unknown}. Valid names look like "
-                    f"'blocks.0.attn.hook_z' or 'ln_final.hook_scale'; see "
-                    f"model.hook_names() for all of them."
-                )
+            self._check_hook_names(names_filter)
         with torch.no_grad():
             return self.bridge.run_with_cache(
                 batch.input_ids, names_filter=names_filter, attention_mask=batch.attention_mask
@@ -276,11 +271,21 @@ class ModelHandle:
         """Every hook point name of the bridge."""
         return list(self.bridge.hook_dict)
 
+    def _check_hook_names(self, names: Sequence[str | Callable[[str], bool]]) -> None:
+        unknown = [n for n in names if isinstance(n, str) and n not in self.bridge.hook_dict]
+        if unknown:
+            raise InputError(
+                f"Unknown hook name(s) {unknown}. Valid names look like 'blocks.0.attn.hook_z' "
+                f"or 'ln_final.hook_scale' (layers 0 .. {self.n_layers - 1}); see "
+                f"model.hook_names() for all of them."
+            )
+
     @contextlib.contextmanager
     def hooks(
         self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]
     ) -> Iterator[ModelHandle]:
         """Context manager: hooks stay on for every forward pass inside, and are removed after."""
+        self._check_hook_names([name for name, _ in fwd_hooks])
         with self.bridge.hooks(fwd_hooks=list(fwd_hooks)):
             yield self
 

@@ -80,7 +80,7 @@ def test_console_script_reports_on_the_default_model(tmp_path: Path, smollm2: ob
     """The README's main job, end to end in a subprocess, on the embedded default model."""
     out = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "circuitlab.cli.main", "report", "--json", str(out)],
+        [sys.executable, "-m", "circuitlab", "report", "--json", str(out)],
         capture_output=True,
         text=True,
         check=False,

@@ -131,6 +131,12 @@ def test_unknown_hook_name_in_run_with_cache() -> None:
 
     with pytest.raises(InputError, match="Unknown hook name"):
         tiny_model().run_with_cache("the cat", names=["blocks.0.attn.hook_zz"])
+    identity = lambda activation, hook: activation  # noqa: E731
+    with pytest.raises(InputError, match=r"layers 0 \.\. 1"):
+        tiny_model().run_with_hooks("the cat", [("blocks.7.hook_attn_out", identity)])
+    with pytest.raises(InputError, match="Unknown hook name"):
+        with tiny_model().hooks([("blocks.0.hook_nope", identity)]):
+            pass
 
 
 def test_repr_and_model_card_are_readable() -> None:
