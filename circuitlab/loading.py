@@ -19,7 +19,7 @@ from circuitlab.errors import (
 )
 from circuitlab.model import ModelHandle
 from circuitlab.models.registry import DEFAULT_MODEL, KNOWN_MODELS, unknown_model_message
-from circuitlab.models.store import ensure_cached_model
+from circuitlab.models.store import cached_model_dir, load_cached_model
 
 __all__ = ["load", "resolve_device", "resolve_dtype"]
 
@@ -114,9 +114,14 @@ def load(
     name = DEFAULT_MODEL if name is None else name
     options = {"trust_remote_code": trust_remote_code}
     if isinstance(name, str) and name in KNOWN_MODELS:
-        folder = ensure_cached_model(KNOWN_MODELS[name], cache_dir, progress=progress)
-        model, tokenizer = _load_folder(folder, torch_dtype, options)
-        source = f"registry ({folder})"
+        spec = KNOWN_MODELS[name]
+        model, tokenizer = load_cached_model(
+            spec,
+            lambda folder: _load_folder(folder, torch_dtype, options),
+            cache_dir,
+            progress=progress,
+        )
+        source = f"registry ({cached_model_dir(spec, cache_dir)})"
         label = name
     elif Path(name).expanduser().exists():
         folder = Path(name).expanduser().resolve()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from safetensors import safe_open
@@ -19,7 +22,9 @@ from circuitlab.models.cache import (
 from circuitlab.models.registry import ModelSpec
 from circuitlab.models.sources import fetch_gguf
 
-__all__ = ["cached_model_dir", "ensure_cached_model", "is_cached"]
+__all__ = ["cached_model_dir", "ensure_cached_model", "is_cached", "load_cached_model"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 _FORMAT_VERSION = 1
@@ -78,6 +83,38 @@ def ensure_cached_model(
                 )
             stages.update()
     return folder
+
+
+def load_cached_model(
+    spec: ModelSpec,
+    loader: Callable[[Path], T],
+    cache_dir: str | Path | None = None,
+    *,
+    progress: bool = False,
+) -> T:
+    """Run ``loader`` on the verified cache folder of ``spec`` and return its result.
+
+    When a complete entry exists, its sha256 check runs in a second thread while ``loader``
+    reads it (hashing releases the GIL), so verification adds little to the load time. If the
+    check fails, whatever was loaded is dropped, the entry is rebuilt, and ``loader`` runs
+    again: a corrupt entry is never returned.
+    """
+    folder = cached_model_dir(spec, cache_dir)
+    if read_verified_manifest(folder, check_hashes=False) is not None:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            verification = pool.submit(read_verified_manifest, folder)
+            try:
+                loaded: T | None = loader(folder)
+                failure: Exception | None = None
+            except Exception as error:  # a corrupt file may fail to parse
+                loaded, failure = None, error
+            intact = verification.result() is not None
+        if intact:
+            if failure is not None:
+                raise failure
+            return loaded  # type: ignore[return-value]
+        del loaded
+    return loader(ensure_cached_model(spec, cache_dir, progress=progress))
 
 
 def _convert_gguf(spec: ModelSpec, gguf: Path, out: Path) -> None:
