@@ -1,0 +1,45 @@
+"""Choosing the position to decompose in each prompt, counted on real tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from circuitlab.errors import InputError
+from circuitlab.tokenization import TokenBatch
+
+__all__ = ["Positions", "resolve_positions"]
+
+Positions = int | Sequence[int] | None
+"""``None``: each prompt's last real token; an int: the same position in every prompt
+(negative counts back from each prompt's last real token, ``-1`` being that token); a list:
+one such position per prompt."""
+
+
+def resolve_positions(batch: TokenBatch, positions: Positions) -> Int[Tensor, " batch"]:
+    """Absolute position of the chosen token in each row of a right-padded batch."""
+    lengths = batch.lengths
+    if positions is None:
+        return lengths - 1
+    if isinstance(positions, int):
+        requested = torch.full_like(lengths, positions)
+    else:
+        requested = torch.as_tensor(list(positions), dtype=torch.long)
+        if requested.shape != lengths.shape:
+            raise InputError(
+                f"Got {requested.numel()} positions for {lengths.numel()} prompts. Pass one "
+                f"position per prompt, a single int for all, or None for each last token."
+            )
+    absolute = torch.where(requested < 0, lengths + requested, requested)
+    bad = ((absolute < 0) | (absolute >= lengths)).nonzero().flatten().tolist()
+    if bad:
+        row = bad[0]
+        raise InputError(
+            f"Position {int(requested[row])} is out of range for prompt {row}, which has "
+            f"{int(lengths[row])} tokens (valid: 0 .. {int(lengths[row]) - 1}, or -1 .. "
+            f"-{int(lengths[row])} counted from its last token)."
+        )
+    return absolute
