@@ -40,7 +40,9 @@ def norm_gain(model: ModelHandle, site: NormSite, layer: int | None = None) -> F
     return weight.detach() + model.arch.norm_weight_offset
 
 
-def norm_bias(model: ModelHandle, site: NormSite, layer: int | None = None) -> Float[Tensor, " d"] | None:
+def norm_bias(
+    model: ModelHandle, site: NormSite, layer: int | None = None
+) -> Float[Tensor, " d"] | None:
     """The norm's additive bias (LayerNorm), or ``None``."""
     bias = getattr(_norm_module(model, site, layer), "bias", None)
     return None if bias is None else bias.detach()

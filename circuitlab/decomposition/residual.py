@@ -26,7 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.components import Component, all_components
-from circuitlab.decomposition.positions import Positions, resolve_positions
+from circuitlab.decomposition.positions import Positions, position_chunks, resolve_positions
 from circuitlab.model import ModelHandle, Prompts
 from circuitlab.tokenization import TokenBatch
 from circuitlab.weights import norm_gain, output_projection
@@ -45,6 +45,7 @@ class ResidualDecomposition:
         final_scale: the final norm's scale at that position (``sqrt(mean(x^2) + eps)`` for
             RMSNorm; the standard deviation for LayerNorm).
         positions: the decomposed position in each prompt.
+        logits: the model's own logits at that position (from the same forward pass).
     """
 
     contributions: Float[Tensor, "batch component d_model"]
@@ -52,6 +53,7 @@ class ResidualDecomposition:
     residual: Float[Tensor, "batch d_model"]
     final_scale: Float[Tensor, " batch"]
     positions: Int[Tensor, " batch"]
+    logits: Float[Tensor, "batch d_vocab"]
 
     def total(self) -> Float[Tensor, "batch d_model"]:
         """Sum of all contributions (equals ``residual`` up to float rounding)."""
@@ -101,7 +103,7 @@ def decompose_batch(
     names = _hook_names(model)
     flat = [n for value in names.values() for n in ([value] if isinstance(value, str) else value)]
     with torch.no_grad():
-        model.bridge.run_with_hooks(
+        logits = model.bridge.run_with_hooks(
             batch.input_ids,
             fwd_hooks=[recorder.hook(name) for name in flat],
             attention_mask=batch.attention_mask,
@@ -129,6 +131,7 @@ def decompose_batch(
         residual=seen[names["residual"]],
         final_scale=seen[names["final_scale"]].reshape(-1),
         positions=chosen,
+        logits=logits[recorder.rows, chosen],
     )
 
 
@@ -163,10 +166,12 @@ def decompose_residual(
     if isinstance(prompts, TokenBatch):
         return decompose_batch(model, prompts, positions)
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
-    per_prompt = _split_positions(positions, len(texts), batch_size)
+    chunks = position_chunks(positions, len(texts), batch_size)
     parts = [
-        decompose_batch(model, batch, per_prompt(index))
-        for index, batch in enumerate(model.batches(texts, batch_size, progress=progress))
+        decompose_batch(model, batch, chunk)
+        for batch, chunk in zip(
+            model.batches(texts, batch_size, progress=progress), chunks, strict=True
+        )
     ]
     return ResidualDecomposition(
         contributions=torch.cat([part.contributions for part in parts]),
@@ -174,21 +179,5 @@ def decompose_residual(
         residual=torch.cat([part.residual for part in parts]),
         final_scale=torch.cat([part.final_scale for part in parts]),
         positions=torch.cat([part.positions for part in parts]),
+        logits=torch.cat([part.logits for part in parts]),
     )
-
-
-def _split_positions(
-    positions: Positions, n_prompts: int, batch_size: int
-) -> Callable[[int], Positions]:
-    """Positions for batch number ``index`` of a prompt list cut into ``batch_size`` chunks."""
-    if positions is None or isinstance(positions, int):
-        return lambda index: positions
-    listed = list(positions)
-    if len(listed) != n_prompts:
-        from circuitlab.errors import InputError
-
-        raise InputError(
-            f"Got {len(listed)} positions for {n_prompts} prompts. Pass one position per "
-            f"prompt, a single int for all, or None for each last token."
-        )
-    return lambda index: listed[index * batch_size : (index + 1) * batch_size]

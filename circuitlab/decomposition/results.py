@@ -1,0 +1,204 @@
+"""Result objects of the decomposition: tensors plus component labels, tables, files, figures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from circuitlab.components import Component, Head, parse_components
+from circuitlab.errors import InputError
+from circuitlab.models.cache import atomic_file
+
+__all__ = ["Attribution", "ComponentTable"]
+
+
+class ComponentTable:
+    """Shared behaviour of results that give each component a score.
+
+    Subclasses define ``components`` and ``scores(column)`` ([component] tensor).
+    """
+
+    components: tuple[Component, ...]
+    score_name: ClassVar[str] = "score"
+    score_center: ClassVar[float] = 0.0
+
+    def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _ranked(self, k: int, column: int | str, descending: bool) -> list[tuple[Component, float]]:
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}.")
+        values = self.scores(column)
+        order = torch.argsort(values, descending=descending, stable=True)[:k]
+        return [(self.components[int(i)], float(values[i])) for i in order]
+
+    def top(self, k: int = 10, column: int | str = 0) -> list[tuple[Component, float]]:
+        """The ``k`` components with the highest score, highest first."""
+        return self._ranked(k, column, descending=True)
+
+    def bottom(self, k: int = 10, column: int | str = 0) -> list[tuple[Component, float]]:
+        """The ``k`` components with the lowest score, lowest first."""
+        return self._ranked(k, column, descending=False)
+
+    def score_of(self, component: Component | str, column: int | str = 0) -> float:
+        """The score of one component (``"L12H3"`` or a :class:`Head`...)."""
+        wanted = parse_components([component])[0]
+        try:
+            index = self.components.index(wanted)
+        except ValueError:
+            raise InputError(f"Component {wanted} is not part of this result.") from None
+        return float(self.scores(column)[index])
+
+    def head_matrix(self, column: int | str = 0) -> Float[Tensor, "layer head_index"]:
+        """Scores of the attention heads arranged as [layer, head]."""
+        heads = [(i, c) for i, c in enumerate(self.components) if isinstance(c, Head)]
+        if not heads:
+            raise InputError("This result has no attention-head components.")
+        n_layers = max(c.layer for _, c in heads) + 1
+        n_heads = max(c.head for _, c in heads) + 1
+        matrix = torch.full((n_layers, n_heads), float("nan"))
+        values = self.scores(column)
+        for index, component in heads:
+            matrix[component.layer, component.head] = values[index]
+        return matrix
+
+    def plot_heads(self, column: int | str = 0, *, title: str | None = None) -> Any:
+        """Layer x head heatmap of the scores (matplotlib Figure)."""
+        from circuitlab.decomposition.plots import plot_head_heatmap
+
+        return plot_head_heatmap(
+            self.head_matrix(column).numpy(),
+            title=title or f"{self.score_name} per attention head ({self._column_label(column)})",
+            colorbar_label=self.score_name,
+            center=self.score_center,
+        )
+
+    def plot_top(self, k: int = 15, column: int | str = 0, *, title: str | None = None) -> Any:
+        """Bar chart of the ``k`` components with the largest absolute score (matplotlib Figure)."""
+        from circuitlab.decomposition.plots import plot_bars
+
+        values = self.scores(column)
+        order = torch.argsort((values - self.score_center).abs(), descending=True)[:k]
+        return plot_bars(
+            [str(self.components[int(i)]) for i in order],
+            [float(values[i]) for i in order],
+            title=title or f"top {len(order)} components ({self._column_label(column)})",
+            value_label=self.score_name,
+        )
+
+    def _column_label(self, column: int | str) -> str:
+        return str(column)
+
+
+@dataclass(frozen=True)
+class Attribution(ComponentTable):
+    """Direct logit attribution of every component to every target, per prompt.
+
+    Attributes:
+        values: each component's contribution to each target's logit, in logits.
+        constant: the part no component owns (final-norm bias through ``W_U``, ``b_U``).
+        logits: the model's own logits of the targets (= values summed + constant).
+        components: the components along ``values``' second axis.
+        targets: a label per target column (``"' Paris'"``, ``"' Yes' - ' No'"``).
+        positions: the position read in each prompt.
+        prompts: the prompts, when given as text.
+    """
+
+    values: Float[Tensor, "batch component target"]
+    constant: Float[Tensor, "batch target"]
+    logits: Float[Tensor, "batch target"]
+    components: tuple[Component, ...]
+    targets: tuple[str, ...]
+    positions: Int[Tensor, " batch"]
+    prompts: tuple[str, ...] = ()
+
+    score_name: ClassVar[str] = "direct logit attribution (logits)"
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"Attribution({len(self)} prompts x {len(self.components)} components x "
+            f"{len(self.targets)} targets {list(self.targets)})"
+        )
+
+    def _column(self, column: int | str) -> int:
+        if isinstance(column, str):
+            labels = [label.strip("'\"") for label in self.targets]
+            for candidates in (list(self.targets), labels):
+                if column in candidates:
+                    return candidates.index(column)
+            raise InputError(f"Unknown target {column!r}; this result has {list(self.targets)}.")
+        if not -len(self.targets) <= column < len(self.targets):
+            raise InputError(f"Target index {column} is out of range for {len(self.targets)}.")
+        return column % len(self.targets)
+
+    def _column_label(self, column: int | str) -> str:
+        return f"target {self.targets[self._column(column)]}, mean over {len(self)} prompts"
+
+    def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:
+        """Mean attribution over prompts of each component to one target (index or label)."""
+        return self.values[:, :, self._column(column)].mean(dim=0)
+
+    def reconstruction_error(self) -> float:
+        """Largest |sum of attributions + constant - model logit| over prompts and targets."""
+        return float((self.values.sum(dim=1) + self.constant - self.logits).abs().max())
+
+    def to_dataframe(self) -> Any:
+        """Long table: one row per (prompt, component, target) with the attribution."""
+        import pandas as pd
+
+        batch, n_components, n_targets = self.values.shape
+        index = pd.MultiIndex.from_product(
+            [range(batch), [str(c) for c in self.components], list(self.targets)],
+            names=["prompt", "component", "target"],
+        )
+        frame = pd.DataFrame({"attribution": self.values.reshape(-1).numpy()}, index=index)
+        return frame.reset_index()
+
+    def save(self, path: str | Path) -> Path:
+        """Write tensors and labels to one safetensors file (JSON metadata), atomically."""
+        target = Path(path)
+        tensors = {
+            f.name: getattr(self, f.name).contiguous()
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+        }
+        metadata = {
+            "circuitlab": json.dumps(
+                {
+                    "kind": type(self).__name__,
+                    "components": [str(c) for c in self.components],
+                    "targets": list(self.targets),
+                    "prompts": list(self.prompts),
+                }
+            )
+        }
+        with atomic_file(target) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> Attribution:
+        """Read a result written by :meth:`save`."""
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("circuitlab", "{}"))
+        if meta.get("kind") != cls.__name__:
+            raise InputError(f"{path} does not hold a circuitlab {cls.__name__}.")
+        tensors = load_file(str(path))
+        return cls(
+            **tensors,
+            components=tuple(parse_components(meta["components"])),
+            targets=tuple(meta["targets"]),
+            prompts=tuple(meta["prompts"]),
+        )

@@ -1,0 +1,79 @@
+"""What to attribute: single tokens, sets of label words, and logit differences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuitlab.errors import InputError
+from circuitlab.model import ModelHandle
+
+__all__ = ["LogitDiff", "Target", "TargetSpec", "resolve_targets"]
+
+
+@dataclass(frozen=True)
+class LogitDiff:
+    """The logit of ``positive`` minus the logit of ``negative`` (token strings or ids)."""
+
+    positive: str | int
+    negative: str | int
+
+
+TargetSpec = str | int | LogitDiff | Sequence[str | int | LogitDiff]
+"""A token string (``" Paris"``, must be one token), a token id, a :class:`LogitDiff`, or a
+list of these (one output column each)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A linear read-out of the logits: ``sum_i coefficient_i * logit[token_i]``."""
+
+    label: str
+    token_ids: tuple[int, ...]
+    coefficients: tuple[float, ...]
+
+
+def _token(model: ModelHandle, token: str | int) -> tuple[int, str]:
+    if isinstance(token, bool) or not isinstance(token, (str, int)):
+        raise InputError(f"A target token must be a string or an int id, got {token!r}.")
+    if isinstance(token, int):
+        if not 0 <= token < model.d_vocab:
+            raise InputError(
+                f"Token id {token} is out of range for a vocabulary of {model.d_vocab}."
+            )
+        return token, model.tokenizer.decode([token])
+    return model.token_id(token), token
+
+
+def resolve_targets(model: ModelHandle, targets: TargetSpec) -> list[Target]:
+    """Turn a target specification into :class:`Target` read-outs (checked against the vocab)."""
+    items = [targets] if isinstance(targets, (str, int, LogitDiff)) else list(targets)
+    if not items:
+        raise InputError("No targets were given. Pass a token such as ' Paris' or a list.")
+    resolved = []
+    for item in items:
+        if isinstance(item, LogitDiff):
+            (plus, plus_text), (minus, minus_text) = (
+                _token(model, item.positive),
+                _token(model, item.negative),
+            )
+            resolved.append(Target(f"{plus_text!r} - {minus_text!r}", (plus, minus), (1.0, -1.0)))
+        else:
+            token, text = _token(model, item)
+            resolved.append(Target(repr(text), (token,), (1.0,)))
+    return resolved
+
+
+def readout_matrix(
+    targets: Sequence[Target], d_vocab: int, *, device: torch.device, dtype: torch.dtype
+) -> Float[Tensor, "d_vocab target"]:
+    """Sparse read-out as a dense [d_vocab, target] matrix (only the used rows are non-zero)."""
+    matrix = torch.zeros(d_vocab, len(targets), device=device, dtype=dtype)
+    for column, target in enumerate(targets):
+        for token, coefficient in zip(target.token_ids, target.coefficients, strict=True):
+            matrix[token, column] += coefficient
+    return matrix
