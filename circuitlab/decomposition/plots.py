@@ -1,16 +1,16 @@
-"""Static matplotlib figures of component scores (offline, no display needed)."""
+"""Static matplotlib figures of component scores (offline, no display needed).
+
+Figures are built with matplotlib's object API (no pyplot state, no GUI backend): save them
+with ``figure.savefig("out.png", dpi=150)``; notebooks display them inline.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
 
 __all__ = ["plot_bars", "plot_head_heatmap"]
 
@@ -33,16 +33,17 @@ def plot_head_heatmap(
     n_layers, n_heads = matrix.shape
     spread = float(np.nanmax(np.abs(matrix - center))) or 1.0
     norm = TwoSlopeNorm(vcenter=center, vmin=center - spread, vmax=center + spread)
-    width = min(3.0 + 0.45 * n_heads, 14.0)
-    height = min(2.0 + 0.28 * n_layers, 14.0)
-    figure, axes = plt.subplots(figsize=(width, height), layout="constrained")
+    width = min(4.0 + 0.45 * n_heads, 14.0)
+    height = min(2.2 + 0.22 * n_layers, 12.0)
+    figure = Figure(figsize=(width, height), layout="constrained")
+    axes = figure.subplots()
     image = axes.imshow(matrix, cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest")
     axes.set_xlabel("head")
     axes.set_ylabel("layer")
     axes.set_xticks(range(n_heads))
     step = max(1, n_layers // 15)
     axes.set_yticks(range(0, n_layers, step))
-    axes.set_title(title)
+    axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, label=colorbar_label)
     return figure
 
@@ -51,12 +52,13 @@ def plot_bars(
     labels: Sequence[str], values: Sequence[float], *, title: str, value_label: str
 ) -> Figure:
     """Horizontal bar chart, largest first, positive bars red and negative blue."""
-    figure, axes = plt.subplots(figsize=(7.0, 1.2 + 0.32 * len(labels)), layout="constrained")
+    figure = Figure(figsize=(7.0, 1.2 + 0.32 * len(labels)), layout="constrained")
+    axes = figure.subplots()
     positions = np.arange(len(labels))[::-1]
     colors = ["#c0392b" if value >= 0 else "#2e6fba" for value in values]
     axes.barh(positions, values, color=colors)
     axes.set_yticks(positions, labels)
     axes.axvline(0.0, color="black", linewidth=0.8)
     axes.set_xlabel(value_label)
-    axes.set_title(title)
+    axes.set_title(title, fontsize=10)
     return figure

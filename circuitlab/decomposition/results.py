@@ -27,6 +27,7 @@ class ComponentTable:
 
     components: tuple[Component, ...]
     score_name: ClassVar[str] = "score"
+    score_short: ClassVar[str] = "score"
     score_center: ClassVar[float] = 0.0
 
     def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:  # pragma: no cover
@@ -75,7 +76,7 @@ class ComponentTable:
 
         return plot_head_heatmap(
             self.head_matrix(column).numpy(),
-            title=title or f"{self.score_name} per attention head ({self._column_label(column)})",
+            title=title or f"{self.score_short} per head\n{self._column_label(column)}",
             colorbar_label=self.score_name,
             center=self.score_center,
         )
@@ -89,12 +90,46 @@ class ComponentTable:
         return plot_bars(
             [str(self.components[int(i)]) for i in order],
             [float(values[i]) for i in order],
-            title=title or f"top {len(order)} components ({self._column_label(column)})",
+            title=title
+            or f"top {len(order)} components by |{self.score_short}|\n{self._column_label(column)}",
             value_label=self.score_name,
         )
 
     def _column_label(self, column: int | str) -> str:
         return str(column)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the result to one safetensors file (labels as JSON metadata), atomically."""
+        target = Path(path)
+        tensors, meta = {}, {"kind": type(self).__name__}
+        for field in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if isinstance(value, Tensor):
+                tensors[field.name] = value.detach().cpu().contiguous()
+            elif field.name == "components":
+                meta[field.name] = [str(component) for component in value]
+            else:
+                meta[field.name] = list(value) if isinstance(value, tuple) else value
+        with atomic_file(target) as tmp:
+            save_file(tensors, str(tmp), metadata={"circuitlab": json.dumps(meta)})
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """Read a result written by :meth:`save`."""
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                meta = json.loads((handle.metadata() or {}).get("circuitlab", "{}"))
+            tensors = load_file(str(path))
+        except (OSError, SafetensorError, ValueError) as error:
+            raise InputError(f"Cannot read a circuitlab result from {path}: {error}") from None
+        if meta.pop("kind", None) != cls.__name__:
+            raise InputError(f"{path} does not hold a circuitlab {cls.__name__}.")
+        meta["components"] = tuple(parse_components(meta["components"]))
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in meta.items()}
+        return cls(**tensors, **values)
 
 
 @dataclass(frozen=True)
@@ -120,6 +155,7 @@ class Attribution(ComponentTable):
     prompts: tuple[str, ...] = ()
 
     score_name: ClassVar[str] = "direct logit attribution (logits)"
+    score_short: ClassVar[str] = "direct logit attribution"
 
     def __len__(self) -> int:
         return int(self.values.shape[0])
@@ -142,7 +178,8 @@ class Attribution(ComponentTable):
         return column % len(self.targets)
 
     def _column_label(self, column: int | str) -> str:
-        return f"target {self.targets[self._column(column)]}, mean over {len(self)} prompts"
+        plural = "s" if len(self) != 1 else ""
+        return f"target {self.targets[self._column(column)]}, mean of {len(self)} prompt{plural}"
 
     def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:
         """Mean attribution over prompts of each component to one target (index or label)."""
@@ -156,49 +193,10 @@ class Attribution(ComponentTable):
         """Long table: one row per (prompt, component, target) with the attribution."""
         import pandas as pd
 
-        batch, n_components, n_targets = self.values.shape
+        batch = self.values.shape[0]
         index = pd.MultiIndex.from_product(
             [range(batch), [str(c) for c in self.components], list(self.targets)],
             names=["prompt", "component", "target"],
         )
         frame = pd.DataFrame({"attribution": self.values.reshape(-1).numpy()}, index=index)
         return frame.reset_index()
-
-    def save(self, path: str | Path) -> Path:
-        """Write tensors and labels to one safetensors file (JSON metadata), atomically."""
-        target = Path(path)
-        tensors = {
-            f.name: getattr(self, f.name).contiguous()
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), Tensor)
-        }
-        metadata = {
-            "circuitlab": json.dumps(
-                {
-                    "kind": type(self).__name__,
-                    "components": [str(c) for c in self.components],
-                    "targets": list(self.targets),
-                    "prompts": list(self.prompts),
-                }
-            )
-        }
-        with atomic_file(target) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
-        return target
-
-    @classmethod
-    def load(cls, path: str | Path) -> Attribution:
-        """Read a result written by :meth:`save`."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("circuitlab", "{}"))
-        if meta.get("kind") != cls.__name__:
-            raise InputError(f"{path} does not hold a circuitlab {cls.__name__}.")
-        tensors = load_file(str(path))
-        return cls(
-            **tensors,
-            components=tuple(parse_components(meta["components"])),
-            targets=tuple(meta["targets"]),
-            prompts=tuple(meta["prompts"]),
-        )
