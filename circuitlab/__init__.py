@@ -1,6 +1,25 @@
 """circuitlab: mechanistic interpretability on TransformerLens 4 bridges over real HF models."""
 
 from circuitlab.architecture import SUPPORTED_ARCHITECTURES, ArchitectureInfo, NormSite
+from circuitlab.components import (
+    AttnBias,
+    Component,
+    Embedding,
+    Head,
+    Layer,
+    Mlp,
+    parse_component,
+    parse_components,
+)
+from circuitlab.decomposition import (
+    Attribution,
+    ComponentAccuracy,
+    LogitDiff,
+    ResidualDecomposition,
+    component_accuracy,
+    decompose_residual,
+    direct_logit_attribution,
+)
 from circuitlab.errors import (
     CacheError,
     CircuitlabError,
@@ -14,6 +33,7 @@ from circuitlab.errors import (
 from circuitlab.loading import load
 from circuitlab.model import ModelHandle, TokenPrediction
 from circuitlab.models import DEFAULT_MODEL, KNOWN_MODELS
+from circuitlab.tasks import ClassificationTask, load_task, save_task, task_from_dataset
 from circuitlab.tokenization import TokenBatch
 
 __version__ = "0.1.0"
@@ -23,18 +43,37 @@ __all__ = [
     "KNOWN_MODELS",
     "SUPPORTED_ARCHITECTURES",
     "ArchitectureInfo",
+    "AttnBias",
+    "Attribution",
     "CacheError",
     "CircuitlabError",
+    "ClassificationTask",
+    "Component",
+    "ComponentAccuracy",
     "DeviceUnavailableError",
+    "Embedding",
+    "Head",
     "InputError",
+    "Layer",
+    "LogitDiff",
+    "Mlp",
     "ModelHandle",
     "ModelNotFoundError",
     "NormSite",
     "NotAModelError",
     "OfflineError",
+    "ResidualDecomposition",
     "TokenBatch",
     "TokenPrediction",
     "UnsupportedArchitectureError",
     "__version__",
+    "component_accuracy",
+    "decompose_residual",
+    "direct_logit_attribution",
     "load",
+    "load_task",
+    "parse_component",
+    "parse_components",
+    "save_task",
+    "task_from_dataset",
 ]

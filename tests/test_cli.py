@@ -90,3 +90,118 @@ def test_console_script_reports_on_the_default_model(tmp_path: Path, smollm2: ob
     assert "smollm2-135m-instruct" in result.stdout
     report = json.loads(out.read_text())
     assert report["top_next_tokens"][0]["token"] == " Paris"
+
+
+def test_decompose_command(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, plot, saved = tmp_path / "dla.json", tmp_path / "heads.png", tmp_path / "dla.safetensors"
+    code = main(
+        [
+            "decompose",
+            "--model",
+            str(tiny_folder),
+            "--prompt",
+            "the capital of france is",
+            "--prompt",
+            "a cat sat",
+            "--target",
+            "paris",
+            "--diff",
+            "yes",
+            "no",
+            "--top-k",
+            "3",
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+            "--save",
+            str(saved),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "target 'paris'" in printed and "target 'yes' - 'no'" in printed
+    report = json.loads(out.read_text())
+    assert report["reconstruction_error"] < 1e-5
+    assert len(report["targets"]) == 2 and len(report["targets"][0]["top"]) == 3
+    assert len(report["mean_attribution"]) == 2
+    assert len(report["mean_attribution"][0]) == len(report["components"]) == 11
+    assert plot.stat().st_size > 1000 and saved.stat().st_size > 0
+
+
+def test_decompose_bad_input(tiny_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["decompose", "--model", str(tiny_folder), "--prompt", "a cat"]) == 2
+    assert "at least one --target" in capsys.readouterr().err
+    args = ["decompose", "--model", str(tiny_folder), "--prompt", "a cat", "--target", "paris"]
+    assert main([*args, "--position", "5"]) == 2
+    assert "out of range for prompt 0" in capsys.readouterr().err
+    assert (
+        main(["decompose", "--model", str(tiny_folder), "--prompt", "a", "--target", "a cat"]) == 2
+    )
+    assert "is 2 tokens" in capsys.readouterr().err
+
+
+def test_component_accuracy_command(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task_file = tmp_path / "task.jsonl"
+    rows = [
+        ("the movie was good", "yes"),
+        ("the movie was bad", "no"),
+        ("a great film", "yes"),
+        ("a terrible film", "no"),
+        ("really good", "yes"),
+        ("not good", "no"),
+    ]
+    task_file.write_text("".join(json.dumps({"review": t, "label": y}) + "\n" for t, y in rows))
+    out, table = tmp_path / "acc.json", tmp_path / "acc.csv"
+    code = main(
+        [
+            "component-accuracy",
+            "--model",
+            str(tiny_folder),
+            "--task",
+            str(task_file),
+            "--text-column",
+            "review",
+            "--label-words",
+            "no",
+            "yes",
+            "--k-shot",
+            "2",
+            "--json",
+            str(out),
+            "--csv",
+            str(table),
+            "--plot",
+            str(tmp_path / "acc.png"),
+        ]
+    )
+    assert code == 0
+    assert "full model accuracy" in capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["examples"] == 6 and report["chance"] == 0.5
+    assert set(report["accuracy"]) >= {"EMBED", "L0H0", "MLP1"}
+    assert all(0.0 <= value <= 1.0 for value in report["accuracy"].values())
+    assert table.read_text().startswith("component,accuracy,majority_label")
+
+
+def test_component_accuracy_bad_task(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["component-accuracy", "--model", str(tiny_folder), "--task", "nope"]) == 2
+    assert "sentiment" in capsys.readouterr().err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["component-accuracy", "--model", str(tiny_folder), "--task", str(empty)]) == 2
+    assert "empty" in capsys.readouterr().err.lower()
+    multi_token = ["--label-words", "very good", "bad", "--limit", "4"]
+    assert (
+        main(
+            ["component-accuracy", "--model", str(tiny_folder), "--task", "sentiment", *multi_token]
+        )
+        == 2
+    )
+    assert "Label word 'very good' is 2 tokens" in capsys.readouterr().err

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 from circuitlab.cli.output import write_json
+from circuitlab.decomposition import LogitDiff, direct_logit_attribution
+from circuitlab.decomposition import component_accuracy as score_components
+from circuitlab.errors import InputError
 from circuitlab.loading import load
+from circuitlab.model import ModelHandle
 from circuitlab.models import (
     KNOWN_MODELS,
     cached_model_dir,
@@ -14,16 +19,30 @@ from circuitlab.models import (
     get_spec,
     is_cached,
 )
+from circuitlab.models.cache import atomic_file
+from circuitlab.tasks import load_task
 
-__all__ = ["models_fetch", "models_list", "report"]
+__all__ = ["component_accuracy", "decompose", "models_fetch", "models_list", "report"]
+
+
+def _load(args: argparse.Namespace) -> ModelHandle:
+    return load(
+        args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, progress=True
+    )
+
+
+def _save_figure(figure: object, path: str) -> None:
+    """Write a matplotlib figure atomically (PNG, SVG or PDF by extension)."""
+    destination = Path(path)
+    with atomic_file(destination) as tmp:
+        figure.savefig(tmp, dpi=150, format=destination.suffix.lstrip(".") or "png")
+    print(f"wrote {destination}")
 
 
 def report(args: argparse.Namespace) -> None:
     """Model card plus the top next-token predictions for a prompt."""
     started = time.perf_counter()
-    model = load(
-        args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, progress=True
-    )
+    model = _load(args)
     load_seconds = time.perf_counter() - started
     card = model.model_card()
     predictions = model.top_next_tokens(args.prompt, k=args.top_k)
@@ -46,6 +65,113 @@ def report(args: argparse.Namespace) -> None:
                 "prompt": args.prompt,
                 "prompt_tokens": model.to_str_tokens(args.prompt),
                 "top_next_tokens": [vars(prediction) for prediction in predictions],
+            },
+            args.json,
+        )
+
+
+def decompose(args: argparse.Namespace) -> None:
+    """Direct logit attribution of every component to the target tokens."""
+    targets = [*args.target, *(LogitDiff(a, b) for a, b in args.diff)]
+    if not targets:
+        raise InputError("Give at least one --target TOKEN or --diff A B.")
+    model = _load(args)
+    result = direct_logit_attribution(
+        model,
+        args.prompt,
+        targets,
+        positions=args.position,
+        batch_size=args.batch_size,
+        progress=len(args.prompt) > args.batch_size,
+    )
+    print(
+        f"{model.name}: {len(result)} prompt(s), {len(result.components)} components; "
+        f"attributions + constant reproduce the logits to {result.reconstruction_error():.1e}"
+    )
+    summary = []
+    for column, label in enumerate(result.targets):
+        logit = float(result.logits[:, column].mean())
+        print(
+            f"\ntarget {label}: mean logit {logit:.3f} "
+            f"(constant {float(result.constant[:, column].mean()):.3f})"
+        )
+        rows = {"target": label, "mean_logit": logit, "top": [], "bottom": []}
+        for kind, ranked in (
+            ("top", result.top(args.top_k, column)),
+            ("bottom", result.bottom(args.top_k, column)),
+        ):
+            print(f"  {kind} {args.top_k}: " + ", ".join(f"{c} {v:+.3f}" for c, v in ranked))
+            rows[kind] = [{"component": str(c), "attribution": v} for c, v in ranked]
+        summary.append(rows)
+    if args.plot:
+        _save_figure(result.plot_heads(0), args.plot)
+    if args.save:
+        print(f"wrote {result.save(args.save)}")
+    if args.json:
+        write_json(
+            {
+                "model": model.name,
+                "prompts": list(result.prompts),
+                "positions": result.positions.tolist(),
+                "reconstruction_error": result.reconstruction_error(),
+                "targets": summary,
+                "components": [str(c) for c in result.components],
+                "mean_attribution": result.values.mean(dim=0).T.tolist(),
+            },
+            args.json,
+        )
+
+
+def component_accuracy(args: argparse.Namespace) -> None:
+    """Accuracy and type of every component on a labelled task."""
+    task = load_task(
+        args.task,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        label_words=args.label_words,
+    )
+    if args.limit is not None:
+        task = task.balanced_sample(args.limit, seed=args.seed)
+    model = _load(args)
+    result = score_components(
+        model,
+        task,
+        template=args.template,
+        k_shot=args.k_shot,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    types = result.component_types()
+    print(
+        f"{model.name} on {task.name!r} ({len(task)} examples, {args.k_shot}-shot, template "
+        f"{args.template}): full model accuracy {types['model_accuracy']:.3f}, chance "
+        f"{types['chance']:.3f}"
+    )
+    print("  best:  " + ", ".join(f"{c} {v:.3f}" for c, v in result.good(args.top_k)))
+    print("  worst: " + ", ".join(f"{c} {v:.3f}" for c, v in result.bad(args.top_k)))
+    print(
+        f"  label-biased: {len(types['label_biased'])} of {len(result.components)} components "
+        f"({types['label_biased_fraction']:.1%}) predict one label for every example"
+    )
+    if args.plot:
+        _save_figure(result.plot_heads(), args.plot)
+    if args.csv:
+        with atomic_file(Path(args.csv)) as tmp:
+            result.to_dataframe().to_csv(tmp, index=False)
+        print(f"wrote {args.csv}")
+    if args.json:
+        write_json(
+            {
+                "model": model.name,
+                "task": task.name,
+                "examples": len(task),
+                "k_shot": args.k_shot,
+                "template": args.template,
+                **types,
+                "accuracy": dict(
+                    zip([str(c) for c in result.components], result.accuracy.tolist(), strict=True)
+                ),
             },
             args.json,
         )

@@ -57,6 +57,64 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--top-k", type=int, default=5, help="how many predictions (default 5)")
     report.set_defaults(handler=commands.report)
 
+    decompose = sub.add_parser(
+        "decompose",
+        help="direct logit attribution of every head and MLP to target tokens",
+        description="Split the final residual stream of each prompt into components (embedding, "
+        "attention heads, MLPs) and attribute the target logits to them, exactly.",
+    )
+    _add_model_options(decompose)
+    decompose.add_argument(
+        "--prompt", action="append", required=True, help="prompt text (repeat for several)"
+    )
+    decompose.add_argument(
+        "--target", action="append", default=[], help="target token, e.g. ' Paris' (repeatable)"
+    )
+    decompose.add_argument(
+        "--diff",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="target the logit difference A - B (repeatable)",
+    )
+    decompose.add_argument(
+        "--position",
+        type=int,
+        default=None,
+        help="token position to read in every prompt (default: each last token; -1 = last)",
+    )
+    decompose.add_argument("--top-k", type=int, default=10, help="components to print (10)")
+    decompose.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    decompose.add_argument("--plot", metavar="PNG", help="write a layer x head heatmap")
+    decompose.add_argument("--save", metavar="FILE", help="write the full result (safetensors)")
+    decompose.set_defaults(handler=commands.decompose)
+
+    accuracy = sub.add_parser(
+        "component-accuracy",
+        help="accuracy of every head and MLP on a labelled task; good/bad/label-biased",
+        description="Classify each example of a task with each component's direct logit "
+        "attribution to the label words, and report component accuracies and types.",
+    )
+    _add_model_options(accuracy)
+    accuracy.add_argument(
+        "--task", required=True, help="built-in task (sentiment, yesno) or a .jsonl/.csv file"
+    )
+    accuracy.add_argument("--template", type=int, default=0, help="prompt template index (0)")
+    accuracy.add_argument("--k-shot", type=int, default=0, help="in-context demonstrations (0)")
+    accuracy.add_argument("--seed", type=int, default=0, help="seed for the demonstrations (0)")
+    accuracy.add_argument("--limit", type=int, default=None, help="use a balanced sample of N")
+    accuracy.add_argument("--text-column", default="text", help="text column of a file task")
+    accuracy.add_argument("--label-column", default="label", help="label column of a file task")
+    accuracy.add_argument(
+        "--label-words", nargs="+", default=None, help="label words, in label order"
+    )
+    accuracy.add_argument("--top-k", type=int, default=5, help="components to print (5)")
+    accuracy.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    accuracy.add_argument("--plot", metavar="PNG", help="write a layer x head accuracy heatmap")
+    accuracy.add_argument("--csv", metavar="FILE", help="write the per-component table as CSV")
+    accuracy.set_defaults(handler=commands.component_accuracy)
+
     models = sub.add_parser(
         "models",
         help="list or fetch the registry models",
