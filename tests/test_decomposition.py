@@ -167,3 +167,35 @@ def test_attribution_tables_files_and_figures(tmp_path: Path) -> None:
         from circuitlab import ComponentAccuracy
 
         ComponentAccuracy.load(path)
+
+
+def test_transformerlens_cross_check(tiny_architecture: str) -> None:
+    """TransformerLens's get_full_resid_decomposition agrees where it applies; where a model
+    normalises each branch output (Gemma 3) TL's head rows are the pre-norm outputs and do not
+    sum to the residual, while circuitlab's do."""
+    model = tiny_model(tiny_architecture)
+    ours = decompose_residual(model, PROMPTS[0])
+    batch = model.tokenize(PROMPTS[0])
+    with torch.no_grad():
+        _, cache = model.bridge.run_with_cache(batch.input_ids)
+        stack, labels = cache.get_full_resid_decomposition(
+            expand_neurons=False, return_labels=True, pos_slice=-1
+        )
+    theirs = {label: stack[i, 0].reshape(-1) for i, label in enumerate(labels)}
+    heads = [(i, c) for i, c in enumerate(ours.components) if isinstance(c, Head)]
+    tl_sum = stack[:, 0].reshape(len(labels), -1).sum(0)
+    if model.arch.has_branch_norms:
+        scale = cache["blocks.1.ln1_post.hook_scale"][0, -1]
+        gain = model.hf_model.model.layers[1].post_attention_layernorm.weight + 1
+        for index, component in heads:
+            if component.layer == 1:
+                pre_norm = ours.contributions[0, index] * scale / gain
+                torch.testing.assert_close(pre_norm, theirs[str(component)], atol=1e-5, rtol=0)
+        assert (tl_sum - ours.residual[0]).abs().max() > 1e-2
+    else:
+        for index, component in heads:
+            torch.testing.assert_close(
+                ours.contributions[0, index], theirs[str(component)], atol=1e-5, rtol=0
+            )
+        torch.testing.assert_close(tl_sum, ours.residual[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.total()[0], ours.residual[0], atol=1e-5, rtol=0)
