@@ -16,6 +16,12 @@ def test_tutorials_exist() -> None:
 
 @pytest.mark.real_model
 @pytest.mark.parametrize("script", TUTORIALS, ids=[path.stem for path in TUTORIALS])
-def test_tutorial_runs(script: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tutorial_runs(
+    script: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr("sys.argv", [str(script), str(tmp_path)])
     runpy.run_path(str(script), run_name="__main__")
     assert capsys.readouterr().out.strip()
