@@ -19,7 +19,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuitlab.decomposition.positions import Positions, position_chunks
-from circuitlab.decomposition.residual import ResidualDecomposition, decompose_batch
+from circuitlab.decomposition.residual import (
+    DecompositionWeights,
+    ResidualDecomposition,
+    decompose_batch,
+)
 from circuitlab.decomposition.results import Attribution
 from circuitlab.decomposition.targets import Target, TargetSpec, readout_matrix, resolve_targets
 from circuitlab.model import ModelHandle, Prompts
@@ -91,10 +95,11 @@ def direct_logit_attribution(
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
         chunks = position_chunks(positions, len(texts), batch_size)
         batches = model.batches(texts, batch_size, progress=progress)
+    weights = DecompositionWeights.read(model)
     values, constants, logits, chosen = [], [], [], []
     components = None
     for batch, batch_positions in zip(batches, chunks, strict=False):
-        parts = decompose_batch(model, batch, batch_positions)
+        parts = decompose_batch(model, batch, batch_positions, weights)
         batch_values, batch_constant = attribute_decomposition(model, parts, resolved)
         components = parts.components
         values.append(batch_values)

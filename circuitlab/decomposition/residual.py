@@ -31,7 +31,7 @@ from circuitlab.model import ModelHandle, Prompts
 from circuitlab.tokenization import TokenBatch
 from circuitlab.weights import norm_gain, output_projection
 
-__all__ = ["ResidualDecomposition", "decompose_batch", "decompose_residual"]
+__all__ = ["DecompositionWeights", "ResidualDecomposition", "decompose_batch", "decompose_residual"]
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,42 @@ def _hook_names(model: ModelHandle) -> dict[str, list[str] | str]:
     return names
 
 
+@dataclass(frozen=True)
+class DecompositionWeights:
+    """The weights one decomposition pass needs, read once per call rather than per batch.
+
+    Attributes:
+        w_o: every layer's attention output projection.
+        b_o: every layer's output-projection bias, or ``None``.
+        branch_gains: gain of each layer's attention-output norm (sandwich norms), or ``None``.
+    """
+
+    w_o: Float[Tensor, "layer head_index d_head d_model"]
+    b_o: Float[Tensor, "layer d_model"] | None
+    branch_gains: Float[Tensor, "layer d_model"] | None
+
+    @classmethod
+    def read(cls, model: ModelHandle) -> DecompositionWeights:
+        """Read the current weights of ``model`` (unmodified HF weights)."""
+        w_o, b_o = output_projection(model)
+        site = model.arch.norm("attn_output")
+        gains = None
+        if site is not None:
+            gains = torch.stack([norm_gain(model, site, layer) for layer in range(model.n_layers)])
+        return cls(w_o, b_o, gains)
+
+
 def decompose_batch(
-    model: ModelHandle, batch: TokenBatch, positions: Positions = None
+    model: ModelHandle,
+    batch: TokenBatch,
+    positions: Positions = None,
+    weights: DecompositionWeights | None = None,
 ) -> ResidualDecomposition:
-    """Decompose one tokenized batch (see :func:`decompose_residual`)."""
+    """Decompose one tokenized batch (see :func:`decompose_residual`).
+
+    ``weights`` (from :meth:`DecompositionWeights.read`) saves re-reading them per batch.
+    """
+    weights = weights or DecompositionWeights.read(model)
     batch = batch.to(model.device)
     chosen = resolve_positions(batch, positions)
     recorder = _PositionRecorder(chosen)
@@ -109,13 +141,12 @@ def decompose_batch(
             attention_mask=batch.attention_mask,
         )
     seen = recorder.values
-    w_o, b_o = output_projection(model)
+    w_o, b_o = weights.w_o, weights.b_o
     z = torch.stack([seen[name] for name in names["z"]], dim=1)  # [batch, layer, head, d_head]
     heads = einops.einsum(z, w_o, "b l h d, l h d m -> b l h m")
     biases = None if b_o is None else einops.repeat(b_o, "l m -> b l m", b=len(chosen))
-    if "attn_out_scale" in names:
-        site = model.arch.norm("attn_output")
-        gains = torch.stack([norm_gain(model, site, layer) for layer in range(model.n_layers)])
+    if weights.branch_gains is not None:
+        gains = weights.branch_gains
         scales = torch.stack([seen[name] for name in names["attn_out_scale"]], dim=1)  # [b, l, 1]
         factor = gains / scales  # [batch, layer, d_model]
         heads = heads * factor[:, :, None, :]
@@ -165,10 +196,11 @@ def decompose_residual(
     """
     if isinstance(prompts, TokenBatch):
         return decompose_batch(model, prompts, positions)
+    weights = DecompositionWeights.read(model)
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
     chunks = position_chunks(positions, len(texts), batch_size)
     parts = [
-        decompose_batch(model, batch, chunk)
+        decompose_batch(model, batch, chunk, weights)
         for batch, chunk in zip(
             model.batches(texts, batch_size, progress=progress), chunks, strict=True
         )
