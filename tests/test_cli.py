@@ -47,6 +47,8 @@ def test_report_on_a_local_folder_writes_json(
     assert report["prompt_tokens"] == ["the", "capital", "of", "france", "is"]
     probabilities = [row["probability"] for row in report["top_next_tokens"]]
     assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+    assert len(report["top_writers"]) == 3
+    assert "Components writing" in printed
 
 
 def test_bad_input_exits_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,6 +92,7 @@ def test_console_script_reports_on_the_default_model(tmp_path: Path, smollm2: ob
     assert "smollm2-135m-instruct" in result.stdout
     report = json.loads(out.read_text())
     assert report["top_next_tokens"][0]["token"] == " Paris"
+    assert report["top_writers"][0]["component"] == "MLP29"
 
 
 def test_decompose_command(

@@ -40,7 +40,7 @@ def _save_figure(figure: object, path: str) -> None:
 
 
 def report(args: argparse.Namespace) -> None:
-    """Model card plus the top next-token predictions for a prompt."""
+    """Model card, the top next-token predictions, and the components that write the top one."""
     started = time.perf_counter()
     model = _load(args)
     load_seconds = time.perf_counter() - started
@@ -58,6 +58,14 @@ def report(args: argparse.Namespace) -> None:
             f"  {rank:>2}. {prediction.token!r:<20} p={prediction.probability:.4f}  "
             f"logit={prediction.logit:.3f}"
         )
+    best = predictions[0]
+    attribution = direct_logit_attribution(model, args.prompt, best.token_id)
+    writers = attribution.top(args.top_k)
+    print(
+        f"\nComponents writing {best.token!r} most (direct logit attribution, logits; they sum "
+        f"with the rest to its logit within {attribution.reconstruction_error():.0e}):"
+    )
+    print("  " + ", ".join(f"{component} {value:+.2f}" for component, value in writers))
     if args.json:
         write_json(
             {
@@ -65,6 +73,10 @@ def report(args: argparse.Namespace) -> None:
                 "prompt": args.prompt,
                 "prompt_tokens": model.to_str_tokens(args.prompt),
                 "top_next_tokens": [vars(prediction) for prediction in predictions],
+                "top_writers": [
+                    {"component": str(component), "attribution": value}
+                    for component, value in writers
+                ],
             },
             args.json,
         )
