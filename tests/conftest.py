@@ -41,6 +41,12 @@ def gemma3(real_handles: dict[str, circuitlab.ModelHandle]) -> circuitlab.ModelH
     return real_handles["gemma3-270m"]
 
 
+@pytest.fixture(params=["smollm2", "gemma3"])
+def real(request: pytest.FixtureRequest) -> circuitlab.ModelHandle:
+    """Each embedded real model in turn."""
+    return request.getfixturevalue(request.param)
+
+
 @pytest.fixture(scope="session")
 def plain_transformers_model() -> Callable[[str], torch.nn.Module]:
     """Factory of the ground truth: the same cached weights loaded by plain transformers."""

@@ -20,11 +20,6 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(params=["smollm2", "gemma3"])
-def real(request: pytest.FixtureRequest) -> circuitlab.ModelHandle:
-    return request.getfixturevalue(request.param)
-
-
 def test_residual_reconstruction(real: circuitlab.ModelHandle) -> None:
     parts = decompose_residual(real, PROMPTS, batch_size=2)
     assert len(parts.components) == 1 + real.n_layers * (real.n_heads + 1)

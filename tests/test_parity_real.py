@@ -18,11 +18,6 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(params=["smollm2", "gemma3"])
-def real(request: pytest.FixtureRequest) -> circuitlab.ModelHandle:
-    return request.getfixturevalue(request.param)
-
-
 def test_logits_equal_plain_transformers(
     real: circuitlab.ModelHandle, plain_transformers_model: Callable[[str], torch.nn.Module]
 ) -> None:
