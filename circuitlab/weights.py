@@ -49,15 +49,17 @@ def norm_bias(
 
 
 def output_projection(
-    model: ModelHandle,
-) -> tuple[Float[Tensor, "layer head_index d_head d_model"], Float[Tensor, "layer d_model"] | None]:
-    """Every layer's attention output projection ``W_O`` and its bias (``None`` if it has none)."""
-    w_o = model.bridge.W_O.detach()
-    try:
-        b_o = model.bridge.b_O.detach()
-    except AttributeError:
-        b_o = None
-    return w_o, b_o
+    model: ModelHandle, layer: int
+) -> tuple[Float[Tensor, "head_index d_head d_model"], Float[Tensor, " d_model"] | None]:
+    """One layer's attention output projection ``W_O`` and its bias (``None`` if it has none).
+
+    ``W_O`` is a view of the Hugging Face weight (no copy), so reading every layer's costs no
+    memory.
+    """
+    attention = model.bridge.blocks[layer].attn
+    w_o = attention.W_O.detach()
+    b_o = getattr(attention, "b_O", None)
+    return w_o, None if b_o is None else b_o.detach()
 
 
 def unembedding(

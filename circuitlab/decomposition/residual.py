@@ -17,6 +17,7 @@ pass runs; no full activation cache is ever held.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -98,24 +99,56 @@ class DecompositionWeights:
     """The weights one decomposition pass needs, read once per call rather than per batch.
 
     Attributes:
-        w_o: every layer's attention output projection.
-        b_o: every layer's output-projection bias, or ``None``.
+        w_o: each layer's attention output projection (views of the HF weights, no copies).
+        b_o: each layer's output-projection bias, or ``None`` for models without one.
         branch_gains: gain of each layer's attention-output norm (sandwich norms), or ``None``.
     """
 
-    w_o: Float[Tensor, "layer head_index d_head d_model"]
-    b_o: Float[Tensor, "layer d_model"] | None
-    branch_gains: Float[Tensor, "layer d_model"] | None
+    w_o: tuple[Float[Tensor, "head_index d_head d_model"], ...]
+    b_o: tuple[Float[Tensor, " d_model"], ...] | None
+    branch_gains: tuple[Float[Tensor, " d_model"], ...] | None
 
     @classmethod
     def read(cls, model: ModelHandle) -> DecompositionWeights:
         """Read the current weights of ``model`` (unmodified HF weights)."""
-        w_o, b_o = output_projection(model)
+        projections = [output_projection(model, layer) for layer in range(model.n_layers)]
+        biases = [bias for _, bias in projections]
         site = model.arch.norm("attn_output")
         gains = None
         if site is not None:
-            gains = torch.stack([norm_gain(model, site, layer) for layer in range(model.n_layers)])
-        return cls(w_o, b_o, gains)
+            gains = tuple(norm_gain(model, site, layer) for layer in range(model.n_layers))
+        return cls(
+            w_o=tuple(w_o for w_o, _ in projections),
+            b_o=None if any(bias is None for bias in biases) else tuple(biases),
+            branch_gains=gains,
+        )
+
+
+def _accepts_logits_to_keep(model: ModelHandle) -> bool:
+    return "logits_to_keep" in inspect.signature(model.hf_model.forward).parameters
+
+
+def _run_keeping_positions(
+    model: ModelHandle, batch: TokenBatch, recorder: _PositionRecorder, hook_names: list[str]
+) -> Float[Tensor, "batch d_vocab"]:
+    """Forward pass that records the hooks and returns the logits at the chosen positions only.
+
+    The unembedding is applied to the chosen positions alone (``logits_to_keep``), so the
+    [batch, pos, d_vocab] logits tensor of a plain forward pass is never built.
+    """
+    kwargs = {}
+    inverse = recorder.positions
+    if _accepts_logits_to_keep(model):
+        kept, inverse = torch.unique(recorder.positions, return_inverse=True)
+        kwargs["logits_to_keep"] = kept
+    with torch.no_grad():
+        logits = model.bridge.run_with_hooks(
+            batch.input_ids,
+            fwd_hooks=[recorder.hook(name) for name in hook_names],
+            attention_mask=batch.attention_mask,
+            **kwargs,
+        )
+    return logits[recorder.rows, inverse]
 
 
 def decompose_batch(
@@ -124,9 +157,9 @@ def decompose_batch(
     positions: Positions = None,
     weights: DecompositionWeights | None = None,
 ) -> ResidualDecomposition:
-    """Decompose one tokenized batch (see :func:`decompose_residual`).
+    """Decompose one tokenized batch (see `decompose_residual`).
 
-    ``weights`` (from :meth:`DecompositionWeights.read`) saves re-reading them per batch.
+    ``weights`` (from `DecompositionWeights.read`) saves re-reading them per batch.
     """
     weights = weights or DecompositionWeights.read(model)
     batch = batch.to(model.device)
@@ -134,35 +167,33 @@ def decompose_batch(
     recorder = _PositionRecorder(chosen)
     names = _hook_names(model)
     flat = [n for value in names.values() for n in ([value] if isinstance(value, str) else value)]
-    with torch.no_grad():
-        logits = model.bridge.run_with_hooks(
-            batch.input_ids,
-            fwd_hooks=[recorder.hook(name) for name in flat],
-            attention_mask=batch.attention_mask,
-        )
+    logits = _run_keeping_positions(model, batch, recorder, flat)
     seen = recorder.values
-    w_o, b_o = weights.w_o, weights.b_o
-    z = torch.stack([seen[name] for name in names["z"]], dim=1)  # [batch, layer, head, d_head]
-    heads = einops.einsum(z, w_o, "b l h d, l h d m -> b l h m")
-    biases = None if b_o is None else einops.repeat(b_o, "l m -> b l m", b=len(chosen))
-    if weights.branch_gains is not None:
-        gains = weights.branch_gains
-        scales = torch.stack([seen[name] for name in names["attn_out_scale"]], dim=1)  # [b, l, 1]
-        factor = gains / scales  # [batch, layer, d_model]
-        heads = heads * factor[:, :, None, :]
-        biases = None if biases is None else biases * factor
-    mlps = torch.stack([seen[name] for name in names["mlp"]], dim=1)  # [batch, layer, d_model]
-    per_layer = [heads] if biases is None else [heads, biases[:, :, None, :]]
-    per_layer.append(mlps[:, :, None, :])
-    layered = einops.rearrange(torch.cat(per_layer, dim=2), "b l c m -> b (l c) m")
-    contributions = torch.cat([seen[names["embed"]][:, None, :], layered], dim=1)
+
+    n_heads, has_bias = model.n_heads, weights.b_o is not None
+    stride = n_heads + int(has_bias) + 1  # heads, bias, MLP: one layer's components
+    embed = seen[names["embed"]]
+    contributions = embed.new_empty(len(chosen), 1 + model.n_layers * stride, model.d_model)
+    contributions[:, 0] = embed
+    for layer in range(model.n_layers):
+        start = 1 + layer * stride
+        heads = einops.einsum(seen[names["z"][layer]], weights.w_o[layer], "b h d, h d m -> b h m")
+        bias = None if weights.b_o is None else weights.b_o[layer].expand(len(chosen), -1)
+        if weights.branch_gains is not None:  # frozen scale of the attention-output norm
+            factor = weights.branch_gains[layer] / seen[names["attn_out_scale"][layer]]
+            heads = heads * factor[:, None, :]
+            bias = None if bias is None else bias * factor
+        contributions[:, start : start + n_heads] = heads
+        if bias is not None:
+            contributions[:, start + n_heads] = bias
+        contributions[:, start + stride - 1] = seen[names["mlp"][layer]]
     return ResidualDecomposition(
         contributions=contributions,
-        components=all_components(model.arch, attn_bias=b_o is not None),
+        components=all_components(model.arch, attn_bias=has_bias),
         residual=seen[names["residual"]],
         final_scale=seen[names["final_scale"]].reshape(-1),
         positions=chosen,
-        logits=logits[recorder.rows, chosen],
+        logits=logits,
     )
 
 
