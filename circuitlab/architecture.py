@@ -1,6 +1,6 @@
 """Architecture facts: the numbers and the norm layout the rest of circuitlab relies on.
 
-circuitlab supports the decoder-only families listed in :data:`SUPPORTED_ARCHITECTURES`;
+circuitlab supports the decoder-only families listed in `SUPPORTED_ARCHITECTURES`;
 each is covered by a logits-parity test against plain ``transformers``.
 """
 

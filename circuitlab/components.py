@@ -1,7 +1,7 @@
 """Component identifiers: typed values for the parts of a model that write to the residual stream.
 
 Every feature that scores, selects or edits parts of a model speaks in these values, never in
-hook-name strings. Each has a compact string form that parses back and sorts in model order::
+hook-name strings. Each has a compact string form that parses back and sorts in model order:
 
     EMBED      the embedding (token + positional), x(0)
     L12H3      attention head 3 of layer 12
@@ -184,7 +184,7 @@ def parse_component(text: str | Component, arch: ArchitectureInfo | None = None)
 def parse_components(
     items: Iterable[str | Component], arch: ArchitectureInfo | None = None
 ) -> list[Component]:
-    """Parse several components (see :func:`parse_component`), keeping their order."""
+    """Parse several components (see `parse_component`), keeping their order."""
     return [parse_component(item, arch) for item in items]
 
 

@@ -1,6 +1,6 @@
 """The circuitlab exception family.
 
-Every error a user can trigger is a :class:`CircuitlabError`. Each message says what was
+Every error a user can trigger is a `CircuitlabError`. Each message says what was
 given, what was expected, and how to fix it. Subclasses also derive from the matching
 built-in exception so that ``except ValueError`` keeps working.
 """

@@ -1,4 +1,4 @@
-"""``circuitlab.load``: a name, a folder or a hub id in, a :class:`ModelHandle` out."""
+"""``circuitlab.load``: a name, a folder or a hub id in, a `ModelHandle` out."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def load(
         progress: show a progress bar while a registry model's cache entry is built.
 
     Returns:
-        A :class:`ModelHandle`.
+        A `ModelHandle`.
 
     Example:
         >>> model = circuitlab.load()

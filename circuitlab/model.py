@@ -53,7 +53,7 @@ def _bridge_tokenizer(tokenizer: Any) -> Any:
 class ModelHandle:
     """A Hugging Face causal LM, its tokenizer, and the TransformerLens bridge booted on it.
 
-    Build one with :func:`circuitlab.load` (or :meth:`from_hf` for a model already in memory).
+    Build one with `circuitlab.load` (or `from_hf` for a model already in memory).
     The handle owns its HF model: it boots exactly one ``TransformerBridge`` on it and refuses
     to boot a second one on the same object.
 
@@ -296,7 +296,7 @@ class ModelHandle:
     ) -> list[list[int]]:
         """Greedy continuation token ids for each prompt (KV-cached, one prompt at a time).
 
-        Hooks active on the bridge (e.g. inside :meth:`hooks`) apply to every step.
+        Hooks active on the bridge (e.g. inside `hooks`) apply to every step.
         """
         if max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")

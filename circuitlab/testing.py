@@ -39,7 +39,7 @@ _UNK, _PAD, _BOS, _EOS = range(4)
 
 
 def tiny_tokenizer(*, add_bos: bool = False) -> PreTrainedTokenizerFast:
-    """A whitespace word-level tokenizer over :data:`TINY_VOCABULARY`.
+    """A whitespace word-level tokenizer over `TINY_VOCABULARY`.
 
     Words are separated by spaces and decoded with spaces between them.
     ``add_bos=True`` makes it prepend ``<bos>`` like Gemma's tokenizer.
@@ -106,7 +106,7 @@ _RECIPES: dict[str, tuple[str, str, dict[str, Any]]] = {
 }
 
 TINY_ARCHITECTURES: tuple[str, ...] = tuple(_RECIPES)
-"""Families :func:`tiny_hf_model` can build: Llama-style (RMSNorm, GQA, no biases), Gemma-3-style
+"""Families `tiny_hf_model` can build: Llama-style (RMSNorm, GQA, no biases), Gemma-3-style
 (sandwich and q/k norms, GQA), GPT-2-style (LayerNorm, biases), Mistral, Qwen2 (q/k/v biases)
 and Qwen3 (q/k norms)."""
 
@@ -141,7 +141,7 @@ def tiny_hf_model(
 
 
 def tiny_model(architecture: str = "llama", *, seed: int = 0, **kwargs: Any) -> ModelHandle:
-    """A :class:`ModelHandle` over :func:`tiny_hf_model` (boots in ~0.1 s)."""
+    """A `ModelHandle` over `tiny_hf_model` (boots in ~0.1 s)."""
     model, tokenizer = tiny_hf_model(architecture, seed=seed)
     return ModelHandle(
         model, tokenizer, name=f"tiny-{architecture}", source="circuitlab.testing", **kwargs

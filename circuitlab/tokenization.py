@@ -91,7 +91,7 @@ def encode_prompts(
         max_length: the model's context length; a longer prompt is an error.
 
     Returns:
-        A :class:`TokenBatch` of shape [batch, longest prompt].
+        A `TokenBatch` of shape [batch, longest prompt].
     """
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
     if not texts:

@@ -1,4 +1,4 @@
-"""What each CLI command does; argument parsing lives in :mod:`circuitlab.cli.main`."""
+"""What each CLI command does; argument parsing lives in `circuitlab.cli.main`."""
 
 from __future__ import annotations
 

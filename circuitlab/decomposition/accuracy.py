@@ -148,7 +148,7 @@ def component_accuracy(
 
     Args:
         model: the model handle.
-        task: a labelled classification task (see :mod:`circuitlab.tasks`).
+        task: a labelled classification task (see `circuitlab.tasks`).
         template: which of the task's prompt templates to use.
         k_shot: number of in-context demonstrations in every prompt.
         demo_pool: where demonstrations come from (default: the task itself, never the query).
@@ -157,7 +157,7 @@ def component_accuracy(
         progress: show a progress bar.
 
     Returns:
-        A :class:`ComponentAccuracy`.
+        A `ComponentAccuracy`.
 
     Example:
         >>> result = component_accuracy(model, load_task("sentiment"), k_shot=4)

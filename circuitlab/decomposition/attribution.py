@@ -3,7 +3,7 @@
 The final norm divides the residual stream by a per-token scale ``s`` and multiplies by a gain
 ``g`` (RMSNorm: ``x / s * g``; LayerNorm additionally centres ``x`` and adds a bias ``b``).
 With ``s`` frozen at its value for the *full* residual stream, the norm is linear in ``x``,
-so the logits split exactly over the components of :mod:`circuitlab.decomposition.residual`::
+so the logits split exactly over the components of `circuitlab.decomposition.residual`:
 
     logit_t = sum_j  (center(c_j) / s * g) . W_U[:, t]   +   (b . W_U[:, t] + b_U[t])
               `---------- attribution of c_j ---------'       `----- constant ------'
@@ -74,13 +74,13 @@ def direct_logit_attribution(
     Args:
         model: the model handle.
         prompts: prompt texts (or a tokenized batch).
-        targets: a token (``" Paris"``), a token id, a :class:`LogitDiff`, or a list of these.
+        targets: a token (``" Paris"``), a token id, a `LogitDiff`, or a list of these.
         positions: which token to read in each prompt; default each prompt's last real token.
         batch_size: prompts per forward pass.
         progress: show a progress bar.
 
     Returns:
-        An :class:`Attribution` whose ``values`` [batch, component, target] plus ``constant``
+        An `Attribution` whose ``values`` [batch, component, target] plus ``constant``
         [batch, target] sum to the model's ``logits`` [batch, target].
 
     Example:

@@ -2,7 +2,7 @@
 
 For a chosen position in each prompt, the final residual stream (the input of the final norm)
 is split into the embedding, every attention head, every attention-output bias (models that
-have one) and every MLP::
+have one) and every MLP:
 
     x(L) = x(0) + sum_l sum_h c_{l,h} + sum_l b_O(l) + sum_l m(l)
 
@@ -217,7 +217,7 @@ def decompose_residual(
         progress: show a progress bar.
 
     Returns:
-        A :class:`ResidualDecomposition` with ``contributions`` of shape
+        A `ResidualDecomposition` with ``contributions`` of shape
         [batch, 1 + n_layers * (n_heads + 1) (+ n_layers with attention biases), d_model].
 
     Example:

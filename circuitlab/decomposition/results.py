@@ -49,7 +49,7 @@ class ComponentTable:
         return self._ranked(k, column, descending=False)
 
     def score_of(self, component: Component | str, column: int | str = 0) -> float:
-        """The score of one component (``"L12H3"`` or a :class:`Head`...)."""
+        """The score of one component (``"L12H3"`` or a `Head`...)."""
         wanted = parse_components([component])[0]
         try:
             index = self.components.index(wanted)
@@ -116,7 +116,7 @@ class ComponentTable:
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
-        """Read a result written by :meth:`save`."""
+        """Read a result written by `save`."""
         from safetensors import SafetensorError, safe_open
 
         try:

@@ -24,7 +24,7 @@ class LogitDiff:
 
 
 TargetSpec = str | int | LogitDiff | Sequence[str | int | LogitDiff]
-"""A token string (``" Paris"``, must be one token), a token id, a :class:`LogitDiff`, or a
+"""A token string (``" Paris"``, must be one token), a token id, a `LogitDiff`, or a
 list of these (one output column each)."""
 
 
@@ -50,7 +50,7 @@ def _token(model: ModelHandle, token: str | int) -> tuple[int, str]:
 
 
 def resolve_targets(model: ModelHandle, targets: TargetSpec) -> list[Target]:
-    """Turn a target specification into :class:`Target` read-outs (checked against the vocab)."""
+    """Turn a target specification into `Target` read-outs (checked against the vocab)."""
     items = [targets] if isinstance(targets, (str, int, LogitDiff)) else list(targets)
     if not items:
         raise InputError("No targets were given. Pass a token such as ' Paris' or a list.")

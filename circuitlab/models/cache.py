@@ -1,6 +1,6 @@
 """The on-disk cache: where it lives, atomic writes, and verified entries.
 
-Layout under the cache root (``~/.cache/circuitlab``, or ``$CIRCUITLAB_CACHE_DIR``)::
+Layout under the cache root (``~/.cache/circuitlab``, or ``$CIRCUITLAB_CACHE_DIR``):
 
     sources/<name>/<file>.gguf        verified GGUF files (sha256 from the registry)
     models/<name>/                    a Hugging Face folder: config, safetensors, tokenizer,

@@ -91,11 +91,11 @@ _GEMMA3 = ModelSpec(
 KNOWN_MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (_SMOLLM2, _GEMMA3)}
 """Registry models by name."""
 DEFAULT_MODEL = _SMOLLM2.name
-"""The model :func:`circuitlab.load` uses when given no name."""
+"""The model `circuitlab.load` uses when given no name."""
 
 
 def get_spec(name: str) -> ModelSpec:
-    """Return the registry entry for ``name`` or raise a :class:`ModelNotFoundError`."""
+    """Return the registry entry for ``name`` or raise a `ModelNotFoundError`."""
     try:
         return KNOWN_MODELS[name]
     except KeyError:

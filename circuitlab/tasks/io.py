@@ -1,7 +1,7 @@
 """Loading classification tasks (built-in, JSON lines, CSV, ``datasets``) and saving them.
 
 Every source goes through one path: rows of ``(text, raw label)`` become a
-:class:`~circuitlab.tasks.task.ClassificationTask`. A raw label is either a label name (a
+`circuitlab.tasks.task.ClassificationTask`. A raw label is either a label name (a
 string) or a class index (an integer; in CSV files, a string of digits that is not a label
 name).
 """
@@ -67,7 +67,7 @@ _BUILTINS: dict[str, _Builtin] = {
 }
 
 BUILTIN_TASKS: tuple[str, ...] = tuple(_BUILTINS)
-"""Names :func:`load_task` knows: ``sentiment`` (200 movie-review sentences, negative/positive)
+"""Names `load_task` knows: ``sentiment`` (200 movie-review sentences, negative/positive)
 and ``yesno`` (200 general-knowledge questions, No/Yes), both balanced 100/100."""
 
 
@@ -93,7 +93,7 @@ def load_task(
     """A task from a built-in name or a ``.jsonl`` / ``.json`` / ``.csv`` file.
 
     Args:
-        source: one of :data:`BUILTIN_TASKS`, or a path. ``.jsonl`` and ``.json`` files hold
+        source: one of `BUILTIN_TASKS`, or a path. ``.jsonl`` and ``.json`` files hold
             one JSON object per line (a ``.json`` file holding one JSON list of objects also
             works); ``.csv`` files have a header row.
         text_column: the column (key) holding the text. Ignored for built-in tasks.
@@ -207,7 +207,7 @@ def save_task(task: ClassificationTask, path: str | os.PathLike[str]) -> None:
     """Write a task's examples as ``{"text", "label"}`` rows with label names, atomically.
 
     ``.jsonl`` / ``.json`` give JSON lines, ``.csv`` a CSV file with a header. Label words and
-    templates are not stored; :func:`load_task` recovers the classes from the label names
+    templates are not stored; `load_task` recovers the classes from the label names
     (sorted, unless ``label_names=`` is passed, which also keeps classes without examples).
 
     Args:

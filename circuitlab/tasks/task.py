@@ -1,6 +1,6 @@
 """The labelled classification task: texts, gold labels, label words and prompt templates.
 
-A :class:`ClassificationTask` is an immutable value. Every operation (a subset, a split, new
+A `ClassificationTask` is an immutable value. Every operation (a subset, a split, new
 label words) returns a new task; nothing is changed in place. Prompts follow the paper
 "When Parts are Greater Than Sums": the label word follows the template directly, and K-shot
 prompts put one fixed, class-balanced demonstration set in front of every query.
@@ -28,7 +28,7 @@ class ClassificationTask:
     """A labelled classification task whose classes are predicted as single next tokens.
 
     Lists are accepted for every tuple field and stored as tuples. The task is validated on
-    construction; a bad field raises :class:`~circuitlab.errors.InputError`.
+    construction; a bad field raises `circuitlab.errors.InputError`.
 
     Attributes:
         name: a short name (``"sentiment"``), used in reprs and reports.
@@ -286,7 +286,7 @@ class ClassificationTask:
     def demonstrations(
         self, k_shot: int, *, demo_pool: ClassificationTask | None = None, seed: int = 0
     ) -> list[Demo]:
-        """The fixed demonstration set that :meth:`prompts` uses for ``k_shot`` and ``seed``.
+        """The fixed demonstration set that `prompts` uses for ``k_shot`` and ``seed``.
 
         Classes take turns (round robin, in a seed-dependent class order) so the set is as
         balanced as the pool allows; the set is then shuffled.
@@ -318,7 +318,7 @@ class ClassificationTask:
     ) -> list[str]:
         """One prompt per example, all sharing one fixed K-shot demonstration set.
 
-        The demonstrations are those of :meth:`demonstrations`. A query never sees itself (or
+        The demonstrations are those of `demonstrations`. A query never sees itself (or
         an identical text) as a demonstration: for that query such a demonstration is swapped
         for the next unused pool example of the same class (any class if none is left).
 
