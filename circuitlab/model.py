@@ -289,6 +289,15 @@ class ModelHandle:
         with self.bridge.hooks(fwd_hooks=list(fwd_hooks)):
             yield self
 
+    def intervene(self, *interventions: Any) -> contextlib.AbstractContextManager[Any]:
+        """Context manager: apply interventions (Ablate, Scale, ...) inside, undo them after.
+
+        See `circuitlab.interventions.intervene`.
+        """
+        from circuitlab.interventions.apply import intervene
+
+        return intervene(self, *interventions)
+
     # ------------------------------------------------------------ generation
     @torch.no_grad()
     def generate_ids(

@@ -1,0 +1,26 @@
+"""Interventions: ablate, scale, steer and prune components, by hooks or baked into weights."""
+
+from circuitlab.interventions.apply import active_edits, intervene
+from circuitlab.interventions.spec import (
+    Ablate,
+    Intervention,
+    PositionFilter,
+    PruneHeads,
+    PruneLayers,
+    Scale,
+    SteerHead,
+    SteerResidual,
+)
+
+__all__ = [
+    "Ablate",
+    "Intervention",
+    "PositionFilter",
+    "PruneHeads",
+    "PruneLayers",
+    "Scale",
+    "SteerHead",
+    "SteerResidual",
+    "active_edits",
+    "intervene",
+]

@@ -1,0 +1,52 @@
+"""Applying interventions by hooks, reversibly: ``with model.intervene(...)``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+from circuitlab.interventions.edits import ForwardState, ResolvedInterventions, resolve
+from circuitlab.interventions.spec import Intervention
+from circuitlab.model import ModelHandle
+
+__all__ = ["active_edits", "intervene"]
+
+_ACTIVE = "_circuitlab_active_interventions"
+
+
+def active_edits(model: ModelHandle) -> list[ResolvedInterventions]:
+    """The interventions in force on ``model`` (innermost last)."""
+    return list(getattr(model, _ACTIVE, []))
+
+
+@contextlib.contextmanager
+def intervene(
+    model: ModelHandle, *interventions: Intervention | Sequence[Intervention]
+) -> Iterator[ResolvedInterventions]:
+    """Apply interventions to every forward pass inside the block, then undo them.
+
+    Works for forward passes, caching runs, the decomposition and generation. Nothing is
+    written into the weights: on exit the hooks are removed and the model is bit-identical.
+    Interventions compose in the order given; nested blocks stack.
+
+    Example:
+        >>> with model.intervene(Ablate("L23H4"), Scale("MLP29", 0.5)):
+        ...     model.top_next_tokens("The capital of France is")
+    """
+    flat: list[Intervention] = []
+    for item in interventions:
+        flat.extend(item if isinstance(item, (list, tuple)) else [item])
+    resolved = resolve(model, flat)
+    state = ForwardState()
+    handle = model.hf_model.register_forward_pre_hook(state.capture, with_kwargs=True)
+    stack = getattr(model, _ACTIVE, [])
+    setattr(model, _ACTIVE, stack)
+    try:
+        with model.bridge.hooks(fwd_hooks=[edit.hook(state) for edit in resolved.edits]):
+            stack.append(resolved)
+            try:
+                yield resolved
+            finally:
+                stack.remove(resolved)
+    finally:
+        handle.remove()

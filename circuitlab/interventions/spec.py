@@ -1,0 +1,229 @@
+"""Interventions as values: what to change in a model, independent of how it is applied.
+
+Each intervention names its target with the component identifiers of `circuitlab.components`
+and is a frozen value. Nothing happens until it is applied, either by hooks
+(`ModelHandle.intervene`, reversible) or baked into weights (`export_hf`).
+
+Where each acts:
+
+    Ablate / Scale  a Head     the head's value-weighted output ``z`` (``hook_z``), before
+                               ``W_O``; baked into the output projection's input columns
+    Ablate / Scale  an Mlp     the MLP's write to the residual stream (``hook_mlp_out``)
+    Ablate / Scale  a Layer    both branch writes of the layer (``hook_attn_out``,
+                               ``hook_mlp_out``)
+    SteerHead                  adds a vector to the head's output (output of ``o_proj``)
+    SteerResidual              adds a vector to the residual stream after a layer
+                               (``hook_resid_post``: what the next layer reads)
+    PruneLayers                removes layers (their writes become zero: the residual stream
+                               passes through unchanged)
+    PruneHeads                 removes heads (their ``z`` becomes zero)
+
+``positions`` restricts an edit to some tokens: ``None`` (every position), ``"last"`` (each
+prompt's last real token), an int (that position in every prompt; negative counts back from
+the last real token, ``-1`` being the last), or a boolean mask of shape [batch, pos] for forward
+passes of exactly that shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from circuitlab.components import Component, Head, Layer, Mlp, parse_component
+from circuitlab.errors import InputError
+
+__all__ = [
+    "Ablate",
+    "Intervention",
+    "PositionFilter",
+    "PruneHeads",
+    "PruneLayers",
+    "Scale",
+    "SteerHead",
+    "SteerResidual",
+]
+
+PositionFilter: TypeAlias = Literal["last"] | int | Bool[Tensor, "batch pos"] | None
+AblationMethod: TypeAlias = Literal["zero", "mean", "resample"]
+_METHODS = ("zero", "mean", "resample")
+_EDITABLE = (Head, Mlp, Layer)
+
+
+def _editable(component: Component | str, what: str) -> Component:
+    parsed = parse_component(component)
+    if not isinstance(parsed, _EDITABLE):
+        raise InputError(
+            f"{what} acts on a head (L3H1), an MLP (MLP3) or a whole layer (L3), not {parsed}."
+        )
+    return parsed
+
+
+def _check_positions(positions: PositionFilter) -> None:
+    if positions is None or positions == "last" or isinstance(positions, int):
+        if isinstance(positions, bool):
+            raise InputError("positions must be None, 'last', an int or a [batch, pos] mask.")
+        return
+    if isinstance(positions, Tensor) and positions.dtype == torch.bool and positions.ndim == 2:
+        return
+    raise InputError(
+        f"positions must be None (every position), 'last', an int, or a boolean [batch, pos] "
+        f"mask; got {positions!r}."
+    )
+
+
+def _check_vector(vector: Tensor, what: str) -> Tensor:
+    if not isinstance(vector, Tensor) or vector.ndim != 1:
+        raise InputError(f"{what} needs a 1-D tensor of size d_model, got {vector!r}.")
+    if not vector.is_floating_point():
+        raise InputError(
+            f"{what} needs a floating-point vector, got dtype {vector.dtype}; convert it with "
+            f"vector.float()."
+        )
+    if not bool(torch.isfinite(vector).all()):
+        raise InputError(f"{what}: the vector holds NaN or infinite values.")
+    return vector.detach()
+
+
+@dataclass(frozen=True, eq=False)
+class Ablate:
+    """Knock a component out.
+
+    Args:
+        component: a head (``"L3H1"``), an MLP (``"MLP3"``) or a whole layer (``"L3"``).
+        method: ``"zero"``; ``"mean"``, its mean activation over the real tokens of
+            ``reference`` prompts; or ``"resample"``, each prompt gets the activation of a
+            randomly drawn reference prompt at the same position (clamped to that prompt's
+            length).
+        reference: the reference prompts for ``mean`` and ``resample``.
+        positions: which tokens to change (see the module docstring); default all.
+        seed: seed of the resampling draws.
+    """
+
+    component: Component | str
+    method: AblationMethod = "zero"
+    reference: Sequence[str] | None = None
+    positions: PositionFilter = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "component", _editable(self.component, "Ablate"))
+        if self.method not in _METHODS:
+            raise InputError(f"Unknown ablation method {self.method!r}; use one of {_METHODS}.")
+        if self.method == "zero" and self.reference is not None:
+            raise InputError("Zero ablation takes no reference prompts; drop reference=.")
+        if self.method != "zero":
+            reference = [self.reference] if isinstance(self.reference, str) else self.reference
+            if not reference:
+                raise InputError(
+                    f"{self.method.capitalize()} ablation of {self.component} needs a non-empty "
+                    f"list of reference prompts (reference=[...])."
+                )
+            object.__setattr__(self, "reference", tuple(reference))
+        _check_positions(self.positions)
+
+    def __repr__(self) -> str:
+        extra = "" if self.method == "zero" else f", {len(self.reference or ())} reference prompts"
+        return f"Ablate({self.component}, {self.method!r}{extra})"
+
+
+@dataclass(frozen=True, eq=False)
+class Scale:
+    """Multiply a component's output by ``factor`` (the basis of component reweighting)."""
+
+    component: Component | str
+    factor: float
+    positions: PositionFilter = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "component", _editable(self.component, "Scale"))
+        factor = float(self.factor)
+        if not torch.isfinite(torch.tensor(factor)):
+            raise InputError(f"Scale factor must be finite, got {self.factor!r}.")
+        object.__setattr__(self, "factor", factor)
+        _check_positions(self.positions)
+
+    def __repr__(self) -> str:
+        return f"Scale({self.component}, {self.factor:g})"
+
+
+@dataclass(frozen=True, eq=False)
+class SteerHead:
+    """Add ``vector`` [d_model] to an attention head's output (the basis of bias injection)."""
+
+    head: Head | str
+    vector: Float[Tensor, " d_model"]
+    positions: PositionFilter = None
+
+    def __post_init__(self) -> None:
+        head = parse_component(self.head)
+        if not isinstance(head, Head):
+            raise InputError(f"SteerHead needs a head such as 'L3H1', got {head}.")
+        object.__setattr__(self, "head", head)
+        object.__setattr__(self, "vector", _check_vector(self.vector, "SteerHead"))
+        _check_positions(self.positions)
+
+    def __repr__(self) -> str:
+        return f"SteerHead({self.head}, |v|={float(self.vector.norm()):.3g})"
+
+
+@dataclass(frozen=True, eq=False)
+class SteerResidual:
+    """Add ``vector`` [d_model] to the residual stream after layer ``layer``."""
+
+    layer: int
+    vector: Float[Tensor, " d_model"]
+    positions: PositionFilter = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layer, bool) or not isinstance(self.layer, int):
+            raise InputError(f"SteerResidual needs an int layer, got {self.layer!r}.")
+        object.__setattr__(self, "vector", _check_vector(self.vector, "SteerResidual"))
+        _check_positions(self.positions)
+
+    def __repr__(self) -> str:
+        return f"SteerResidual(layer {self.layer}, |v|={float(self.vector.norm()):.3g})"
+
+
+@dataclass(frozen=True, eq=False)
+class PruneLayers:
+    """Remove whole layers: the residual stream passes them unchanged."""
+
+    layers: tuple[int, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        layers = (self.layers,) if isinstance(self.layers, int) else tuple(self.layers)
+        if not layers:
+            raise InputError("PruneLayers needs at least one layer index.")
+        if any(isinstance(layer, bool) or not isinstance(layer, int) for layer in layers):
+            raise InputError(f"PruneLayers needs int layer indices, got {self.layers!r}.")
+        object.__setattr__(self, "layers", tuple(sorted(set(layers))))
+
+    def __repr__(self) -> str:
+        return f"PruneLayers({list(self.layers)})"
+
+
+@dataclass(frozen=True, eq=False)
+class PruneHeads:
+    """Remove attention heads (their output becomes zero)."""
+
+    heads: tuple[Head, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        items = [self.heads] if isinstance(self.heads, (str, Head)) else list(self.heads)
+        heads = [parse_component(item) for item in items]
+        if not heads:
+            raise InputError("PruneHeads needs at least one head.")
+        if not all(isinstance(head, Head) for head in heads):
+            raise InputError(f"PruneHeads takes heads such as 'L3H1', got {items!r}.")
+        object.__setattr__(self, "heads", tuple(sorted(set(heads))))
+
+    def __repr__(self) -> str:
+        return f"PruneHeads({[str(head) for head in self.heads]})"
+
+
+Intervention: TypeAlias = Ablate | Scale | SteerHead | SteerResidual | PruneLayers | PruneHeads
