@@ -1,0 +1,331 @@
+"""Baking resolved interventions into a clean Hugging Face state dict.
+
+Works on plain tensors keyed by Hugging Face parameter names (never on the bridge-wrapped
+modules, and never on TransformerLens-processed weights). Per site, all edits compose into one
+affine map ``x -> m * x + c`` that is then written into the weights:
+
+    head z (layer l, head h)   o_proj input columns of h  *= m;  o_proj bias += W_O[h] c
+    head output (steering)     o_proj bias += v
+    attention write            o_proj weight and bias *= m, bias += c     (Gemma 3: the post-
+    MLP write                  down_proj weight and bias *= m, bias += c   norm gain *= m)
+    residual after layer l     down_proj bias of layer l += v
+    pruned layers              removed; the config's layer count and per-layer lists follow
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from circuitlab.errors import CircuitlabError
+from circuitlab.interventions.edits import ResolvedInterventions, SiteEdit
+from circuitlab.model import ModelHandle
+
+__all__ = ["BakeError", "BakedModel", "bake"]
+
+
+class BakeError(CircuitlabError, ValueError):
+    """An intervention cannot be written into the weights of this architecture."""
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where the output projections and branch norms live in a family's state dict."""
+
+    layer_prefix: str  # "model.layers.{layer}."
+    o_proj: str  # relative to the layer prefix, without ".weight"
+    down_proj: str
+    o_transposed: bool  # GPT-2's Conv1D stores [in, out]
+    layer_count_key: str
+    attention_bias_flag: str | None  # config flag that gives o_proj a bias (None: always/never)
+    has_o_bias: bool  # the bias exists without any flag
+    mlp_bias_flag: str | None
+    has_down_bias: bool
+    attn_post_norm: str | None = None  # Gemma 3 sandwich norms (gain = 1 + weight)
+    mlp_post_norm: str | None = None
+
+
+_DECODER = {"layer_prefix": "model.layers.{layer}.", "layer_count_key": "num_hidden_layers"}
+_LAYOUTS: dict[str, _Layout] = {
+    "llama": _Layout(
+        **_DECODER,
+        o_proj="self_attn.o_proj",
+        down_proj="mlp.down_proj",
+        o_transposed=False,
+        attention_bias_flag="attention_bias",
+        has_o_bias=False,
+        mlp_bias_flag="mlp_bias",
+        has_down_bias=False,
+    ),
+    "mistral": _Layout(
+        **_DECODER,
+        o_proj="self_attn.o_proj",
+        down_proj="mlp.down_proj",
+        o_transposed=False,
+        attention_bias_flag=None,
+        has_o_bias=False,
+        mlp_bias_flag=None,
+        has_down_bias=False,
+    ),
+    "qwen2": _Layout(
+        **_DECODER,
+        o_proj="self_attn.o_proj",
+        down_proj="mlp.down_proj",
+        o_transposed=False,
+        attention_bias_flag=None,
+        has_o_bias=False,
+        mlp_bias_flag=None,
+        has_down_bias=False,
+    ),
+    "qwen3": _Layout(
+        **_DECODER,
+        o_proj="self_attn.o_proj",
+        down_proj="mlp.down_proj",
+        o_transposed=False,
+        attention_bias_flag="attention_bias",
+        has_o_bias=False,
+        mlp_bias_flag=None,
+        has_down_bias=False,
+    ),
+    "gemma3": _Layout(
+        **_DECODER,
+        o_proj="self_attn.o_proj",
+        down_proj="mlp.down_proj",
+        o_transposed=False,
+        attention_bias_flag="attention_bias",
+        has_o_bias=False,
+        mlp_bias_flag=None,
+        has_down_bias=False,
+        attn_post_norm="post_attention_layernorm",
+        mlp_post_norm="post_feedforward_layernorm",
+    ),
+    "gpt2": _Layout(
+        layer_prefix="transformer.h.{layer}.",
+        layer_count_key="n_layer",
+        o_proj="attn.c_proj",
+        down_proj="mlp.c_proj",
+        o_transposed=True,
+        attention_bias_flag=None,
+        has_o_bias=True,
+        mlp_bias_flag=None,
+        has_down_bias=True,
+    ),
+}
+
+
+@dataclass
+class BakedModel:
+    """A clean state dict and config with the interventions written in."""
+
+    state: dict[str, Tensor]
+    config: Any
+    zeroed_heads: tuple[str, ...]  # pruned heads kept as zero columns (could not be removed)
+
+
+def clean_state_dict(model: ModelHandle) -> dict[str, Tensor]:
+    """The HF model's tensors under their plain Hugging Face names (bridge wrappers removed).
+
+    Booting the bridge renames every module path (``._original_component``) and adds aliases;
+    the first tensor seen under each plain name is the model's own.
+    """
+    clean: dict[str, Tensor] = {}
+    for key, value in model.hf_model.state_dict().items():
+        clean.setdefault(key.replace("._original_component", ""), value.detach().clone())
+    return clean
+
+
+class _Baker:
+    def __init__(self, model: ModelHandle, state: dict[str, Tensor], config: Any) -> None:
+        family = model.arch.family
+        self.layout = _LAYOUTS[family]
+        self.model = model
+        self.state = state
+        self.config = config
+        self.d_head = model.d_head
+
+    def key(self, layer: int, module: str, tensor: str = "weight") -> str:
+        return f"{self.layout.layer_prefix.format(layer=layer)}{module}.{tensor}"
+
+    # --------------------------------------------------------------- biases on demand
+    def bias(self, layer: int, which: str, edit: SiteEdit) -> Tensor:
+        """The o_proj or down_proj bias of ``layer``, enabling it in the config if needed."""
+        layout = self.layout
+        module = layout.o_proj if which == "o" else layout.down_proj
+        key = self.key(layer, module, "bias")
+        if key in self.state:
+            return self.state[key]
+        flag = layout.attention_bias_flag if which == "o" else layout.mlp_bias_flag
+        if flag is None:
+            where = "attention output projection" if which == "o" else "MLP down projection"
+            raise BakeError(
+                f"{edit.source!r} needs a bias on the {where}, which "
+                f"{type(self.model.hf_model).__name__} cannot have. It works by hooks "
+                f"(model.intervene); to export, use a zero ablation or a scale instead."
+            )
+        setattr(self.config, flag, True)
+        weight = self.state[self.key(layer, module)]
+        width = weight.shape[1] if layout.o_transposed else weight.shape[0]
+        for current in range(self.model.n_layers):  # the flag adds biases to every layer
+            self._zero_biases(current, flag)
+        self.state[key] = self.state.get(key, weight.new_zeros(width))
+        return self.state[key]
+
+    def _zero_biases(self, layer: int, flag: str) -> None:
+        if flag == "attention_bias":
+            modules = [f"self_attn.{name}" for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
+        else:
+            modules = [f"mlp.{name}" for name in ("gate_proj", "up_proj", "down_proj")]
+        for module in modules:
+            weight = self.state[self.key(layer, module)]
+            self.state.setdefault(
+                self.key(layer, module, "bias"), weight.new_zeros(weight.shape[0])
+            )
+
+    # ----------------------------------------------------------------------- sites
+    def head_z(self, layer: int, head: int, m: float, c: Tensor | None, edit: SiteEdit) -> None:
+        weight = self.state[self.key(layer, self.layout.o_proj)]
+        span = slice(head * self.d_head, (head + 1) * self.d_head)
+        # W_O[h] as a [d_model, d_head] block of the output projection
+        block = weight[span, :].T if self.layout.o_transposed else weight[:, span]
+        if c is not None:
+            shift = block.to(torch.float64) @ c.to(torch.float64)
+            bias = self.bias(layer, "o", edit)
+            bias += shift.to(bias.dtype)
+        block.mul_(m)
+
+    def branch(self, layer: int, which: str, m: float, c: Tensor | None, edit: SiteEdit) -> None:
+        post_norm = self.layout.attn_post_norm if which == "o" else self.layout.mlp_post_norm
+        if post_norm is not None:
+            if c is not None:
+                raise BakeError(
+                    f"{edit.source!r} sets a constant on a branch that "
+                    f"{type(self.model.hf_model).__name__} normalises before the residual add "
+                    f"(no bias there to hold it). It works by hooks (model.intervene); to "
+                    f"export, ablate the branch's heads instead, or use a zero ablation or scale."
+                )
+            weight = self.state[self.key(layer, post_norm)]
+            offset = self.model.arch.norm_weight_offset
+            weight.copy_((weight + offset) * m - offset)
+            return
+        module = self.layout.o_proj if which == "o" else self.layout.down_proj
+        self.state[self.key(layer, module)].mul_(m)
+        key = self.key(layer, module, "bias")
+        if key in self.state:
+            self.state[key].mul_(m)
+        if c is not None:
+            bias = self.bias(layer, which, edit)
+            bias += c.to(bias.dtype)
+
+    def head_out(self, layer: int, vector: Tensor, edit: SiteEdit) -> None:
+        bias = self.bias(layer, "o", edit)
+        bias += vector.to(bias.dtype)
+
+    def resid_post(self, layer: int, vector: Tensor, edit: SiteEdit) -> None:
+        if self.layout.mlp_post_norm is not None:
+            raise BakeError(
+                f"{edit.source!r}: {type(self.model.hf_model).__name__} has no bias on the "
+                f"residual path of a layer to hold a steering vector. It works by hooks "
+                f"(model.intervene) only."
+            )
+        bias = self.bias(layer, "down", edit)
+        bias += vector.to(bias.dtype)
+
+
+def _composed(edits: list[SiteEdit]) -> tuple[float, Tensor | None]:
+    """Compose ``x -> m x + c`` maps applied in order into one."""
+    multiplier, constant = 1.0, None
+    for edit in edits:
+        multiplier *= edit.multiplier
+        constant = None if constant is None else constant * edit.multiplier
+        if edit.constant is not None:
+            extra = edit.constant.detach().cpu().to(torch.float64)
+            constant = extra if constant is None else constant + extra
+    return multiplier, constant
+
+
+def _refuse_unbakeable(edits: list[SiteEdit]) -> None:
+    for edit in edits:
+        if edit.resample is not None:
+            raise BakeError(
+                f"{edit.source!r} cannot be exported: a resampled value differs per prompt, so no "
+                f"fixed weights produce it. Use a mean ablation to export."
+            )
+        if edit.positions is not None:
+            raise BakeError(
+                f"{edit.source!r} cannot be exported: it applies only at some positions, but "
+                f"weights act on every position. Drop positions= to export it."
+            )
+
+
+def bake(model: ModelHandle, resolved: ResolvedInterventions, config: Any) -> BakedModel:
+    """Write ``resolved`` into a copy of ``model``'s weights; ``config`` is edited in place."""
+    _refuse_unbakeable(resolved.edits)
+    state = clean_state_dict(model)
+    baker = _Baker(model, state, config)
+    pruned = set(resolved.pruned_layers)
+    groups: dict[tuple[str, int, int | None], list[SiteEdit]] = {}
+    for edit in resolved.edits:
+        if edit.layer not in pruned:
+            groups.setdefault((edit.kind, edit.layer, edit.head), []).append(edit)
+    # site order within a layer follows the forward pass
+    order = {"head_z": 0, "head_out": 1, "attn_write": 2, "mlp_write": 3, "resid_post": 4}
+    for kind, layer, head in sorted(groups, key=lambda k: (k[1], order[k[0]], k[2] or 0)):
+        edits = groups[(kind, layer, head)]
+        multiplier, constant = _composed(edits)
+        with torch.no_grad():
+            if kind == "head_z":
+                baker.head_z(layer, head or 0, multiplier, constant, edits[-1])
+            elif kind == "head_out":
+                baker.head_out(layer, constant, edits[-1])
+            elif kind == "attn_write":
+                baker.branch(layer, "o", multiplier, constant, edits[-1])
+            elif kind == "mlp_write":
+                baker.branch(layer, "down", multiplier, constant, edits[-1])
+            else:
+                baker.resid_post(layer, constant, edits[-1])
+    zeroed = tuple(str(head) for head in resolved.pruned_heads if head.layer not in pruned)
+    if zeroed:
+        warnings.warn(
+            f"Pruned heads {', '.join(zeroed)} are kept as zero output columns: Hugging Face "
+            f"configs give every layer the same head count, so heads cannot be removed from "
+            f"some layers only. The exported model computes exactly the pruned model.",
+            stacklevel=3,
+        )
+    if pruned:
+        state = _drop_layers(state, baker.layout, model.n_layers, pruned)
+        _shrink_config(config, baker.layout, model.n_layers, pruned)
+    return BakedModel(state, config, zeroed)
+
+
+def _drop_layers(
+    state: dict[str, Tensor], layout: _Layout, n_layers: int, pruned: set[int]
+) -> dict[str, Tensor]:
+    kept = [layer for layer in range(n_layers) if layer not in pruned]
+    renamed = {
+        layout.layer_prefix.format(layer=old): layout.layer_prefix.format(layer=new)
+        for new, old in enumerate(kept)
+    }
+    prefixes = {layout.layer_prefix.format(layer=layer) for layer in range(n_layers)}
+    result: dict[str, Tensor] = {}
+    for key, value in state.items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is None:
+            result[key] = value
+        elif prefix in renamed:
+            result[renamed[prefix] + key[len(prefix) :]] = value
+    return result
+
+
+def _shrink_config(config: Any, layout: _Layout, n_layers: int, pruned: set[int]) -> None:
+    """New layer count; every per-layer list in the config (``layer_types``...) loses entries."""
+    kept = [layer for layer in range(n_layers) if layer not in pruned]
+    for name, value in list(vars(config).items()):
+        if isinstance(value, (list, tuple)) and len(value) == n_layers and name != "architectures":
+            setattr(config, name, type(value)(value[layer] for layer in kept))
+    setattr(config, layout.layer_count_key, len(kept))
+    if getattr(config, "max_window_layers", None) is not None:
+        config.max_window_layers = min(config.max_window_layers, len(kept))

@@ -1,0 +1,111 @@
+"""Export an intervened model as a plain Hugging Face checkpoint (``save_pretrained``)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from transformers import AutoModelForCausalLM
+
+from circuitlab.errors import InputError
+from circuitlab.interventions.bake import bake
+from circuitlab.interventions.edits import resolve
+from circuitlab.interventions.spec import Intervention
+from circuitlab.model import ModelHandle
+
+__all__ = ["export_hf"]
+
+EXPORT_RECORD = "circuitlab_export.json"
+
+
+def export_hf(
+    model: ModelHandle,
+    interventions: Intervention | Sequence[Intervention],
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``model`` with ``interventions`` baked into its weights as a HF checkpoint.
+
+    The folder holds safetensors weights, the config and the tokenizer, and reloads with plain
+    ``transformers.AutoModelForCausalLM.from_pretrained``. Heads and MLPs that are scaled or
+    zero-ablated become scaled output-projection columns / down projections; mean ablations and
+    head steering vectors become output-projection biases (enabled in the config, other new
+    biases zero); pruned layers are removed and the config follows. Resampling and
+    position-restricted edits are refused (`BakeError`): no fixed weights produce them.
+
+    The checkpoint is written to a temporary folder next to ``path`` and moved into place only
+    when complete, so an interrupted export leaves nothing under ``path``.
+
+    Args:
+        model: the model handle (its weights are not changed).
+        interventions: one intervention or a list of them, applied in order.
+        path: the folder to create.
+        overwrite: replace an existing non-empty folder.
+
+    Returns:
+        The folder written.
+    """
+    target = Path(path)
+    items = [interventions] if not isinstance(interventions, (list, tuple)) else interventions
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise InputError(
+            f"{target} already exists and is not empty. Pass overwrite=True to replace it, or "
+            f"choose another folder."
+        )
+    resolved = resolve(model, list(items))
+    config = copy.deepcopy(model.hf_model.config)
+    for attribute in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    config.architectures = [type(model.hf_model).__name__]
+    baked = bake(model, resolved, config)
+    clean = AutoModelForCausalLM.from_config(baked.config, dtype=model.dtype)
+    expected = clean.state_dict().keys()
+    state = {key: value for key, value in baked.state.items() if key in expected}  # no aliases
+    missing, unexpected = clean.load_state_dict(state, strict=False)
+    tied = set(getattr(clean, "_tied_weights_keys", None) or {})
+    missing = [key for key in missing if key not in tied]
+    if missing or unexpected:  # pragma: no cover - a layout this module does not know
+        raise RuntimeError(
+            f"Export produced a state dict that does not fit {type(clean).__name__}: missing "
+            f"{missing[:5]}, unexpected {unexpected[:5]}. Please report this."
+        )
+    clean.eval()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    )
+    try:
+        clean.save_pretrained(staging, safe_serialization=True)
+        model.tokenizer.save_pretrained(staging)
+        record = {
+            "source_model": model.name,
+            "interventions": [repr(item) for item in resolved.interventions],
+            "pruned_layers": list(resolved.pruned_layers),
+            "zeroed_heads": list(baked.zeroed_heads),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+        _replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Move the finished folder onto ``target`` (an existing one is removed only after)."""
+    if target.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+        os.replace(target, trash / target.name)
+        os.replace(staging, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, target)
