@@ -28,6 +28,7 @@ from torch import Tensor
 
 from circuitlab.components import Component, all_components
 from circuitlab.decomposition.positions import Positions, position_chunks, resolve_positions
+from circuitlab.errors import InputError
 from circuitlab.model import ModelHandle, Prompts
 from circuitlab.tokenization import TokenBatch
 from circuitlab.weights import norm_gain, output_projection
@@ -151,6 +152,46 @@ def _run_keeping_positions(
     return logits[recorder.rows, inverse]
 
 
+def _attention_write_factors(
+    model: ModelHandle, batch: TokenBatch, chosen: Int[Tensor, " batch"]
+) -> Float[Tensor, "batch layer"] | None:
+    """Per row and layer, the factor active interventions put on the attention branch's write.
+
+    Head-level and MLP edits need nothing here: the hooks record their edited values. An edit
+    that adds a vector no component owns (steering, mean or resampled branch writes) cannot be
+    attributed and is refused.
+    """
+    from circuitlab.interventions.apply import active_edits
+    from circuitlab.interventions.edits import ForwardState, position_mask
+
+    factors = None
+    rows = torch.arange(len(chosen))
+    for resolved in active_edits(model):
+        for edit in resolved.edits:
+            if edit.kind in ("head_z", "mlp_write"):
+                continue
+            if edit.kind != "attn_write" or edit.constant is not None or edit.resample is not None:
+                raise InputError(
+                    f"The decomposition cannot attribute the active intervention "
+                    f"{edit.source!r}: it adds to the residual stream something that belongs "
+                    f"to no component. Decompose outside that intervention, or express it per "
+                    f"head (e.g. Ablate('L3H0', 'mean')) and per MLP."
+                )
+            if factors is None:
+                factors = torch.ones(len(chosen), model.n_layers, dtype=model.dtype)
+            mask = position_mask(
+                edit.positions,
+                ForwardState(attention_mask=batch.attention_mask),
+                len(chosen),
+                batch.input_ids.shape[1],
+            )
+            applies = torch.ones(len(chosen), dtype=torch.bool)
+            if mask is not None:
+                applies = mask.cpu()[rows, chosen.cpu()]
+            factors[applies, edit.layer] *= edit.multiplier
+    return None if factors is None else factors.to(model.device)
+
+
 def decompose_batch(
     model: ModelHandle,
     batch: TokenBatch,
@@ -167,6 +208,7 @@ def decompose_batch(
     recorder = _PositionRecorder(chosen)
     names = _hook_names(model)
     flat = [n for value in names.values() for n in ([value] if isinstance(value, str) else value)]
+    write_factors = _attention_write_factors(model, batch, chosen)
     logits = _run_keeping_positions(model, batch, recorder, flat)
     seen = recorder.values
 
@@ -183,6 +225,9 @@ def decompose_batch(
             factor = weights.branch_gains[layer] / seen[names["attn_out_scale"][layer]]
             heads = heads * factor[:, None, :]
             bias = None if bias is None else bias * factor
+        if write_factors is not None:
+            heads = heads * write_factors[:, layer, None, None]
+            bias = None if bias is None else bias * write_factors[:, layer, None]
         contributions[:, start : start + n_heads] = heads
         if bias is not None:
             contributions[:, start + n_heads] = bias
