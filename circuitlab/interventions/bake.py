@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from peft.tuners.lora import LoraLayer
 from torch import Tensor
 
 from circuitlab.errors import CircuitlabError
@@ -127,14 +128,26 @@ class BakedModel:
 
 
 def clean_state_dict(model: ModelHandle) -> dict[str, Tensor]:
-    """The HF model's tensors under their plain Hugging Face names (bridge wrappers removed).
+    """The HF model's tensors under their plain Hugging Face names, LoRA adapters merged.
 
     Booting the bridge renames every module path (``._original_component``) and adds aliases;
-    the first tensor seen under each plain name is the model's own.
+    the first tensor seen under each plain name is the model's own. A ``peft`` LoRA layer
+    contributes ``base weight + delta`` under the base module's name.
     """
     clean: dict[str, Tensor] = {}
     for key, value in model.hf_model.state_dict().items():
-        clean.setdefault(key.replace("._original_component", ""), value.detach().clone())
+        if "lora_" in key:
+            continue
+        plain = key.replace("._original_component", "").replace(".base_layer.", ".")
+        clean.setdefault(plain, value.detach().clone())
+    merged: set[str] = set()
+    for name, module in model.hf_model.named_modules(remove_duplicate=False):
+        plain = name.replace("._original_component", "") + ".weight"
+        if isinstance(module, LoraLayer) and not module.merged and plain not in merged:
+            merged.add(plain)
+            for adapter in module.active_adapters:
+                delta = module.get_delta_weight(adapter).detach()
+                clean[plain] = clean[plain] + delta.to(clean[plain].dtype)
     return clean
 
 
