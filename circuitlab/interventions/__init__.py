@@ -1,6 +1,8 @@
 """Interventions: ablate, scale, steer and prune components, by hooks or baked into weights."""
 
 from circuitlab.interventions.apply import active_edits, intervene
+from circuitlab.interventions.bake import BakeError
+from circuitlab.interventions.export import export_hf
 from circuitlab.interventions.spec import (
     Ablate,
     Intervention,
@@ -14,6 +16,7 @@ from circuitlab.interventions.spec import (
 
 __all__ = [
     "Ablate",
+    "BakeError",
     "Intervention",
     "PositionFilter",
     "PruneHeads",
@@ -22,5 +25,6 @@ __all__ = [
     "SteerHead",
     "SteerResidual",
     "active_edits",
+    "export_hf",
     "intervene",
 ]
