@@ -99,7 +99,9 @@ def add_lora(
         layers: layer indices that get adapters (``layers_to_transform``).
         modules: module names, e.g. ``("q_proj", "v_proj")``; default every linear map of the
             layer (attention and MLP).
-        r, alpha, dropout: LoRA rank, scaling numerator and dropout.
+        r: LoRA rank.
+        alpha: LoRA scaling numerator (the update is scaled by ``alpha / r``).
+        dropout: dropout on the adapter's input during training.
         init: ``peft``'s ``init_lora_weights`` (``True``: B = 0, the model is unchanged).
 
     Returns:
