@@ -9,8 +9,6 @@ module names (the bridge's ``._original_component`` wrappers are removed), so th
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from safetensors.torch import save_file
 
 from circuitlab.errors import InputError
 from circuitlab.model import ModelHandle
+from circuitlab.output_folder import check_writable_folder, staged_folder
 
 __all__ = ["LoraAdapter", "add_lora"]
 
@@ -58,20 +57,10 @@ class LoraAdapter:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (atomically)."""
         target = Path(path)
-        if target.exists() and any(target.iterdir()) and not overwrite:
-            raise InputError(f"{target} is not empty; pass overwrite=True to replace it.")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(
-            tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-        )
-        try:
+        check_writable_folder(target, overwrite=overwrite)
+        with staged_folder(target) as staging:
             self.config.save_pretrained(staging)
             save_file(self.state_dict(), staging / "adapter_model.safetensors")
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def __repr__(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def test_export_reloads_with_plain_transformers_to_the_hooked_logits(
     with (
         pytest.warns(UserWarning, match="zero output columns")
         if kind == "prune_heads"
-        else _no_op()
+        else contextlib.nullcontext()
     ):
         export_hf(model, interventions, tmp_path / "out")
     reloaded = AutoModelForCausalLM.from_pretrained(
@@ -103,14 +104,6 @@ def test_export_reloads_with_plain_transformers_to_the_hooked_logits(
         assert len(list(reloaded.state_dict())) < len(
             [k for k in model.hf_model.state_dict() if "_original_component" in k]
         )
-
-
-class _no_op:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def test_intervening_leaves_the_model_bit_identical(tiny_architecture: str) -> None:

@@ -35,85 +35,38 @@ class BakeError(CircuitlabError, ValueError):
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where the output projections and branch norms live in a family's state dict."""
+    """Where the output projections and branch norms live in a family's state dict.
 
-    layer_prefix: str  # "model.layers.{layer}."
-    o_proj: str  # relative to the layer prefix, without ".weight"
-    down_proj: str
-    o_transposed: bool  # GPT-2's Conv1D stores [in, out]
-    layer_count_key: str
-    attention_bias_flag: str | None  # config flag that gives o_proj a bias (None: always/never)
-    has_o_bias: bool  # the bias exists without any flag
-    mlp_bias_flag: str | None
-    has_down_bias: bool
+    The defaults describe the Llama-style decoders (``model.layers.{layer}.self_attn.o_proj``).
+    """
+
+    attention_bias_flag: str | None = None  # config flag that gives o_proj a bias
+    mlp_bias_flag: str | None = None  # config flag that gives down_proj a bias
     attn_post_norm: str | None = None  # Gemma 3 sandwich norms (gain = 1 + weight)
     mlp_post_norm: str | None = None
+    layer_prefix: str = "model.layers.{layer}."
+    layer_count_key: str = "num_hidden_layers"
+    o_proj: str = "self_attn.o_proj"  # relative to the layer prefix, without ".weight"
+    down_proj: str = "mlp.down_proj"
+    o_transposed: bool = False  # GPT-2's Conv1D stores [in, out]
 
 
-_DECODER = {"layer_prefix": "model.layers.{layer}.", "layer_count_key": "num_hidden_layers"}
 _LAYOUTS: dict[str, _Layout] = {
-    "llama": _Layout(
-        **_DECODER,
-        o_proj="self_attn.o_proj",
-        down_proj="mlp.down_proj",
-        o_transposed=False,
-        attention_bias_flag="attention_bias",
-        has_o_bias=False,
-        mlp_bias_flag="mlp_bias",
-        has_down_bias=False,
-    ),
-    "mistral": _Layout(
-        **_DECODER,
-        o_proj="self_attn.o_proj",
-        down_proj="mlp.down_proj",
-        o_transposed=False,
-        attention_bias_flag=None,
-        has_o_bias=False,
-        mlp_bias_flag=None,
-        has_down_bias=False,
-    ),
-    "qwen2": _Layout(
-        **_DECODER,
-        o_proj="self_attn.o_proj",
-        down_proj="mlp.down_proj",
-        o_transposed=False,
-        attention_bias_flag=None,
-        has_o_bias=False,
-        mlp_bias_flag=None,
-        has_down_bias=False,
-    ),
-    "qwen3": _Layout(
-        **_DECODER,
-        o_proj="self_attn.o_proj",
-        down_proj="mlp.down_proj",
-        o_transposed=False,
-        attention_bias_flag="attention_bias",
-        has_o_bias=False,
-        mlp_bias_flag=None,
-        has_down_bias=False,
-    ),
+    "llama": _Layout(attention_bias_flag="attention_bias", mlp_bias_flag="mlp_bias"),
+    "mistral": _Layout(),
+    "qwen2": _Layout(),
+    "qwen3": _Layout(attention_bias_flag="attention_bias"),
     "gemma3": _Layout(
-        **_DECODER,
-        o_proj="self_attn.o_proj",
-        down_proj="mlp.down_proj",
-        o_transposed=False,
         attention_bias_flag="attention_bias",
-        has_o_bias=False,
-        mlp_bias_flag=None,
-        has_down_bias=False,
         attn_post_norm="post_attention_layernorm",
         mlp_post_norm="post_feedforward_layernorm",
     ),
-    "gpt2": _Layout(
+    "gpt2": _Layout(  # o_proj and down_proj always carry biases
         layer_prefix="transformer.h.{layer}.",
         layer_count_key="n_layer",
         o_proj="attn.c_proj",
         down_proj="mlp.c_proj",
         o_transposed=True,
-        attention_bias_flag=None,
-        has_o_bias=True,
-        mlp_bias_flag=None,
-        has_down_bias=True,
     ),
 }
 
@@ -180,11 +133,8 @@ class _Baker:
                 f"(model.intervene); to export, use a zero ablation or a scale instead."
             )
         setattr(self.config, flag, True)
-        weight = self.state[self.key(layer, module)]
-        width = weight.shape[1] if layout.o_transposed else weight.shape[0]
         for current in range(self.model.n_layers):  # the flag adds biases to every layer
             self._zero_biases(current, flag)
-        self.state[key] = self.state.get(key, weight.new_zeros(width))
         return self.state[key]
 
     def _zero_biases(self, layer: int, flag: str) -> None:

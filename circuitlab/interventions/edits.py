@@ -205,15 +205,28 @@ def resolve(model: ModelHandle, interventions: Sequence[Intervention]) -> Resolv
             item.head.check(model.arch)
             _check_vector(model, item.vector, item)
             result.edits.append(
-                SiteEdit("head_out", item.head.layer, None, 1.0, item.vector, None, item.positions)
+                SiteEdit(
+                    "head_out",
+                    item.head.layer,
+                    None,
+                    constant=item.vector,
+                    positions=item.positions,
+                    source=item,
+                )
             )
-            result.edits[-1].source = item
         elif isinstance(item, SteerResidual):
             _check_layer(model, item.layer, item)
             _check_vector(model, item.vector, item)
-            edit = SiteEdit("resid_post", item.layer, None, 1.0, item.vector, None, item.positions)
-            edit.source = item
-            result.edits.append(edit)
+            result.edits.append(
+                SiteEdit(
+                    "resid_post",
+                    item.layer,
+                    None,
+                    constant=item.vector,
+                    positions=item.positions,
+                    source=item,
+                )
+            )
         elif isinstance(item, PruneLayers):
             for layer in item.layers:
                 _check_layer(model, layer, item)
@@ -247,8 +260,9 @@ def _fill_reference_statistics(model: ModelHandle, pending: list[tuple[Ablate, S
         by_reference.setdefault(tuple(item.reference or ()), []).append((item, edit))
     for reference, group in by_reference.items():
         names = sorted({edit.hook_name for _, edit in group})
+        resampled = {edit.hook_name for item, edit in group if item.method == "resample"}
         sums: dict[str, Tensor] = {}
-        chunks: dict[str, list[Tensor]] = {name: [] for name in names}
+        chunks: dict[str, list[Tensor]] = {name: [] for name in resampled}
         lengths: list[Tensor] = []
         count = 0
         seen: dict[str, Tensor] = {}
@@ -265,7 +279,8 @@ def _fill_reference_statistics(model: ModelHandle, pending: list[tuple[Ablate, S
             for name in names:
                 real = seen[name][mask]  # [tokens, ...]
                 sums[name] = sums.get(name, 0) + real.sum(dim=0, dtype=torch.float64)
-                chunks[name].append(seen[name].cpu())
+                if name in resampled:  # full activations only where resampling needs them
+                    chunks[name].append(seen[name].cpu())
             lengths.append(mask.sum(dim=1).cpu())
             count += int(mask.sum())
         for item, edit in group:

@@ -5,19 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from transformers import AutoModelForCausalLM
 
-from circuitlab.errors import InputError
 from circuitlab.interventions.bake import bake
 from circuitlab.interventions.edits import resolve
 from circuitlab.interventions.spec import Intervention
 from circuitlab.model import ModelHandle
+from circuitlab.output_folder import check_writable_folder, staged_folder
 
 __all__ = ["export_hf"]
 
@@ -54,11 +52,7 @@ def export_hf(
     """
     target = Path(path)
     items = [interventions] if not isinstance(interventions, (list, tuple)) else interventions
-    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
-        raise InputError(
-            f"{target} already exists and is not empty. Pass overwrite=True to replace it, or "
-            f"choose another folder."
-        )
+    check_writable_folder(target, overwrite=overwrite)
     resolved = resolve(model, list(items))
     config = copy.deepcopy(model.hf_model.config)
     for attribute in ("quantization_config", "_pre_quantization_dtype"):
@@ -78,11 +72,7 @@ def export_hf(
             f"{missing[:5]}, unexpected {unexpected[:5]}. Please report this."
         )
     clean.eval()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    )
-    try:
+    with staged_folder(target) as staging:
         clean.save_pretrained(staging, safe_serialization=True)
         model.tokenizer.save_pretrained(staging)
         record = {
@@ -93,19 +83,4 @@ def export_hf(
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        _replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _replace(staging: Path, target: Path) -> None:
-    """Move the finished folder onto ``target`` (an existing one is removed only after)."""
-    if target.exists():
-        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
-        os.replace(target, trash / target.name)
-        os.replace(staging, target)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(staging, target)
