@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,6 +150,11 @@ class ModelHandle:
         return self.arch.d_vocab
 
     @property
+    def supports_logits_to_keep(self) -> bool:
+        """Whether the HF forward can unembed chosen positions only (``logits_to_keep``)."""
+        return "logits_to_keep" in inspect.signature(self.hf_model.forward).parameters
+
+    @property
     def bos_policy(self) -> str:
         """The BOS rule in words."""
         if self.prepend_bos is None:
@@ -216,10 +222,19 @@ class ModelHandle:
 
     @torch.no_grad()
     def next_token_logits(self, prompts: Prompts) -> Float[Tensor, "batch d_vocab"]:
-        """Logits after each prompt's last real token."""
+        """Logits after each prompt's last real token.
+
+        Only the last positions are unembedded (``logits_to_keep`` where the HF model takes
+        it), so the [batch, pos, d_vocab] tensor of a full forward pass is never built.
+        """
         batch = self._inputs(prompts)
-        logits = self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-        return logits[torch.arange(len(batch), device=logits.device), batch.last_positions]
+        last = batch.last_positions
+        kwargs: dict[str, Any] = {}
+        if self.supports_logits_to_keep:
+            kept, last = torch.unique(last, return_inverse=True)
+            kwargs["logits_to_keep"] = kept
+        logits = self.bridge(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        return logits[torch.arange(len(batch), device=logits.device), last]
 
     def top_next_tokens(self, prompt: str, k: int = 5) -> list[TokenPrediction]:
         """The ``k`` most likely next tokens after ``prompt``, with probabilities."""

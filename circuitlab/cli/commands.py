@@ -6,10 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
+from circuitlab.ablation import ablation_study
 from circuitlab.cli.output import write_json
 from circuitlab.decomposition import LogitDiff, direct_logit_attribution
 from circuitlab.decomposition import component_accuracy as score_components
-from circuitlab.errors import InputError
+from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.interventions.export import check_export, export_hf
+from circuitlab.interventions.serialize import load_interventions
 from circuitlab.loading import load
 from circuitlab.model import ModelHandle
 from circuitlab.models import (
@@ -20,9 +23,21 @@ from circuitlab.models import (
     is_cached,
 )
 from circuitlab.models.cache import atomic_file
-from circuitlab.tasks import load_task
+from circuitlab.tasks import ClassificationTask, load_task
 
-__all__ = ["component_accuracy", "decompose", "models_fetch", "models_list", "report"]
+__all__ = [
+    "ablate",
+    "component_accuracy",
+    "decompose",
+    "export",
+    "models_fetch",
+    "models_list",
+    "report",
+]
+
+
+class ExportCheckError(CircuitlabError):
+    """The exported checkpoint does not reproduce the hooked model's logits."""
 
 
 def _load(args: argparse.Namespace) -> ModelHandle:
@@ -37,6 +52,31 @@ def _save_figure(figure: object, path: str) -> None:
     with atomic_file(destination) as tmp:
         figure.savefig(tmp, dpi=150, format=destination.suffix.lstrip(".") or "png")
     print(f"wrote {destination}")
+
+
+def _task(args: argparse.Namespace) -> ClassificationTask:
+    """The task named by ``--task`` (and the shared task options), sampled with ``--limit``."""
+    task = load_task(
+        args.task,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        label_words=args.label_words,
+    )
+    if args.limit is not None:
+        task = task.balanced_sample(args.limit, seed=args.seed)
+    return task
+
+
+def _prompt_file(path: str) -> list[str]:
+    """Prompts of a text file, one per non-empty line."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"No prompt file at {source}: the file does not exist.")
+    prompts = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+    prompts = [line for line in prompts if line]
+    if not prompts:
+        raise InputError(f"{source} holds no prompts (one prompt per line).")
+    return prompts
 
 
 def report(args: argparse.Namespace) -> None:
@@ -136,14 +176,7 @@ def decompose(args: argparse.Namespace) -> None:
 
 def component_accuracy(args: argparse.Namespace) -> None:
     """Accuracy and type of every component on a labelled task."""
-    task = load_task(
-        args.task,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        label_words=args.label_words,
-    )
-    if args.limit is not None:
-        task = task.balanced_sample(args.limit, seed=args.seed)
+    task = _task(args)
     model = _load(args)
     result = score_components(
         model,
@@ -217,3 +250,114 @@ def models_fetch(args: argparse.Namespace) -> None:
     print(f"{spec.name}: cached at {folder} ({seconds:.1f} s)")
     if args.json:
         write_json({"name": spec.name, "path": str(folder), "seconds": seconds}, args.json)
+
+
+def ablate(args: argparse.Namespace) -> None:
+    """Ablate each chosen component in turn and report the effect on a metric."""
+    if args.prompt is not None and not args.target:
+        raise InputError("--prompt needs --target TOKEN: the next token whose metric to measure.")
+    if args.task is not None and args.target:
+        raise InputError("--target goes with --prompt; a --task brings its own label words.")
+    data: ClassificationTask | list[str] = _task(args) if args.task else args.prompt
+    reference = _prompt_file(args.reference) if args.reference else None
+    if reference is not None and args.method == "zero":
+        raise InputError("--reference is for --method mean or resample; zero ablation needs none.")
+    model = _load(args)
+    targets = None
+    if args.prompt is not None:
+        targets = args.target[0] if len(args.target) == 1 else args.target
+    started = time.perf_counter()
+    result = ablation_study(
+        model,
+        data,
+        targets,
+        components=args.components,
+        method=args.method,
+        reference=reference,
+        metric=args.metric,
+        template=args.template,
+        k_shot=args.k_shot,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    seconds = time.perf_counter() - started
+    print(
+        f"{model.name}: {result.method} ablation of {len(result.components)} components, one at "
+        f"a time, on {result.data!r} ({len(result)} examples) in {seconds:.1f} s"
+    )
+    print(f"  {result.metric} of the intact model: {result.baseline_value:.4f}")
+    errors = dict(zip(result.components, result.standard_errors.tolist(), strict=True))
+    k = min(args.top_k, len(result.components))
+    for label, ranked in (
+        ("ablating hurts most", result.bottom(k)),
+        ("ablating helps most", result.top(k)),
+    ):
+        print(f"  {label}: " + ", ".join(f"{c} {v:+.3f}±{errors[c]:.3f}" for c, v in ranked))
+    if args.plot:
+        _save_figure(result.plot(), args.plot)
+    if args.csv:
+        with atomic_file(Path(args.csv)) as tmp:
+            result.to_dataframe().to_csv(tmp, index=False)
+        print(f"wrote {args.csv}")
+    if args.save:
+        print(f"wrote {result.save(args.save)}")
+    if args.json:
+        table = result.to_dataframe()
+        write_json(
+            {
+                "model": model.name,
+                "data": result.data,
+                "examples": len(result),
+                "method": result.method,
+                "metric": result.metric,
+                "metric_intact": result.baseline_value,
+                "seconds": seconds,
+                "components": table.to_dict(orient="records"),
+            },
+            args.json,
+        )
+
+
+def export(args: argparse.Namespace) -> None:
+    """Bake the interventions of a spec file into a Hugging Face checkpoint, and check it."""
+    spec = load_interventions(args.spec)
+    if args.model is not None and spec.model is not None and args.model != spec.model:
+        print(f"note: the spec was written for {spec.model}; exporting {args.model} as asked")
+    if args.model is None:
+        args.model = spec.model
+    model = _load(args)
+    started = time.perf_counter()
+    folder = export_hf(model, list(spec.interventions), args.output, overwrite=args.overwrite)
+    seconds = time.perf_counter() - started
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    print(
+        f"{model.name}: {len(spec.interventions)} intervention(s) baked into {folder} "
+        f"({size / 1e6:.0f} MB) in {seconds:.1f} s"
+    )
+    for item in spec.interventions:
+        print(f"  {item!r}")
+    record: dict[str, object] = {
+        "model": model.name,
+        "output": str(folder),
+        "interventions": [repr(item) for item in spec.interventions],
+        "seconds": seconds,
+        "megabytes": size / 1e6,
+    }
+    if args.check:
+        prompts = args.check_prompt or ["The capital of France is", "Once upon a time"]
+        difference = check_export(model, list(spec.interventions), folder, prompts)
+        record["max_logit_difference"] = difference
+        verdict = "ok" if difference <= args.tolerance else "FAILED"
+        print(
+            f"  check: plain transformers reloads it to the hooked model's logits within "
+            f"{difference:.1e} (tolerance {args.tolerance:g}): {verdict}"
+        )
+        if difference > args.tolerance:
+            raise ExportCheckError(
+                f"The exported checkpoint at {folder} differs from the hooked model by "
+                f"{difference:.2e} logits (more than --tolerance {args.tolerance:g}). In bf16 or "
+                f"fp16 raise --tolerance; in float32 please report this."
+            )
+    if args.json:
+        write_json(record, args.json)

@@ -2,6 +2,10 @@
 
 Commands:
     circuitlab report [--model NAME] [--prompt TEXT] [--top-k K] [--json OUT]
+    circuitlab decompose --prompt TEXT --target TOKEN [--diff A B] [--plot PNG]
+    circuitlab component-accuracy --task NAME [--k-shot K] [--plot PNG] [--csv FILE]
+    circuitlab ablate (--task NAME | --prompt TEXT --target TOKEN) [--components ...]
+    circuitlab export SPEC OUTPUT [--overwrite] [--no-check]
     circuitlab models list [--json OUT]
     circuitlab models fetch NAME
 """
@@ -12,6 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from circuitlab.ablation import COMPONENT_GROUPS, METRICS
 from circuitlab.cli import commands
 from circuitlab.errors import CircuitlabError
 
@@ -37,6 +42,22 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         help="model cache root (default $CIRCUITLAB_CACHE_DIR or ~/.cache/circuitlab)",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the result as JSON (- = stdout)")
+
+
+_TASK_HELP = "built-in task (sentiment, yesno) or a .jsonl/.csv file"
+
+
+def _add_task_options(parser: argparse.ArgumentParser) -> None:
+    """How a task's prompts are built and sampled (shared by the task commands)."""
+    parser.add_argument("--template", type=int, default=0, help="prompt template index (0)")
+    parser.add_argument("--k-shot", type=int, default=0, help="in-context demonstrations (0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
+    parser.add_argument("--limit", type=int, default=None, help="use a balanced sample of N")
+    parser.add_argument("--text-column", default="text", help="text column of a file task")
+    parser.add_argument("--label-column", default="label", help="label column of a file task")
+    parser.add_argument(
+        "--label-words", nargs="+", default=None, help="label words, in label order"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,23 +118,92 @@ def build_parser() -> argparse.ArgumentParser:
         "attribution to the label words, and report component accuracies and types.",
     )
     _add_model_options(accuracy)
-    accuracy.add_argument(
-        "--task", required=True, help="built-in task (sentiment, yesno) or a .jsonl/.csv file"
-    )
-    accuracy.add_argument("--template", type=int, default=0, help="prompt template index (0)")
-    accuracy.add_argument("--k-shot", type=int, default=0, help="in-context demonstrations (0)")
-    accuracy.add_argument("--seed", type=int, default=0, help="seed for the demonstrations (0)")
-    accuracy.add_argument("--limit", type=int, default=None, help="use a balanced sample of N")
-    accuracy.add_argument("--text-column", default="text", help="text column of a file task")
-    accuracy.add_argument("--label-column", default="label", help="label column of a file task")
-    accuracy.add_argument(
-        "--label-words", nargs="+", default=None, help="label words, in label order"
-    )
+    accuracy.add_argument("--task", required=True, help=_TASK_HELP)
+    _add_task_options(accuracy)
     accuracy.add_argument("--top-k", type=int, default=5, help="components to print (5)")
     accuracy.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
     accuracy.add_argument("--plot", metavar="PNG", help="write a layer x head accuracy heatmap")
     accuracy.add_argument("--csv", metavar="FILE", help="write the per-component table as CSV")
     accuracy.set_defaults(handler=commands.component_accuracy)
+
+    ablate = sub.add_parser(
+        "ablate",
+        help="effect of ablating each head / MLP / layer on a metric over a task or prompts",
+        description="A scripted ablation study: knock out each component in turn (zero, mean "
+        "or resample ablation) and measure the change of a metric over a labelled task or over "
+        "prompts with target tokens. Writes a table (CSV/JSON) and a heatmap.",
+    )
+    _add_model_options(ablate)
+    data = ablate.add_mutually_exclusive_group(required=True)
+    data.add_argument("--task", help=_TASK_HELP)
+    data.add_argument("--prompt", action="append", help="prompt text (repeat for several)")
+    ablate.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        help="with --prompt: the gold next token, e.g. ' Paris' (one, or one per prompt)",
+    )
+    _add_task_options(ablate)
+    ablate.add_argument(
+        "--components",
+        nargs="+",
+        default=list(COMPONENT_GROUPS),
+        metavar="C",
+        help="groups (heads, mlps, layers) and/or components such as L3H1 MLP3 L3 (default: "
+        "heads mlps layers)",
+    )
+    ablate.add_argument("--method", choices=["zero", "mean", "resample"], default="zero")
+    ablate.add_argument(
+        "--reference",
+        metavar="FILE",
+        help="reference prompts for mean/resample ablation, one per line (default: the "
+        "study's own prompts)",
+    )
+    ablate.add_argument(
+        "--metric",
+        choices=sorted(METRICS),
+        default=None,
+        help="what to measure (default: logit_diff for a task, log_prob for prompts)",
+    )
+    ablate.add_argument("--top-k", type=int, default=10, help="components to print (10)")
+    ablate.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    ablate.add_argument("--plot", metavar="PNG", help="write heatmaps of the effects")
+    ablate.add_argument("--csv", metavar="FILE", help="write the per-component table as CSV")
+    ablate.add_argument("--save", metavar="FILE", help="write the full result (safetensors)")
+    ablate.set_defaults(handler=commands.ablate)
+
+    export = sub.add_parser(
+        "export",
+        help="bake interventions from a YAML/JSON spec into a Hugging Face checkpoint",
+        description="Apply the interventions of a spec file to a model, write them into its "
+        "weights as a plain save_pretrained checkpoint (safetensors, config, tokenizer), and "
+        "check that plain transformers reloads it to the hooked model's logits.",
+    )
+    export.add_argument("spec", help="YAML or JSON spec of interventions (see the docs)")
+    export.add_argument("output", help="checkpoint folder to create")
+    _add_model_options(export)
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing non-empty folder"
+    )
+    export.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip reloading the checkpoint with plain transformers to compare logits",
+    )
+    export.add_argument(
+        "--check-prompt",
+        action="append",
+        default=None,
+        help="prompt for the logit check (repeatable; default two short prompts)",
+    )
+    export.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="largest logit difference the check accepts (default 1e-3; float32)",
+    )
+    export.set_defaults(handler=commands.export)
 
     models = sub.add_parser(
         "models",

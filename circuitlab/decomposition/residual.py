@@ -17,7 +17,6 @@ pass runs; no full activation cache is ever held.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -133,10 +132,6 @@ class DecompositionWeights:
         )
 
 
-def _accepts_logits_to_keep(model: ModelHandle) -> bool:
-    return "logits_to_keep" in inspect.signature(model.hf_model.forward).parameters
-
-
 def _run_keeping_positions(
     model: ModelHandle, batch: TokenBatch, recorder: _PositionRecorder, hook_names: list[str]
 ) -> Float[Tensor, "batch d_vocab"]:
@@ -147,7 +142,7 @@ def _run_keeping_positions(
     """
     kwargs = {}
     inverse = recorder.positions
-    if _accepts_logits_to_keep(model):
+    if model.supports_logits_to_keep:
         kept, inverse = torch.unique(recorder.positions, return_inverse=True)
         kwargs["logits_to_keep"] = kept
     with torch.no_grad():

@@ -9,7 +9,7 @@ from circuitlab.interventions.edits import ForwardState, ResolvedInterventions, 
 from circuitlab.interventions.spec import Intervention
 from circuitlab.model import ModelHandle
 
-__all__ = ["active_edits", "intervene"]
+__all__ = ["active_edits", "applied", "intervene"]
 
 _ACTIVE = "_circuitlab_active_interventions"
 
@@ -36,7 +36,17 @@ def intervene(
     flat: list[Intervention] = []
     for item in interventions:
         flat.extend(item if isinstance(item, (list, tuple)) else [item])
-    resolved = resolve(model, flat)
+    with applied(model, resolve(model, flat)) as resolved:
+        yield resolved
+
+
+@contextlib.contextmanager
+def applied(model: ModelHandle, resolved: ResolvedInterventions) -> Iterator[ResolvedInterventions]:
+    """Hook already resolved interventions into ``model`` for the block (see `intervene`).
+
+    Resolving once and applying many times spares the reference passes of mean and resample
+    ablations (an ablation study applies one component's edits at a time).
+    """
     state = ForwardState()
     handle = model.hf_model.register_forward_pre_hook(state.capture, with_kwargs=True)
     stack = getattr(model, _ACTIVE, [])

@@ -151,6 +151,14 @@ class ResolvedInterventions:
     pruned_layers: tuple[int, ...] = ()
     pruned_heads: tuple[Head, ...] = ()
 
+    def restricted_to(self, item: Intervention) -> ResolvedInterventions:
+        """The edits that come from ``item`` alone (its reference statistics included)."""
+        layers = item.layers if isinstance(item, PruneLayers) else ()
+        heads = item.heads if isinstance(item, PruneHeads) else ()
+        return ResolvedInterventions(
+            (item,), [edit for edit in self.edits if edit.source is item], layers, heads
+        )
+
 
 def _check_layer(model: ModelHandle, layer: int, what: Intervention) -> None:
     if not 0 <= layer < model.n_layers:

@@ -1,0 +1,70 @@
+"""What an ablation study measures: one number per example from its next-token logits."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuitlab.errors import InputError
+
+__all__ = ["CHOICE_METRICS", "METRICS", "check_metric", "metric_values"]
+
+METRICS: dict[str, str] = {
+    "logit_diff": "gold label word's logit minus the largest other label word's logit",
+    "accuracy": "1 if the gold label word has the largest logit among the label words, else 0",
+    "log_prob": "log-probability of the gold token (softmax over the whole vocabulary), nats",
+    "prob": "probability of the gold token (softmax over the whole vocabulary)",
+    "logit": "raw logit of the gold token",
+}
+"""Metric names and what each measures per example (the study reports their mean)."""
+
+CHOICE_METRICS = ("logit_diff", "accuracy")
+"""Metrics that compare label words, so they need a classification task."""
+
+
+def check_metric(metric: str, *, has_choices: bool) -> str:
+    """Validate a metric name (``-`` and ``_`` are interchangeable)."""
+    name = str(metric).replace("-", "_")
+    if name not in METRICS:
+        raise InputError(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
+    if name in CHOICE_METRICS and not has_choices:
+        raise InputError(
+            f"The metric {name!r} compares label words, which only a classification task has. "
+            f"For prompts with targets use 'log_prob', 'prob' or 'logit'."
+        )
+    return name
+
+
+def metric_values(
+    metric: str,
+    logits: Float[Tensor, "batch d_vocab"],
+    gold: Int[Tensor, " batch"],
+    choices: Int[Tensor, " choice"] | None = None,
+    labels: Int[Tensor, " batch"] | None = None,
+) -> Float[Tensor, " batch"]:
+    """The metric of each example from its next-token logits (computed in float32).
+
+    Args:
+        metric: a key of `METRICS`.
+        logits: next-token logits of each example.
+        gold: the gold token id of each example.
+        choices: token ids of the label words (classification tasks).
+        labels: the gold class index of each example (classification tasks).
+    """
+    logits = logits.float()
+    gold = gold.to(logits.device)
+    if metric == "logit":
+        return logits.gather(1, gold[:, None])[:, 0]
+    if metric in ("log_prob", "prob"):
+        log_prob = logits.log_softmax(dim=-1).gather(1, gold[:, None])[:, 0]
+        return log_prob.exp() if metric == "prob" else log_prob
+    if choices is None or labels is None:
+        raise InputError(f"The metric {metric!r} needs label words and gold labels.")
+    options = logits[:, choices.to(logits.device)]  # [batch, choice]
+    labels = labels.to(logits.device)
+    if metric == "accuracy":
+        return (options.argmax(dim=-1) == labels).float()
+    gold_logit = options.gather(1, labels[:, None])[:, 0]
+    is_gold = torch.nn.functional.one_hot(labels, options.shape[1]).bool()
+    return gold_logit - options.masked_fill(is_gold, float("-inf")).max(dim=-1).values

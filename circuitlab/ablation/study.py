@@ -1,0 +1,216 @@
+"""Ablation studies: knock out each head, MLP or layer in turn and measure a metric.
+
+Every ablation is resolved once (one reference pass serves every mean ablation), prompts are
+tokenized once and batched by length, and only each prompt's last position is unembedded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from circuitlab.ablation.metrics import check_metric, metric_values
+from circuitlab.ablation.results import AblationEffects
+from circuitlab.components import Component, Head, Layer, Mlp, parse_component
+from circuitlab.errors import InputError
+from circuitlab.interventions.apply import applied
+from circuitlab.interventions.edits import resolve
+from circuitlab.interventions.spec import Ablate, AblationMethod
+from circuitlab.model import ModelHandle
+from circuitlab.tasks import ClassificationTask
+from circuitlab.tokenization import TokenBatch
+
+__all__ = ["COMPONENT_GROUPS", "ablation_study", "study_components"]
+
+COMPONENT_GROUPS = ("heads", "mlps", "layers")
+"""Names that stand for every attention head, every MLP, or every whole layer."""
+
+
+@dataclass(frozen=True)
+class _Examples:
+    prompts: list[str]
+    gold: Int[Tensor, " example"]  # gold token id per example
+    choices: Int[Tensor, " choice"] | None = None  # label-word ids (tasks)
+    labels: Int[Tensor, " example"] | None = None  # gold class index (tasks)
+    name: str = "prompts"
+
+
+def study_components(
+    model: ModelHandle, components: str | Sequence[str | Component]
+) -> list[Component]:
+    """Expand group names (``heads``, ``mlps``, ``layers``) and parse components, in model order.
+
+    Example:
+        >>> study_components(model, ["mlps", "L3H1"])   # every MLP and one head
+    """
+    items = [components] if isinstance(components, (str, Component)) else list(components)
+    if not items:
+        raise InputError(f"No components to ablate; give components or groups {COMPONENT_GROUPS}.")
+    chosen: list[Component] = []
+    for item in items:
+        if isinstance(item, str) and item.strip().lower() in COMPONENT_GROUPS:
+            group = item.strip().lower()
+            for layer in range(model.n_layers):
+                if group == "heads":
+                    chosen.extend(Head(layer, head) for head in range(model.n_heads))
+                else:
+                    chosen.append(Mlp(layer) if group == "mlps" else Layer(layer))
+            continue
+        component = parse_component(item, model.arch)
+        if not isinstance(component, (Head, Mlp, Layer)):
+            raise InputError(
+                f"Only heads (L3H1), MLPs (MLP3) and whole layers (L3) can be ablated, not "
+                f"{component}; groups: {', '.join(COMPONENT_GROUPS)}."
+            )
+        chosen.append(component)
+    return sorted(dict.fromkeys(chosen))
+
+
+def _examples(
+    model: ModelHandle,
+    data: ClassificationTask | str | Sequence[str],
+    targets: str | Sequence[str] | None,
+    *,
+    template: int,
+    k_shot: int,
+    demo_pool: ClassificationTask | None,
+    seed: int,
+) -> _Examples:
+    if isinstance(data, ClassificationTask):
+        if targets is not None:
+            raise InputError("A task brings its own label words: drop targets=.")
+        choices = torch.tensor(model.token_ids(data.label_words))
+        labels = torch.tensor(data.labels, dtype=torch.long)
+        prompts = data.prompts(template=template, k_shot=k_shot, demo_pool=demo_pool, seed=seed)
+        return _Examples(list(prompts), choices[labels], choices, labels, data.name)
+    prompts = [data] if isinstance(data, str) else list(data)
+    if not prompts:
+        raise InputError("No prompts were given (an empty list). Pass at least one prompt.")
+    if targets is None:
+        raise InputError(
+            "Prompts need targets: the token whose logit or probability to measure, e.g. "
+            "targets=' Paris' (one for all prompts, or one per prompt)."
+        )
+    words = [targets] * len(prompts) if isinstance(targets, str) else list(targets)
+    if len(words) != len(prompts):
+        raise InputError(
+            f"{len(words)} targets were given for {len(prompts)} prompts; give one target for "
+            f"all prompts or one per prompt."
+        )
+    return _Examples(prompts, torch.tensor(model.token_ids(words)))
+
+
+def _length_sorted_batches(
+    model: ModelHandle, prompts: list[str], batch_size: int
+) -> tuple[list[TokenBatch], Tensor]:
+    """Batches of prompts of similar length (less padding) and the order they hold them in."""
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+    full = model.tokenize(prompts)
+    order = torch.argsort(full.lengths, stable=True)
+    batches = []
+    for start in range(0, len(prompts), batch_size):
+        rows = order[start : start + batch_size]
+        width = int(full.lengths[rows].max())
+        batches.append(
+            TokenBatch(full.input_ids[rows, :width], full.attention_mask[rows, :width]).to(
+                model.device
+            )
+        )
+    return batches, order
+
+
+def _measure(
+    model: ModelHandle, batches: list[TokenBatch], order: Tensor, metric: str, examples: _Examples
+) -> Tensor:
+    values = torch.empty(len(order))
+    start = 0
+    for batch in batches:
+        rows = order[start : start + len(batch)]
+        logits = model.next_token_logits(batch)
+        labels = None if examples.labels is None else examples.labels[rows]
+        values[rows] = metric_values(
+            metric, logits, examples.gold[rows], examples.choices, labels
+        ).cpu()
+        start += len(batch)
+    return values
+
+
+def ablation_study(
+    model: ModelHandle,
+    data: ClassificationTask | str | Sequence[str],
+    targets: str | Sequence[str] | None = None,
+    *,
+    components: str | Sequence[str | Component] = COMPONENT_GROUPS,
+    method: AblationMethod = "zero",
+    reference: Sequence[str] | None = None,
+    metric: str | None = None,
+    template: int = 0,
+    k_shot: int = 0,
+    demo_pool: ClassificationTask | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> AblationEffects:
+    """Ablate each component in turn and measure the effect on a metric.
+
+    One forward pass over the data per component (plus one for the intact model); interventions
+    already active on ``model`` stay in force underneath.
+
+    Args:
+        model: the model handle.
+        data: a classification task, or prompts (then ``targets`` names the tokens to measure).
+        targets: for prompts: the gold next token, one for all prompts or one per prompt.
+        components: components (``"L3H1"``, ``"MLP3"``, ``"L3"``) and/or the groups
+            ``"heads"``, ``"mlps"``, ``"layers"`` (default: all three).
+        method: ``"zero"``, ``"mean"`` or ``"resample"`` ablation.
+        reference: reference prompts of mean/resample ablation (default: the data's prompts).
+        metric: a key of `circuitlab.ablation.METRICS`; default ``"logit_diff"`` for tasks
+            and ``"log_prob"`` for prompts.
+        template: the task's prompt template.
+        k_shot: in-context demonstrations per task prompt.
+        demo_pool: where demonstrations come from (default: the task, never the query).
+        seed: seed for demonstrations and resampling.
+        batch_size: prompts per forward pass.
+        progress: show a progress bar over the components.
+
+    Returns:
+        An `AblationEffects`; ``result.bottom(5)`` lists the components whose ablation hurts
+        most.
+
+    Example:
+        >>> effects = ablation_study(model, load_task("sentiment").balanced_sample(40))
+        >>> effects.bottom(3), effects.plot()
+    """
+    examples = _examples(
+        model, data, targets, template=template, k_shot=k_shot, demo_pool=demo_pool, seed=seed
+    )
+    is_task = examples.choices is not None
+    name = check_metric(metric or ("logit_diff" if is_task else "log_prob"), has_choices=is_task)
+    chosen = study_components(model, components)
+    if method != "zero" and reference is None:
+        reference = examples.prompts
+    ablations = [
+        Ablate(component, method, reference=reference if method != "zero" else None, seed=seed)
+        for component in chosen
+    ]
+    resolved = resolve(model, ablations)  # one reference pass for every mean/resample ablation
+    batches, order = _length_sorted_batches(model, examples.prompts, batch_size)
+    baseline = _measure(model, batches, order, name, examples)
+    ablated = torch.empty(len(examples.prompts), len(chosen))
+    for index, item in enumerate(tqdm(ablations, desc="ablations", disable=not progress)):
+        with applied(model, resolved.restricted_to(item)):
+            ablated[:, index] = _measure(model, batches, order, name, examples)
+    return AblationEffects(
+        ablated=ablated,
+        baseline=baseline,
+        components=tuple(chosen),
+        metric=name,
+        method=method,
+        data=examples.name,
+    )

@@ -1,0 +1,247 @@
+"""Interventions to and from plain data: YAML/JSON specs for scripted studies and exports.
+
+A spec is a list of entries (or a mapping with an ``interventions`` list and an optional
+``model``). Each entry names its ``kind`` and the intervention's fields::
+
+    model: smollm2-135m-instruct          # optional: the model the spec was written for
+    interventions:
+      - {kind: ablate, component: L23H4}
+      - {kind: ablate, component: MLP29, method: mean, reference: ["The weather is", "Hi"]}
+      - {kind: ablate, component: L12, method: mean, reference: {file: prompts.txt}}
+      - {kind: scale, component: L20H1, factor: 2.0}
+      - {kind: steer_head, head: L15H0, vector: {file: steer.safetensors, key: consistency}}
+      - {kind: steer_residual, layer: 10, vector: [0.1, -0.2, ...]}   # d_model numbers
+      - {kind: prune_layers, layers: [3, 4]}
+      - {kind: prune_heads, heads: [L5H2, L7H0]}
+
+The ``circuitlab_export.json`` record that `export_hf` writes into a checkpoint is a spec too
+(its ``export`` section is ignored when read back), so an export can be repeated from it.
+
+Files named in a spec (``{file: ...}``) are read relative to the spec's folder: prompt files
+hold one prompt per line, vector files are safetensors (never pickles).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import Tensor
+
+from circuitlab.components import Component
+from circuitlab.errors import InputError
+from circuitlab.interventions.spec import (
+    Ablate,
+    Intervention,
+    PruneHeads,
+    PruneLayers,
+    Scale,
+    SteerHead,
+    SteerResidual,
+)
+from circuitlab.models.cache import atomic_file
+
+__all__ = [
+    "InterventionSpec",
+    "from_spec",
+    "load_interventions",
+    "save_interventions",
+    "to_spec",
+]
+
+_KINDS: dict[str, type] = {
+    "ablate": Ablate,
+    "scale": Scale,
+    "steer_head": SteerHead,
+    "steer_residual": SteerResidual,
+    "prune_layers": PruneLayers,
+    "prune_heads": PruneHeads,
+}
+_NAMES = {cls: name for name, cls in _KINDS.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class InterventionSpec:
+    """Interventions read from a spec file, and the model the spec names (if any)."""
+
+    interventions: tuple[Intervention, ...]
+    model: str | None = None
+
+
+def _plain(value: Any) -> Any:
+    """A field value as JSON-ready data."""
+    if isinstance(value, Component):
+        return str(value)
+    if isinstance(value, Tensor):
+        return value.detach().cpu().tolist()
+    if isinstance(value, (tuple, list)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def to_spec(interventions: Sequence[Intervention]) -> list[dict[str, Any]]:
+    """Interventions as plain dictionaries (only fields that differ from their defaults).
+
+    Vectors and position masks are written inline as numbers, so the spec alone rebuilds the
+    interventions exactly (float32 values survive a JSON round trip).
+    """
+    entries = []
+    for item in interventions:
+        if type(item) not in _NAMES:
+            raise InputError(f"Not an intervention: {item!r}.")
+        entry: dict[str, Any] = {"kind": _NAMES[type(item)]}
+        for field in dataclasses.fields(item):
+            value = getattr(item, field.name)
+            default = field.default
+            if default is not dataclasses.MISSING and not isinstance(value, Tensor):
+                if value == default or (isinstance(default, tuple) and tuple(value) == default):
+                    continue
+            entry[field.name] = _plain(value)
+        entries.append(entry)
+    return entries
+
+
+def _where(index: int, entry: Mapping[str, Any]) -> str:
+    return f"Intervention {index + 1} ({entry.get('kind', 'no kind')})"
+
+
+def _read_file_reference(value: Any, base_dir: Path, what: str) -> Path | None:
+    if not isinstance(value, Mapping):
+        return None
+    if set(value) - {"file", "key"} or "file" not in value:
+        raise InputError(f"{what}: a file reference looks like {{file: NAME}}, got {dict(value)}.")
+    path = Path(os.path.expanduser(str(value["file"])))
+    path = path if path.is_absolute() else base_dir / path
+    if not path.is_file():
+        raise InputError(f"{what}: the file {path} does not exist.")
+    return path
+
+
+def _vector(value: Any, base_dir: Path, what: str) -> Tensor:
+    path = _read_file_reference(value, base_dir, what)
+    if path is None:
+        try:
+            return torch.tensor(value, dtype=torch.float32)
+        except (TypeError, ValueError) as error:
+            raise InputError(
+                f"{what}: a vector is a list of numbers or {{file: NAME.safetensors, key: NAME}}; "
+                f"{error}."
+            ) from None
+    try:
+        tensors = load_file(str(path))
+    except (OSError, SafetensorError) as error:
+        raise InputError(f"{what}: cannot read {path} as safetensors: {error}") from None
+    key = value.get("key")
+    if key is None:
+        if len(tensors) != 1:
+            raise InputError(f"{what}: {path} holds {sorted(tensors)}; name one with key: NAME.")
+        return next(iter(tensors.values()))
+    if key not in tensors:
+        raise InputError(f"{what}: {path} has no tensor {key!r}; it holds {sorted(tensors)}.")
+    return tensors[key]
+
+
+def _prompts(value: Any, base_dir: Path, what: str) -> Any:
+    path = _read_file_reference(value, base_dir, what)
+    if path is None:
+        return value
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line]
+
+
+def _build(index: int, entry: Any, base_dir: Path) -> Intervention:
+    if not isinstance(entry, Mapping):
+        raise InputError(
+            f"Intervention {index + 1} must be a mapping such as {{kind: ablate, component: L3H1}},"
+            f" got {entry!r}."
+        )
+    what = _where(index, entry)
+    kind = entry.get("kind")
+    if kind not in _KINDS:
+        raise InputError(f"{what}: unknown kind {kind!r}; use one of {sorted(_KINDS)}.")
+    cls = _KINDS[kind]
+    allowed = [field.name for field in dataclasses.fields(cls)]
+    unknown = sorted(set(entry) - {"kind", *allowed})
+    if unknown:
+        raise InputError(f"{what}: unknown field(s) {unknown}; {kind} takes {allowed}.")
+    values = {key: entry[key] for key in allowed if key in entry}
+    if "vector" in values:
+        values["vector"] = _vector(values["vector"], base_dir, what)
+    if "reference" in values:
+        values["reference"] = _prompts(values["reference"], base_dir, what)
+    if isinstance(values.get("positions"), list):
+        values["positions"] = torch.tensor(values["positions"], dtype=torch.bool)
+    try:
+        return cls(**values)
+    except TypeError as error:
+        raise InputError(f"{what}: {error}; {kind} takes {allowed}.") from None
+    except InputError as error:
+        raise InputError(f"{what}: {error}") from None
+
+
+def from_spec(
+    spec: Sequence[Any] | Mapping[str, Any], *, base_dir: str | os.PathLike[str] = "."
+) -> InterventionSpec:
+    """Build interventions from a spec (a list of entries, or ``{interventions: [...]}``).
+
+    Args:
+        spec: the parsed spec (see the module docstring for the format).
+        base_dir: the folder that relative ``{file: ...}`` references are read from.
+    """
+    model = None
+    entries: Any = spec
+    if isinstance(spec, Mapping):
+        unknown = sorted(set(spec) - {"interventions", "model", "export"})
+        if unknown or "interventions" not in spec:
+            raise InputError(
+                f"A spec is a list of interventions or a mapping with 'interventions' (and "
+                f"optionally 'model'); got the keys {sorted(spec)}."
+            )
+        entries, model = spec["interventions"], spec.get("model")
+    if not isinstance(entries, Sequence) or isinstance(entries, str) or not entries:
+        raise InputError("The spec lists no interventions: give a non-empty list.")
+    folder = Path(base_dir)
+    built = tuple(_build(index, entry, folder) for index, entry in enumerate(entries))
+    return InterventionSpec(built, None if model is None else str(model))
+
+
+def load_interventions(path: str | os.PathLike[str]) -> InterventionSpec:
+    """Read a YAML or JSON spec file (see the module docstring) into interventions."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"No intervention spec at {source}: the file does not exist.")
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise InputError(f"{source} is not valid YAML/JSON: {error}") from None
+    if data is None:
+        raise InputError(f"{source} is empty: list the interventions to apply.")
+    return from_spec(data, base_dir=source.parent)
+
+
+def save_interventions(
+    interventions: Sequence[Intervention],
+    path: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+) -> Path:
+    """Write interventions as a spec file (JSON for ``.json``, YAML otherwise), atomically."""
+    target = Path(path)
+    data: dict[str, Any] = {"interventions": to_spec(interventions)}
+    if model is not None:
+        data = {"model": model, **data}
+    if target.suffix.lower() == ".json":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+    with atomic_file(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return target
