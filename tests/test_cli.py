@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,18 @@ def test_models_list_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["report"], ["models"], ["models", "list"], ["models", "fetch"]]
+    "command",
+    [
+        [],
+        ["report"],
+        ["decompose"],
+        ["component-accuracy"],
+        ["ablate"],
+        ["export"],
+        ["models"],
+        ["models", "list"],
+        ["models", "fetch"],
+    ],
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
@@ -208,3 +220,113 @@ def test_component_accuracy_bad_task(
         == 2
     )
     assert "Label word 'very good' is 2 tokens" in capsys.readouterr().err
+
+
+def test_ablate_command_on_prompts_writes_table_json_and_heatmap(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, table, plot = tmp_path / "ablate.json", tmp_path / "ablate.csv", tmp_path / "ablate.png"
+    args = ["ablate", "--model", str(tiny_folder), "--prompt", "the cat sat on the"]
+    args += ["--prompt", "a dog", "--target", "mat", "--top-k", "2"]
+    code = main([*args, "--json", str(out), "--csv", str(table), "--plot", str(plot)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "zero ablation of 12 components" in printed and "ablating hurts most" in printed
+    report = json.loads(out.read_text())
+    assert report["metric"] == "log_prob" and report["examples"] == 2
+    rows = {row["component"]: row for row in report["components"]}
+    heads = {f"L{layer}H{head}" for layer in range(2) for head in range(4)}
+    assert set(rows) == heads | {"MLP0", "MLP1", "L0", "L1"}
+    for row in rows.values():
+        assert row["effect"] == pytest.approx(row["log_prob_ablated"] - report["metric_intact"])
+    assert table.read_text().startswith("component,kind,layer,head,log_prob_ablated")
+    assert plot.stat().st_size > 1000
+
+
+def test_ablate_command_on_a_task_with_mean_ablation(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = tmp_path / "reference.txt"
+    reference.write_text("the cat sat\na dog\n")
+    out = tmp_path / "ablate.json"
+    args = ["ablate", "--model", str(tiny_folder), "--task", "sentiment", "--limit", "4"]
+    args += ["--label-words", "no", "yes", "--components", "L1H2", "mlps", "--method", "mean"]
+    args += ["--reference", str(reference), "--metric", "accuracy", "--json", str(out)]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["data"] == "sentiment" and report["method"] == "mean"
+    assert [row["component"] for row in report["components"]] == ["MLP0", "L1H2", "MLP1"]
+    assert all(0.0 <= row["accuracy_ablated"] <= 1.0 for row in report["components"])
+
+
+def test_ablate_bad_input_exits_2_with_a_message(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["ablate", "--model", str(tiny_folder)]
+    assert main([*base, "--prompt", "a cat"]) == 2
+    assert "--prompt needs --target" in capsys.readouterr().err
+    assert main([*base, "--task", "sentiment", "--target", "yes"]) == 2
+    assert "--target goes with --prompt" in capsys.readouterr().err
+    assert main([*base, "--prompt", "a", "--target", "cat", "--reference", "x.txt"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "ref.txt").write_text("a cat\n")
+    reference = ["--reference", str(tmp_path / "ref.txt")]
+    assert main([*base, "--prompt", "a", "--target", "cat", *reference]) == 2
+    assert "--method mean or resample" in capsys.readouterr().err
+    assert main([*base, "--prompt", "a", "--target", "cat", "--components", "L9"]) == 2
+    assert "layer 9" in capsys.readouterr().err
+
+
+def test_export_command_bakes_a_spec_and_checks_it(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "edits.yaml"
+    spec.write_text(
+        "interventions:\n"
+        "  - {kind: ablate, component: L0H1}\n"
+        "  - {kind: scale, component: MLP1, factor: 0.5}\n"
+        "  - {kind: ablate, component: L1H2, method: mean, reference: [a cat, the dog sat]}\n"
+        "  - {kind: prune_layers, layers: [0]}\n"
+    )
+    output, out = tmp_path / "edited", tmp_path / "export.json"
+    args = ["export", str(spec), str(output), "--model", str(tiny_folder), "--json", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "4 intervention(s) baked" in printed and ": ok" in printed
+    report = json.loads(out.read_text())
+    assert report["max_logit_difference"] <= 1e-4
+    assert (output / "config.json").exists() and (output / "circuitlab_export.json").exists()
+    # the folder is not replaced without --overwrite; the record repeats the export
+    again = ["export", str(output / "circuitlab_export.json"), str(output)]
+    assert main([*again, "--model", str(tiny_folder)]) == 2
+    assert "overwrite" in capsys.readouterr().err
+    assert main([*again, "--model", str(tiny_folder), "--overwrite", "--no-check"]) == 0
+
+
+def test_export_command_refuses_bad_specs_and_unbakeable_edits(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("[{kind: ablate, component: L0H1, strength: 2}]")
+    assert main(["export", str(spec), str(tmp_path / "a"), "--model", str(tiny_folder)]) == 2
+    assert "unknown field(s) ['strength']" in capsys.readouterr().err
+    spec.write_text("[{kind: ablate, component: L0H1, method: resample, reference: [a cat]}]")
+    assert main(["export", str(spec), str(tmp_path / "b"), "--model", str(tiny_folder)]) == 2
+    assert "differs per prompt" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.real_model
+def test_ablate_command_on_the_embedded_model(
+    tmp_path: Path, smollm2: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scripted ablation study on the default model: which layers does ' Paris' need?"""
+    out = tmp_path / "paris.json"
+    args = ["ablate", "--prompt", "The capital of France is", "--target", " Paris"]
+    assert main([*args, "--components", "layers", "mlps", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["model"] == "smollm2-135m-instruct" and len(report["components"]) == 60
+    assert math.exp(report["metric_intact"]) == pytest.approx(0.77, abs=0.02)
+    effects = {row["component"]: row["effect"] for row in report["components"]}
+    assert min(effects.values()) < -5.0  # some layer is essential: ' Paris' all but vanishes
+    assert effects["L0"] <= effects["MLP0"] + 1.0  # a whole layer removes at least its MLP
