@@ -1,5 +1,6 @@
 """circuitlab: mechanistic interpretability on TransformerLens 4 bridges over real HF models."""
 
+from circuitlab.ablation import AblationEffects, ablation_study
 from circuitlab.architecture import SUPPORTED_ARCHITECTURES, ArchitectureInfo, NormSite
 from circuitlab.components import (
     AttnBias,
@@ -39,7 +40,10 @@ from circuitlab.interventions import (
     Scale,
     SteerHead,
     SteerResidual,
+    check_export,
     export_hf,
+    load_interventions,
+    save_interventions,
 )
 from circuitlab.loading import load
 from circuitlab.lora import LoraAdapter, add_lora
@@ -55,6 +59,7 @@ __all__ = [
     "KNOWN_MODELS",
     "SUPPORTED_ARCHITECTURES",
     "Ablate",
+    "AblationEffects",
     "ArchitectureInfo",
     "AttnBias",
     "Attribution",
@@ -88,15 +93,19 @@ __all__ = [
     "TokenPrediction",
     "UnsupportedArchitectureError",
     "__version__",
+    "ablation_study",
     "add_lora",
+    "check_export",
     "component_accuracy",
     "decompose_residual",
     "direct_logit_attribution",
     "export_hf",
     "load",
+    "load_interventions",
     "load_task",
     "parse_component",
     "parse_components",
+    "save_interventions",
     "save_task",
     "task_from_dataset",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
@@ -86,12 +87,14 @@ def plot_layer_panels(
     )
     axes_row = figure.subplots(1, len(panels), width_ratios=widths, squeeze=False)[0]
     step = max(1, n_layers // 15)
+    cmap = colormaps["RdBu_r"].copy()
+    cmap.set_bad("#d9d9d9")  # components that were not measured
     for axes, (name, matrix, labels) in zip(axes_row, panels, strict=True):
         spread = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 0.0
         spread = spread or 1.0
         norm = TwoSlopeNorm(vcenter=0.0, vmin=-spread, vmax=spread)
         image = axes.imshow(
-            matrix, cmap="RdBu_r", norm=norm, aspect="auto", interpolation="nearest"
+            matrix, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest"
         )
         axes.set_title(name, fontsize=10)
         axes.set_xticks(range(len(labels)), labels)

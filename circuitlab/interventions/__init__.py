@@ -2,7 +2,14 @@
 
 from circuitlab.interventions.apply import active_edits, intervene
 from circuitlab.interventions.bake import BakeError
-from circuitlab.interventions.export import export_hf
+from circuitlab.interventions.export import check_export, export_hf
+from circuitlab.interventions.serialize import (
+    InterventionSpec,
+    from_spec,
+    load_interventions,
+    save_interventions,
+    to_spec,
+)
 from circuitlab.interventions.spec import (
     Ablate,
     Intervention,
@@ -18,6 +25,7 @@ __all__ = [
     "Ablate",
     "BakeError",
     "Intervention",
+    "InterventionSpec",
     "PositionFilter",
     "PruneHeads",
     "PruneLayers",
@@ -25,6 +33,11 @@ __all__ = [
     "SteerHead",
     "SteerResidual",
     "active_edits",
+    "check_export",
     "export_hf",
+    "from_spec",
     "intervene",
+    "load_interventions",
+    "save_interventions",
+    "to_spec",
 ]
