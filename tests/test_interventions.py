@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from circuitlab.interventions import (
     SteerResidual,
 )
 from circuitlab.interventions.bake import BakeError
-from circuitlab.interventions.export import export_hf
+from circuitlab.interventions.export import check_export, export_hf
 from circuitlab.testing import tiny_model
 
 PROMPTS = ["the cat sat on the mat", "yes", "a dog ."]
@@ -296,3 +297,40 @@ def test_bad_intervention_values_are_refused_when_built() -> None:
         Scale("head 3", 2.0)
     with pytest.raises(InputError, match="positions"):
         Ablate("L0H1", positions=[1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("heads", "kept"),
+    [
+        (["L0H1", "L0H3", "L1H0", "L1H2"], "one query head per key/value group"),
+        (["L0H0", "L0H1", "L1H2", "L1H3"], "a whole key/value group per layer"),
+    ],
+)
+def test_heads_pruned_alike_in_every_layer_are_removed_from_the_checkpoint(
+    tiny_architecture: str, heads: list[str], kept: str, tmp_path: Path
+) -> None:
+    model = tiny_model(tiny_architecture)
+    prune = PruneHeads(heads)
+    if tiny_architecture == "gpt2":  # head size n_embd / n_head: heads stay, as zero columns
+        with pytest.warns(UserWarning, match="n_embd / n_head"):
+            export_hf(model, prune, tmp_path / "out")
+    else:
+        export_hf(model, prune, tmp_path / "out")
+        config = AutoModelForCausalLM.from_pretrained(tmp_path / "out").config
+        n_kv = model.n_kv_heads if kept.startswith("one") else max(model.n_kv_heads // 2, 1)
+        assert (config.num_attention_heads, config.num_key_value_heads) == (2, n_kv)
+        assert config.head_dim == model.d_head
+        record = json.loads((tmp_path / "out" / "circuitlab_export.json").read_text())
+        assert record["export"]["removed_heads"] == heads
+    assert check_export(model, prune, tmp_path / "out", PROMPTS) <= 1e-4
+
+
+def test_heads_that_cannot_be_removed_are_zeroed_with_the_reason(tmp_path: Path) -> None:
+    model = tiny_model("llama")  # 4 heads in 2 key/value groups
+    with pytest.warns(UserWarning, match=r"layer 0 would keep \[2, 1\] query heads"):
+        export_hf(model, PruneHeads(["L0H3", "L1H3"]), tmp_path / "uneven")
+    with pytest.warns(UserWarning, match="different numbers of"):
+        export_hf(model, PruneHeads(["L0H0", "L0H2"]), tmp_path / "one-layer")
+    for folder in ("uneven", "one-layer"):
+        config = AutoModelForCausalLM.from_pretrained(tmp_path / folder).config
+        assert config.num_attention_heads == 4

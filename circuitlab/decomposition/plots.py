@@ -93,9 +93,7 @@ def plot_layer_panels(
         spread = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 0.0
         spread = spread or 1.0
         norm = TwoSlopeNorm(vcenter=0.0, vmin=-spread, vmax=spread)
-        image = axes.imshow(
-            matrix, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest"
-        )
+        image = axes.imshow(matrix, cmap=cmap, norm=norm, aspect="auto", interpolation="nearest")
         axes.set_title(name, fontsize=10)
         axes.set_xticks(range(len(labels)), labels)
         axes.set_yticks(range(0, n_layers, step))

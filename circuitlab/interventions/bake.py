@@ -10,10 +10,14 @@ affine map ``x -> m * x + c`` that is then written into the weights:
     MLP write                  down_proj weight and bias *= m, bias += c   norm gain *= m)
     residual after layer l     down_proj bias of layer l += v
     pruned layers              removed; the config's layer count and per-layer lists follow
+    pruned heads               removed (q/k/v rows, o_proj columns, the config's head counts)
+                               where every layer keeps the same grouped-query layout; zero
+                               o_proj columns otherwise
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +26,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 from torch import Tensor
 
+from circuitlab.components import Head
 from circuitlab.errors import CircuitlabError
 from circuitlab.interventions.edits import ResolvedInterventions, SiteEdit
 from circuitlab.model import ModelHandle
@@ -46,6 +51,7 @@ class _Layout:
     mlp_post_norm: str | None = None
     layer_prefix: str = "model.layers.{layer}."
     layer_count_key: str = "num_hidden_layers"
+    attention: str = "self_attn"  # the attention module (q/k/v/o_proj), relative to the prefix
     o_proj: str = "self_attn.o_proj"  # relative to the layer prefix, without ".weight"
     down_proj: str = "mlp.down_proj"
     o_transposed: bool = False  # GPT-2's Conv1D stores [in, out]
@@ -78,6 +84,7 @@ class BakedModel:
     state: dict[str, Tensor]
     config: Any
     zeroed_heads: tuple[str, ...]  # pruned heads kept as zero columns (could not be removed)
+    removed_heads: tuple[str, ...] = ()  # pruned heads removed from the weights and config
 
 
 def clean_state_dict(model: ModelHandle) -> dict[str, Tensor]:
@@ -250,18 +257,100 @@ def bake(model: ModelHandle, resolved: ResolvedInterventions, config: Any) -> Ba
                 baker.branch(layer, "down", multiplier, constant, edits[-1])
             else:
                 baker.resid_post(layer, constant, edits[-1])
-    zeroed = tuple(str(head) for head in resolved.pruned_heads if head.layer not in pruned)
-    if zeroed:
-        warnings.warn(
-            f"Pruned heads {', '.join(zeroed)} are kept as zero output columns: Hugging Face "
-            f"configs give every layer the same head count, so heads cannot be removed from "
-            f"some layers only. The exported model computes exactly the pruned model.",
-            stacklevel=3,
-        )
+    heads = tuple(head for head in resolved.pruned_heads if head.layer not in pruned)
+    zeroed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    if heads:
+        plan = _head_removal_plan(model, heads, pruned, config)
+        if isinstance(plan, str):
+            zeroed = tuple(str(head) for head in heads)
+            warnings.warn(
+                f"Pruned heads {', '.join(zeroed)} are kept as zero output columns: {plan}. "
+                f"The exported model computes exactly the pruned model.",
+                stacklevel=3,
+            )
+        else:
+            _remove_heads(state, baker.layout, plan, model.d_head, config)
+            removed = tuple(str(head) for head in heads)
     if pruned:
         state = _drop_layers(state, baker.layout, model.n_layers, pruned)
         _shrink_config(config, baker.layout, model.n_layers, pruned)
-    return BakedModel(state, config, zeroed)
+    return BakedModel(state, config, zeroed, removed)
+
+
+def _head_removal_plan(
+    model: ModelHandle, heads: tuple[Head, ...], pruned_layers: set[int], config: Any
+) -> dict[int, tuple[list[int], list[int]]] | str:
+    """Per kept layer, the query and key/value heads that stay; or why heads cannot go.
+
+    Heads can be removed when every layer keeps the same number of query heads and key/value
+    heads (a config has one count for all layers) and, under grouped-query attention, every
+    remaining key/value group keeps the same number of query heads (a group whose query heads
+    are all pruned loses its key/value head too).
+    """
+    if model.arch.family == "gpt2":
+        return "GPT-2's head size is n_embd / n_head, so its config cannot have fewer heads"
+    group = model.n_heads // model.n_kv_heads
+    plans: dict[int, tuple[list[int], list[int]]] = {}
+    for layer in range(model.n_layers):
+        if layer in pruned_layers:
+            continue
+        gone = {head.head for head in heads if head.layer == layer}
+        kept = [head for head in range(model.n_heads) if head not in gone]
+        counts = [sum(1 for head in kept if head // group == kv) for kv in range(model.n_kv_heads)]
+        if len({count for count in counts if count}) != 1:
+            return (
+                f"layer {layer} would keep {counts} query heads in its key/value groups; "
+                f"grouped-query attention needs the same number in every remaining group"
+                if kept
+                else f"layer {layer} would keep no head (prune the layer instead)"
+            )
+        plans[layer] = (kept, [kv for kv, count in enumerate(counts) if count])
+    d_head = model.d_head
+    shapes = sorted({(len(q), len(kv)) for q, kv in plans.values()})
+    if len(shapes) > 1:
+        return (
+            f"the layers would keep different numbers of (query, key/value) heads {shapes}, but "
+            f"a Hugging Face config gives every layer the same head counts; prune heads alike "
+            f"in every layer to remove them"
+        )
+    n_query, n_kv = shapes[0]
+    trial = copy.deepcopy(config)
+    trial.num_attention_heads, trial.num_key_value_heads, trial.head_dim = n_query, n_kv, d_head
+    try:
+        if hasattr(trial, "validate"):
+            trial.validate()
+    except Exception as error:  # the config class's own rules, e.g. hidden_size % heads
+        reason = getattr(error, "__cause__", None) or error
+        return f"{type(config).__name__} refuses {n_query} heads ({str(reason).rstrip('.')})"
+    return plans
+
+
+def _remove_heads(
+    state: dict[str, Tensor],
+    layout: _Layout,
+    plans: dict[int, tuple[list[int], list[int]]],
+    d_head: int,
+    config: Any,
+) -> None:
+    """Drop pruned heads' rows of q/k/v and columns of o_proj; the config's counts follow."""
+
+    def rows(heads: list[int]) -> Tensor:
+        return torch.cat([torch.arange(h * d_head, (h + 1) * d_head) for h in heads])
+
+    for layer, (kept_q, kept_kv) in plans.items():
+        prefix = layout.layer_prefix.format(layer=layer) + layout.attention
+        for module, index in (("q_proj", kept_q), ("k_proj", kept_kv), ("v_proj", kept_kv)):
+            for tensor in ("weight", "bias"):
+                key = f"{prefix}.{module}.{tensor}"
+                if key in state:
+                    state[key] = state[key][rows(index)].clone()
+        key = f"{prefix}.o_proj.weight"
+        state[key] = state[key][:, rows(kept_q)].clone()
+    kept_q, kept_kv = next(iter(plans.values()))
+    config.num_attention_heads = len(kept_q)
+    config.num_key_value_heads = len(kept_kv)
+    config.head_dim = d_head  # otherwise derived from hidden_size / heads
 
 
 def _drop_layers(

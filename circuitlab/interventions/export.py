@@ -84,6 +84,7 @@ def export_hf(
             "export": {
                 "summary": [repr(item) for item in resolved.interventions],
                 "pruned_layers": list(resolved.pruned_layers),
+                "removed_heads": list(baked.removed_heads),
                 "zeroed_heads": list(baked.zeroed_heads),
                 "circuitlab_version": circuitlab.__version__,
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
