@@ -12,7 +12,7 @@ from circuitlab.decomposition import LogitDiff, direct_logit_attribution
 from circuitlab.decomposition import component_accuracy as score_components
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.interventions.export import check_export, export_hf
-from circuitlab.interventions.serialize import load_interventions
+from circuitlab.interventions.serialize import load_interventions, read_prompt_file
 from circuitlab.loading import load
 from circuitlab.model import ModelHandle
 from circuitlab.models import (
@@ -65,18 +65,6 @@ def _task(args: argparse.Namespace) -> ClassificationTask:
     if args.limit is not None:
         task = task.balanced_sample(args.limit, seed=args.seed)
     return task
-
-
-def _prompt_file(path: str) -> list[str]:
-    """Prompts of a text file, one per non-empty line."""
-    source = Path(path)
-    if not source.is_file():
-        raise InputError(f"No prompt file at {source}: the file does not exist.")
-    prompts = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
-    prompts = [line for line in prompts if line]
-    if not prompts:
-        raise InputError(f"{source} holds no prompts (one prompt per line).")
-    return prompts
 
 
 def report(args: argparse.Namespace) -> None:
@@ -259,7 +247,7 @@ def ablate(args: argparse.Namespace) -> None:
     if args.task is not None and args.target:
         raise InputError("--target goes with --prompt; a --task brings its own label words.")
     data: ClassificationTask | list[str] = _task(args) if args.task else args.prompt
-    reference = _prompt_file(args.reference) if args.reference else None
+    reference = read_prompt_file(args.reference) if args.reference else None
     if reference is not None and args.method == "zero":
         raise InputError("--reference is for --method mean or resample; zero ablation needs none.")
     model = _load(args)

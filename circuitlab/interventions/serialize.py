@@ -53,6 +53,7 @@ __all__ = [
     "InterventionSpec",
     "from_spec",
     "load_interventions",
+    "read_prompt_file",
     "save_interventions",
     "to_spec",
 ]
@@ -149,12 +150,21 @@ def _vector(value: Any, base_dir: Path, what: str) -> Tensor:
     return tensors[key]
 
 
+def read_prompt_file(path: str | os.PathLike[str]) -> list[str]:
+    """Prompts of a text file, one per non-empty line (surrounding spaces removed)."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"No prompt file at {source}: the file does not exist.")
+    lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+    prompts = [line for line in lines if line]
+    if not prompts:
+        raise InputError(f"{source} holds no prompts (one prompt per line).")
+    return prompts
+
+
 def _prompts(value: Any, base_dir: Path, what: str) -> Any:
     path = _read_file_reference(value, base_dir, what)
-    if path is None:
-        return value
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    return [line for line in lines if line]
+    return value if path is None else read_prompt_file(path)
 
 
 def _build(index: int, entry: Any, base_dir: Path) -> Intervention:
