@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from circuitlab.ablation import ablation_study
 from circuitlab.cli.output import write_json
@@ -52,6 +53,13 @@ def _save_figure(figure: object, path: str) -> None:
     with atomic_file(destination) as tmp:
         figure.savefig(tmp, dpi=150, format=destination.suffix.lstrip(".") or "png")
     print(f"wrote {destination}")
+
+
+def _save_table(frame: Any, path: str) -> None:
+    """Write a pandas DataFrame as CSV, atomically."""
+    with atomic_file(Path(path)) as tmp:
+        frame.to_csv(tmp, index=False)
+    print(f"wrote {path}")
 
 
 def _task(args: argparse.Namespace) -> ClassificationTask:
@@ -190,9 +198,7 @@ def component_accuracy(args: argparse.Namespace) -> None:
     if args.plot:
         _save_figure(result.plot_heads(), args.plot)
     if args.csv:
-        with atomic_file(Path(args.csv)) as tmp:
-            result.to_dataframe().to_csv(tmp, index=False)
-        print(f"wrote {args.csv}")
+        _save_table(result.to_dataframe(), args.csv)
     if args.json:
         write_json(
             {
@@ -285,9 +291,7 @@ def ablate(args: argparse.Namespace) -> None:
     if args.plot:
         _save_figure(result.plot(), args.plot)
     if args.csv:
-        with atomic_file(Path(args.csv)) as tmp:
-            result.to_dataframe().to_csv(tmp, index=False)
-        print(f"wrote {args.csv}")
+        _save_table(result.to_dataframe(), args.csv)
     if args.save:
         print(f"wrote {result.save(args.save)}")
     if args.json:

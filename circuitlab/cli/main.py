@@ -44,6 +44,19 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="also write the result as JSON (- = stdout)")
 
 
+def _add_result_options(
+    parser: argparse.ArgumentParser, *, top_k: int, plot: str, csv: bool = False, save: bool = False
+) -> None:
+    """Printing, batching and the files a per-component command can write."""
+    parser.add_argument("--top-k", type=int, default=top_k, help=f"components to print ({top_k})")
+    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    parser.add_argument("--plot", metavar="PNG", help=plot)
+    if csv:
+        parser.add_argument("--csv", metavar="FILE", help="write the per-component table as CSV")
+    if save:
+        parser.add_argument("--save", metavar="FILE", help="write the full result (safetensors)")
+
+
 _TASK_HELP = "built-in task (sentiment, yesno) or a .jsonl/.csv file"
 
 
@@ -105,10 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="token position to read in every prompt (default: each last token; -1 = last)",
     )
-    decompose.add_argument("--top-k", type=int, default=10, help="components to print (10)")
-    decompose.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
-    decompose.add_argument("--plot", metavar="PNG", help="write a layer x head heatmap")
-    decompose.add_argument("--save", metavar="FILE", help="write the full result (safetensors)")
+    _add_result_options(decompose, top_k=10, plot="write a layer x head heatmap", save=True)
     decompose.set_defaults(handler=commands.decompose)
 
     accuracy = sub.add_parser(
@@ -120,10 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(accuracy)
     accuracy.add_argument("--task", required=True, help=_TASK_HELP)
     _add_task_options(accuracy)
-    accuracy.add_argument("--top-k", type=int, default=5, help="components to print (5)")
-    accuracy.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
-    accuracy.add_argument("--plot", metavar="PNG", help="write a layer x head accuracy heatmap")
-    accuracy.add_argument("--csv", metavar="FILE", help="write the per-component table as CSV")
+    _add_result_options(accuracy, top_k=5, plot="write a layer x head accuracy heatmap", csv=True)
     accuracy.set_defaults(handler=commands.component_accuracy)
 
     ablate = sub.add_parser(
@@ -165,11 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="what to measure (default: logit_diff for a task, log_prob for prompts)",
     )
-    ablate.add_argument("--top-k", type=int, default=10, help="components to print (10)")
-    ablate.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
-    ablate.add_argument("--plot", metavar="PNG", help="write heatmaps of the effects")
-    ablate.add_argument("--csv", metavar="FILE", help="write the per-component table as CSV")
-    ablate.add_argument("--save", metavar="FILE", help="write the full result (safetensors)")
+    _add_result_options(ablate, top_k=10, plot="write heatmaps of the effects", csv=True, save=True)
     ablate.set_defaults(handler=commands.ablate)
 
     export = sub.add_parser(
