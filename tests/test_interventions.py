@@ -334,3 +334,16 @@ def test_heads_that_cannot_be_removed_are_zeroed_with_the_reason(tmp_path: Path)
     for folder in ("uneven", "one-layer"):
         config = AutoModelForCausalLM.from_pretrained(tmp_path / folder).config
         assert config.num_attention_heads == 4
+
+
+def test_export_keeps_tied_embeddings_tied(tiny_architecture: str, tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    model = tiny_model(tiny_architecture)
+    export_hf(model, [Scale("MLP0", 0.5)], tmp_path / "out")
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), framework="pt") as handle:
+        saved = set(handle.keys())
+    source = model.hf_model.get_output_embeddings().weight
+    tied = source is model.hf_model.get_input_embeddings().weight
+    unembedding = "lm_head.weight" in saved
+    assert unembedding != tied, f"tied={tied} but lm_head.weight saved={unembedding}"

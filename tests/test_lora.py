@@ -32,7 +32,7 @@ def test_adapter_trains_through_hooks_and_reloads_with_plain_peft(
     before = model.logits(batch)
     adapter = add_lora(model, layers=[1], r=4)
     torch.testing.assert_close(model.logits(batch), before, atol=1e-6, rtol=0)  # B starts at 0
-    optimiser = torch.optim.SGD(adapter.parameters(), lr=0.5)
+    optimiser = torch.optim.SGD(adapter.parameters(), lr=0.02)
     seen: dict[str, torch.Tensor] = {}
     for _ in range(3):  # a few steps on a loss read from a hook point
         optimiser.zero_grad()

@@ -91,15 +91,21 @@ def clean_state_dict(model: ModelHandle) -> dict[str, Tensor]:
     """The HF model's tensors under their plain Hugging Face names, LoRA adapters merged.
 
     Booting the bridge renames every module path (``._original_component``) and adds aliases;
-    the first tensor seen under each plain name is the model's own. A ``peft`` LoRA layer
+    the first tensor seen under each plain name is the model's own. Tensors that share storage
+    (aliases, tied embeddings) share one copy. A ``peft`` LoRA layer
     contributes ``base weight + delta`` under the base module's name.
     """
     clean: dict[str, Tensor] = {}
+    copies: dict[tuple[int, tuple[int, ...], tuple[int, ...], torch.dtype], Tensor] = {}
     for key, value in model.hf_model.state_dict().items():
-        if "lora_" in key:
-            continue
         plain = key.replace("._original_component", "").replace(".base_layer.", ".")
-        clean.setdefault(plain, value.detach().clone())
+        if "lora_" in key or plain in clean:
+            continue
+        # the bridge's aliases share storage: copy each tensor once
+        identity = (value.data_ptr(), tuple(value.shape), tuple(value.stride()), value.dtype)
+        if identity not in copies:
+            copies[identity] = value.detach().clone()
+        clean[plain] = copies[identity]
     merged: set[str] = set()
     for name, module in model.hf_model.named_modules(remove_duplicate=False):
         plain = name.replace("._original_component", "") + ".weight"

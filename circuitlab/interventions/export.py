@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
+from transformers.initialization import no_init_weights
 
 import circuitlab
 from circuitlab.interventions.bake import bake
@@ -63,7 +64,9 @@ def export_hf(
             delattr(config, attribute)
     config.architectures = [type(model.hf_model).__name__]
     baked = bake(model, resolved, config)
-    clean = AutoModelForCausalLM.from_config(baked.config, dtype=model.dtype)
+    with no_init_weights():  # every weight is loaded below: skip the random initialisation
+        clean = AutoModelForCausalLM.from_config(baked.config, dtype=model.dtype)
+    clean.tie_weights()  # init_weights, skipped above, is what ties embeddings
     expected = clean.state_dict().keys()
     state = {key: value for key, value in baked.state.items() if key in expected}  # no aliases
     missing, unexpected = clean.load_state_dict(state, strict=False)
