@@ -87,8 +87,7 @@ def plot_layer_panels(
     )
     axes_row = figure.subplots(1, len(panels), width_ratios=widths, squeeze=False)[0]
     step = max(1, n_layers // 15)
-    cmap = colormaps["RdBu_r"].copy()
-    cmap.set_bad("#d9d9d9")  # components that were not measured
+    cmap = colormaps["RdBu_r"].with_extremes(bad="#d9d9d9")  # grey: not measured
     for axes, (name, matrix, labels) in zip(axes_row, panels, strict=True):
         spread = float(np.nanmax(np.abs(matrix))) if np.isfinite(matrix).any() else 0.0
         spread = spread or 1.0
