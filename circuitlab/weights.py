@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import einops
 import torch
 from jaxtyping import Float
+from peft.tuners.lora import LoraLayer
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -54,10 +56,19 @@ def output_projection(
     """One layer's attention output projection ``W_O`` and its bias (``None`` if it has none).
 
     ``W_O`` is a view of the Hugging Face weight (no copy), so reading every layer's costs no
-    memory.
+    memory. An unmerged ``peft`` LoRA adapter on the projection is included (``W + scale·BA``,
+    a new tensor), so the per-head split matches what the adapted model computes.
     """
     attention = model.bridge.blocks[layer].attn
-    w_o = attention.W_O.detach()
+    projection = attention.o.original_component
+    if isinstance(projection, LoraLayer) and not projection.merged:
+        # the bridge's W_O misreads a peft-wrapped projection's layout: build it here
+        weight = projection.get_base_layer().weight.detach()  # [d_model, head * d_head]
+        for adapter in projection.active_adapters:
+            weight = weight + projection.get_delta_weight(adapter).detach().to(weight.dtype)
+        w_o = einops.rearrange(weight, "m (h d) -> h d m", h=model.n_heads)
+    else:
+        w_o = attention.W_O.detach()
     b_o = getattr(attention, "b_O", None)
     return w_o, None if b_o is None else b_o.detach()
 

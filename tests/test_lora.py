@@ -9,7 +9,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from circuitlab import InputError, TokenBatch
+from circuitlab import InputError, TokenBatch, decompose_residual
 from circuitlab.interventions import Ablate
 from circuitlab.interventions.export import export_hf
 from circuitlab.lora import add_lora
@@ -74,3 +74,18 @@ def test_bad_lora_requests_are_refused() -> None:
         add_lora(model, layers=[0], modules=["c_attn"])
     with pytest.raises(InputError, match="at least one layer"):
         add_lora(model, layers=[])
+
+
+@pytest.mark.parametrize("architecture", ["llama", "gemma3", "qwen2", "qwen3"])
+def test_decomposition_stays_exact_with_an_adapter_on_the_output_projection(
+    architecture: str,
+) -> None:
+    model = tiny_model(architecture)  # GPT-2 takes adapters on its MLP only
+    adapter = add_lora(model, layers=[0, 1], modules=["o_proj", "down_proj"], r=4)
+    with torch.no_grad():  # a trained-looking adapter: B no longer zero
+        for name, parameter in model.hf_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.2, generator=torch.Generator().manual_seed(0))
+    assert len(adapter.parameters()) == 8
+    parts = decompose_residual(model, PROMPTS)
+    torch.testing.assert_close(parts.total(), parts.residual, atol=1e-5, rtol=0)

@@ -99,7 +99,8 @@ class DecompositionWeights:
     """The weights one decomposition pass needs, read once per call rather than per batch.
 
     Attributes:
-        w_o: each layer's attention output projection (views of the HF weights, no copies).
+        w_o: each layer's attention output projection (views of the HF weights, no copies;
+            a layer whose projection carries a LoRA adapter gets base + adapter update).
         b_o: each layer's output-projection bias, or ``None`` for models without one.
         branch_gains: gain of each layer's attention-output norm (sandwich norms), or ``None``.
     """
@@ -111,14 +112,6 @@ class DecompositionWeights:
     @classmethod
     def read(cls, model: ModelHandle) -> DecompositionWeights:
         """Read the current weights of ``model`` (unmodified HF weights)."""
-        if any(
-            "o_proj" in name and "lora_A" in name for name, _ in model.hf_model.named_parameters()
-        ):
-            raise InputError(
-                "The decomposition reads W_O from the base weights, but this model carries a "
-                "LoRA adapter on o_proj. Export the model with the adapter merged "
-                "(export_hf) and load that, or put the adapter on other modules."
-            )
         projections = [output_projection(model, layer) for layer in range(model.n_layers)]
         biases = [bias for _, bias in projections]
         site = model.arch.norm("attn_output")
