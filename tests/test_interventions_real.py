@@ -186,3 +186,28 @@ def test_exports_refuse_resampling_and_position_restricted_edits(
         with pytest.raises(BakeError, match=message):
             export_hf(real, [Scale(f"L{last}H0", 0.5), edit], tmp_path / f"out{number}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_heads_pruned_alike_in_every_layer_leave_the_checkpoint(
+    real: circuitlab.ModelHandle, tmp_path: Path
+) -> None:
+    """SmolLM2 (9 heads, 3 groups) loses one head per group; Gemma 3 (4 heads, 1 group) two."""
+    gone = [2, 5, 8] if real.n_kv_heads == 3 else [2, 3]
+    prune = PruneHeads([f"L{layer}H{head}" for layer in range(real.n_layers) for head in gone])
+    batch = real.tokenize(PROMPTS)
+    with real.intervene(prune):
+        hooked = real.logits(batch)
+    assert float((hooked - _plain_logits(real, batch)).abs().max()) > EFFECT
+    export_hf(real, prune, tmp_path / "out")  # no warning: the heads are removed
+    try:
+        reloaded = _reload(tmp_path / "out")
+        config = reloaded.config
+        assert config.num_attention_heads == real.n_heads - len(gone)
+        assert config.num_key_value_heads == real.n_kv_heads
+        difference = _max_real_token_difference(reloaded, batch, hooked)
+        del reloaded
+    finally:
+        shutil.rmtree(tmp_path / "out", ignore_errors=True)
+        gc.collect()
+    print(f"\n{real.name} heads removed: max |exported - hooked| = {difference:.3g}")
+    assert difference <= TOLERANCE
