@@ -97,6 +97,24 @@ def _max_real_token_difference(
     return float((exported[mask] - hooked[mask]).abs().max())
 
 
+def _reloaded_difference(
+    folder: Path, batch: circuitlab.TokenBatch, hooked: torch.Tensor
+) -> tuple[float, object]:
+    """Reload an export with plain transformers, compare logits, delete the folder (~0.5-1 GB).
+
+    Returns the max |exported - hooked| logit over real tokens, and the reloaded config.
+    """
+    try:
+        reloaded = _reload(folder)
+        difference = _max_real_token_difference(reloaded, batch, hooked)
+        config = reloaded.config
+        del reloaded
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        gc.collect()
+    return difference, config
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_each_kind_round_trips_through_plain_transformers(
     real: circuitlab.ModelHandle, kind: str, tmp_path: Path
@@ -123,15 +141,9 @@ def test_each_kind_round_trips_through_plain_transformers(
         else contextlib.nullcontext()
     ):
         export_hf(real, interventions, target)
-    try:
-        reloaded = _reload(target)
-        if kind == "prune_layer":
-            assert reloaded.config.num_hidden_layers == real.n_layers - 1
-        difference = _max_real_token_difference(reloaded, batch, hooked)
-        del reloaded
-    finally:
-        shutil.rmtree(target, ignore_errors=True)  # ~0.5-1 GB each: do not keep them around
-        gc.collect()
+    difference, config = _reloaded_difference(target, batch, hooked)
+    if kind == "prune_layer":
+        assert config.num_hidden_layers == real.n_layers - 1
     print(f"\n{real.name} {kind}: max |exported - hooked| = {difference:.3g}, effect {effect:.3g}")
     assert difference <= TOLERANCE, f"{real.name} {kind}: {difference:.3g} > {TOLERANCE}"
 
@@ -157,14 +169,8 @@ def test_every_bakeable_kind_round_trips_through_plain_transformers(
     assert (hooked - plain).abs().max() > 0.1
     with pytest.warns(UserWarning, match="zero output columns"):
         export_hf(real, edits, tmp_path / "edited")
-    try:
-        reloaded = _reload(tmp_path / "edited")
-        assert reloaded.config.num_hidden_layers == real.n_layers - 2
-        difference = _max_real_token_difference(reloaded, batch, hooked)
-        del reloaded
-    finally:
-        shutil.rmtree(tmp_path / "edited", ignore_errors=True)
-        gc.collect()
+    difference, config = _reloaded_difference(tmp_path / "edited", batch, hooked)
+    assert config.num_hidden_layers == real.n_layers - 2
     print(f"\n{real.name} composed: max |exported - hooked| = {difference:.3g}")
     assert difference <= TOLERANCE
     assert torch.equal(real.logits(batch), plain)  # the handle itself is untouched
@@ -199,15 +205,8 @@ def test_heads_pruned_alike_in_every_layer_leave_the_checkpoint(
         hooked = real.logits(batch)
     assert float((hooked - _plain_logits(real, batch)).abs().max()) > EFFECT
     export_hf(real, prune, tmp_path / "out")  # no warning: the heads are removed
-    try:
-        reloaded = _reload(tmp_path / "out")
-        config = reloaded.config
-        assert config.num_attention_heads == real.n_heads - len(gone)
-        assert config.num_key_value_heads == real.n_kv_heads
-        difference = _max_real_token_difference(reloaded, batch, hooked)
-        del reloaded
-    finally:
-        shutil.rmtree(tmp_path / "out", ignore_errors=True)
-        gc.collect()
+    difference, config = _reloaded_difference(tmp_path / "out", batch, hooked)
+    assert config.num_attention_heads == real.n_heads - len(gone)
+    assert config.num_key_value_heads == real.n_kv_heads
     print(f"\n{real.name} heads removed: max |exported - hooked| = {difference:.3g}")
     assert difference <= TOLERANCE
