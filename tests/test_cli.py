@@ -296,11 +296,14 @@ def test_export_command_bakes_a_spec_and_checks_it(
     report = json.loads(out.read_text())
     assert report["max_logit_difference"] <= 1e-4
     assert (output / "config.json").exists() and (output / "circuitlab_export.json").exists()
-    # the folder is not replaced without --overwrite; the record repeats the export
+    # the folder is not replaced without --overwrite; the record repeats the export on the
+    # model it names (the local folder's path), no --model needed
+    record = json.loads((output / "circuitlab_export.json").read_text())
+    assert record["model"] == str(tiny_folder.resolve())
     again = ["export", str(output / "circuitlab_export.json"), str(output)]
-    assert main([*again, "--model", str(tiny_folder)]) == 2
+    assert main(again) == 2
     assert "overwrite" in capsys.readouterr().err
-    assert main([*again, "--model", str(tiny_folder), "--overwrite", "--no-check"]) == 0
+    assert main([*again, "--overwrite", "--no-check"]) == 0
 
 
 def test_export_command_refuses_bad_specs_and_unbakeable_edits(

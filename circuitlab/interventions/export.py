@@ -19,6 +19,7 @@ from circuitlab.interventions.edits import resolve
 from circuitlab.interventions.serialize import to_spec
 from circuitlab.interventions.spec import Intervention
 from circuitlab.model import ModelHandle
+from circuitlab.models import KNOWN_MODELS
 from circuitlab.output_folder import check_writable_folder, staged_folder
 
 __all__ = ["check_export", "export_hf"]
@@ -82,7 +83,7 @@ def export_hf(
         clean.save_pretrained(staging, safe_serialization=True)
         model.tokenizer.save_pretrained(staging)
         record = {  # a spec: `load_interventions` reads it back
-            "model": model.name,
+            "model": _model_reference(model),
             "interventions": to_spec(resolved.interventions),
             "export": {
                 "summary": [repr(item) for item in resolved.interventions],
@@ -95,6 +96,14 @@ def export_hf(
         }
         (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return target
+
+
+def _model_reference(model: ModelHandle) -> str:
+    """What `circuitlab.load` needs to load ``model`` again: a registry name or a folder path."""
+    if model.name in KNOWN_MODELS:
+        return model.name
+    folder = getattr(model.hf_model.config, "_name_or_path", "") or ""
+    return str(Path(folder).resolve()) if folder and Path(folder).is_dir() else model.name
 
 
 def check_export(
