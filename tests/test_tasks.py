@@ -234,14 +234,17 @@ def test_with_label_words() -> None:
 @pytest.mark.parametrize("name", BUILTIN_TASKS)
 def test_builtin_tasks(name: str) -> None:
     task = load_task(name)
+    size, n_labels = {"sentiment": (200, 2), "yesno": (200, 2), "topic": (240, 4), "nli": (240, 3)}[
+        name
+    ]
     assert task.name == name
-    assert len(task) == 200
-    assert sorted(task.label_counts().values()) == [100, 100]
-    assert len(set(task.texts)) == 200
-    assert len({text.lower().strip(" .?!") for text in task.texts}) == 200
+    assert len(task) == size
+    assert list(task.label_counts().values()) == [size // n_labels] * n_labels
+    assert len(set(task.texts)) == size
+    assert len({text.lower().strip(" .?!") for text in task.texts}) == size
     assert len(task.templates) == 3
     # interleaved, not sorted by class
-    assert 0 < task.labels[:20].count(0) < 20
+    assert all(0 < task.labels[:30].count(label) < 30 for label in range(n_labels))
     assert all(prompt.endswith((":", "is")) for prompt in task.prompts(template=1))
 
 
@@ -255,6 +258,13 @@ def test_builtin_label_words_and_lengths() -> None:
     assert all(text.endswith("?") for text in yesno.texts)
     assert load_task("yesno", label_names=["yes", "no"]).label_words == (" Yes", " No")
     assert load_task("sentiment", name="s", templates=["{text}!"]).templates == ("{text}!",)
+    topic, nli = load_task("topic"), load_task("nli")
+    assert topic.label_words == (" World", " Sports", " Business", " Technology")
+    assert nli.label_names == ("entailment", "neutral", "contradiction")
+    assert nli.label_words == (" Yes", " Maybe", " No")
+    assert all(text.count("\nHypothesis: ") == 1 for text in nli.texts)
+    words = {name.lower() for name in topic.label_names}
+    assert not any(words & set(text.lower().split()) for text in topic.texts)
 
 
 def test_unknown_builtin_name() -> None:
@@ -262,7 +272,7 @@ def test_unknown_builtin_name() -> None:
         load_task("sentimnet")
     message = str(caught.value)
     assert "Did you mean 'sentiment'" in message
-    assert "sentiment, yesno" in message and ".jsonl" in message
+    assert "sentiment, yesno, topic, nli" in message and ".jsonl" in message
 
 
 def write_lines(path: Path, rows: list[Any]) -> Path:
@@ -411,4 +421,5 @@ def test_builtin_label_words_are_single_tokens(
 ) -> None:
     model = request.getfixturevalue(fixture)
     for name in BUILTIN_TASKS:
-        assert len(set(model.token_ids(load_task(name).label_words))) == 2
+        task = load_task(name)
+        assert len(set(model.token_ids(task.label_words))) == task.n_labels

@@ -27,6 +27,7 @@ from circuitlab.decomposition.residual import (
 from circuitlab.decomposition.results import Attribution
 from circuitlab.decomposition.targets import Target, TargetSpec, readout_matrix, resolve_targets
 from circuitlab.model import ModelHandle, Prompts
+from circuitlab.prefix import SharedPrefix
 from circuitlab.tokenization import TokenBatch
 from circuitlab.weights import norm_bias, norm_gain, unembedding
 
@@ -96,10 +97,11 @@ def direct_logit_attribution(
         chunks = position_chunks(positions, len(texts), batch_size)
         batches = model.batches(texts, batch_size, progress=progress)
     weights = DecompositionWeights.read(model)
+    shared = SharedPrefix(model)
     values, constants, logits, chosen = [], [], [], []
     components = None
     for batch, batch_positions in zip(batches, chunks, strict=False):
-        parts = decompose_batch(model, batch, batch_positions, weights)
+        parts = decompose_batch(model, batch, batch_positions, weights, shared)
         batch_values, batch_constant = attribute_decomposition(model, parts, resolved)
         components = parts.components
         values.append(batch_values)

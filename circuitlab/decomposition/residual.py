@@ -29,6 +29,7 @@ from circuitlab.components import Component, all_components
 from circuitlab.decomposition.positions import Positions, position_chunks, resolve_positions
 from circuitlab.errors import InputError
 from circuitlab.model import ModelHandle, Prompts
+from circuitlab.prefix import SharedPrefix
 from circuitlab.tokenization import TokenBatch
 from circuitlab.weights import norm_gain, output_projection
 
@@ -126,26 +127,32 @@ class DecompositionWeights:
 
 
 def _run_keeping_positions(
-    model: ModelHandle, batch: TokenBatch, recorder: _PositionRecorder, hook_names: list[str]
-) -> Float[Tensor, "batch d_vocab"]:
+    model: ModelHandle,
+    batch: TokenBatch,
+    chosen: Int[Tensor, " batch"],
+    hook_names: list[str],
+    shared: SharedPrefix | None = None,
+) -> tuple[dict[str, Tensor], Float[Tensor, "batch d_vocab"]]:
     """Forward pass that records the hooks and returns the logits at the chosen positions only.
 
     The unembedding is applied to the chosen positions alone (``logits_to_keep``), so the
-    [batch, pos, d_vocab] logits tensor of a plain forward pass is never built.
+    [batch, pos, d_vocab] logits tensor of a plain forward pass is never built. With
+    ``shared``, a prefix common to every row runs once and is served from its cache.
     """
-    kwargs = {}
+    offset, kwargs = (0, {}) if shared is None else shared.split(batch, chosen)
+    recorder = _PositionRecorder(chosen - offset)
     inverse = recorder.positions
     if model.supports_logits_to_keep:
         kept, inverse = torch.unique(recorder.positions, return_inverse=True)
         kwargs["logits_to_keep"] = kept
     with torch.no_grad():
         logits = model.bridge.run_with_hooks(
-            batch.input_ids,
+            batch.input_ids[:, offset:],
             fwd_hooks=[recorder.hook(name) for name in hook_names],
             attention_mask=batch.attention_mask,
             **kwargs,
         )
-    return logits[recorder.rows, inverse]
+    return recorder.values, logits[recorder.rows, inverse]
 
 
 def _attention_write_factors(
@@ -193,20 +200,20 @@ def decompose_batch(
     batch: TokenBatch,
     positions: Positions = None,
     weights: DecompositionWeights | None = None,
+    shared: SharedPrefix | None = None,
 ) -> ResidualDecomposition:
     """Decompose one tokenized batch (see `decompose_residual`).
 
-    ``weights`` (from `DecompositionWeights.read`) saves re-reading them per batch.
+    ``weights`` (from `DecompositionWeights.read`) saves re-reading them per batch;
+    ``shared`` (a `circuitlab.prefix.SharedPrefix`) reuses a prefix every row shares.
     """
     weights = weights or DecompositionWeights.read(model)
     batch = batch.to(model.device)
     chosen = resolve_positions(batch, positions)
-    recorder = _PositionRecorder(chosen)
     names = _hook_names(model)
     flat = [n for value in names.values() for n in ([value] if isinstance(value, str) else value)]
     write_factors = _attention_write_factors(model, batch, chosen)
-    logits = _run_keeping_positions(model, batch, recorder, flat)
-    seen = recorder.values
+    seen, logits = _run_keeping_positions(model, batch, chosen, flat, shared)
 
     n_heads, has_bias = model.n_heads, weights.b_o is not None
     stride = n_heads + int(has_bias) + 1  # heads, bias, MLP: one layer's components
@@ -271,8 +278,9 @@ def decompose_residual(
     weights = DecompositionWeights.read(model)
     texts = [prompts] if isinstance(prompts, str) else list(prompts)
     chunks = position_chunks(positions, len(texts), batch_size)
+    shared = SharedPrefix(model)
     parts = [
-        decompose_batch(model, batch, chunk, weights)
+        decompose_batch(model, batch, chunk, weights, shared)
         for batch, chunk in zip(
             model.batches(texts, batch_size, progress=progress), chunks, strict=True
         )

@@ -64,11 +64,34 @@ _BUILTINS: dict[str, _Builtin] = {
             "Q: {text}\nA:",
         ),
     ),
+    "topic": _Builtin(
+        file="topic.jsonl",
+        label_names=("world", "sports", "business", "technology"),
+        label_words=(" World", " Sports", " Business", " Technology"),
+        templates=(
+            "Article: {text}\nTopic:",
+            "{text}\nThe topic of this news article is",
+            "News: {text}\nIs this about World, Sports, Business or Technology? Answer:",
+        ),
+    ),
+    "nli": _Builtin(
+        file="nli.jsonl",
+        label_names=("entailment", "neutral", "contradiction"),
+        label_words=(" Yes", " Maybe", " No"),
+        templates=(
+            "Premise: {text}\nDoes the premise imply the hypothesis? Yes, No, or Maybe?\nAnswer:",
+            "{text}\nGiven the first sentence, is the hypothesis true? Yes, No, or Maybe? Answer:",
+            "Text: {text}\nQuestion: Is the hypothesis true? Answer Yes, No, or Maybe.\nAnswer:",
+        ),
+    ),
 }
 
 BUILTIN_TASKS: tuple[str, ...] = tuple(_BUILTINS)
-"""Names `load_task` knows: ``sentiment`` (200 movie-review sentences, negative/positive)
-and ``yesno`` (200 general-knowledge questions, No/Yes), both balanced 100/100."""
+"""Names `load_task` knows, all written for circuitlab and class-balanced:
+``sentiment`` (200 movie-review sentences, negative/positive), ``yesno`` (200
+general-knowledge questions, No/Yes), ``topic`` (240 news leads, World/Sports/Business/
+Technology, 60 each) and ``nli`` (240 premise/hypothesis pairs, entailment/neutral/
+contradiction as Yes/Maybe/No, 80 each)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,132 @@
+"""Reusing the keys and values of a prefix that every prompt of a batch shares.
+
+K-shot prompts put the same demonstrations in front of every query, so most of each prompt
+is the same tokens. `SharedPrefix` runs that common prefix once (batch of one), keeps its
+key/value cache, and lets each batch run only the tokens after it. Outputs at the suffix
+positions are those of the full forward pass (same tokens, same positions, same masks);
+the tests check this against full passes on the real models.
+
+The prefix is found on token ids, never on text, so tokenizer merges across the boundary
+cannot make it wrong. Sharing is skipped (full forward passes run) when interventions are
+active, since their position masks count from the start of the prompt.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from circuitlab.model import ModelHandle
+from circuitlab.tokenization import TokenBatch
+
+__all__ = ["MIN_SHARED_PREFIX", "SharedPrefix", "common_prefix_length"]
+
+MIN_SHARED_PREFIX = 16
+"""Shortest common prefix (tokens) worth caching; shorter ones run as full passes."""
+
+
+def common_prefix_length(batch: TokenBatch, positions: Int[Tensor, " batch"] | None = None) -> int:
+    """Number of leading tokens shared by every row, stopping before any row's read position.
+
+    Args:
+        batch: a right-padded batch.
+        positions: the position read in each row (default: each row's last real token). The
+            prefix never reaches a read position, so every row keeps at least that token.
+
+    Returns:
+        The shared prefix length in tokens (0 when the rows differ from the first token).
+    """
+    limit = int((batch.last_positions if positions is None else positions).min())
+    if limit <= 0:
+        return 0
+    ids = batch.input_ids[:, :limit]
+    same = (ids == ids[:1]).all(dim=0)
+    return int(same.long().cumprod(dim=0).sum())
+
+
+class SharedPrefix:
+    """A key/value cache of one shared prefix, reused across the batches of one prompt list.
+
+    Example:
+        >>> shared = SharedPrefix(model)
+        >>> for batch in model.batches(prompts):
+        ...     logits = shared.forward(batch, logits_to_keep=1)
+    """
+
+    def __init__(self, model: ModelHandle, *, min_length: int = MIN_SHARED_PREFIX) -> None:
+        self.model = model
+        self.min_length = min_length
+        self._ids: Tensor | None = None
+        self._cache: Any = None
+
+    def _enabled(self) -> bool:
+        from circuitlab.interventions.apply import active_edits
+
+        return not active_edits(self.model)
+
+    def _cache_for(self, prefix: Int[Tensor, " pos"], batch_size: int) -> Any:
+        """A fresh cache of ``prefix`` repeated ``batch_size`` times (computed once, copied)."""
+        reusable = (
+            self._ids is not None
+            and len(self._ids) >= len(prefix)
+            and torch.equal(self._ids[: len(prefix)], prefix)
+        )
+        cache = None
+        if reusable:
+            cache = copy.deepcopy(self._cache)
+            if len(self._ids) > len(prefix):
+                try:
+                    cache.crop(len(prefix))
+                except (AttributeError, NotImplementedError, ValueError):
+                    cache = None
+        if cache is None:
+            with torch.no_grad():
+                _, computed = self.model.bridge(
+                    prefix[None], return_type="logits_and_cache", use_cache=True
+                )
+            self._ids, self._cache = prefix.clone(), computed
+            cache = copy.deepcopy(computed)
+        cache.batch_repeat_interleave(batch_size)
+        return cache
+
+    def split(
+        self, batch: TokenBatch, positions: Int[Tensor, " batch"] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """How many tokens of ``batch`` the cache covers, and the forward kwargs for the rest.
+
+        Returns ``(0, {})`` when sharing does not apply (short prefix, active interventions):
+        then run the full batch as usual.
+        """
+        if not self._enabled():
+            return 0, {}
+        length = common_prefix_length(batch, positions)
+        if length < self.min_length:
+            return 0, {}
+        cache = self._cache_for(batch.input_ids[0, :length], len(batch))
+        return length, {"past_key_values": cache}
+
+    def forward(
+        self,
+        batch: TokenBatch,
+        positions: Int[Tensor, " batch"] | None = None,
+        **kwargs: Any,
+    ) -> tuple[Tensor, int]:
+        """Run ``batch`` (or only its tokens after the shared prefix) through the bridge.
+
+        Returns:
+            ``(logits, offset)``: the bridge's logits for the tokens that ran, and how many
+            leading tokens were served from the cache (subtract it from absolute positions).
+        """
+        offset, extra = self.split(batch, positions)
+        with torch.no_grad():
+            logits = self.model.bridge(
+                batch.input_ids[:, offset:],
+                attention_mask=batch.attention_mask,
+                **extra,
+                **kwargs,
+            )
+        return logits, offset
