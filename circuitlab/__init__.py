@@ -49,6 +49,16 @@ from circuitlab.loading import load
 from circuitlab.lora import LoraAdapter, add_lora
 from circuitlab.model import ModelHandle, TokenPrediction
 from circuitlab.models import DEFAULT_MODEL, KNOWN_MODELS
+from circuitlab.reweighting import (
+    CalibPlus,
+    ComponentReweighting,
+    LabelContributions,
+    ReweightingStudy,
+    label_contributions,
+    label_logits,
+    model_fingerprint,
+    reweighting_study,
+)
 from circuitlab.tasks import ClassificationTask, load_task, save_task, task_from_dataset
 from circuitlab.tokenization import TokenBatch
 
@@ -65,15 +75,18 @@ __all__ = [
     "Attribution",
     "BakeError",
     "CacheError",
+    "CalibPlus",
     "CircuitlabError",
     "ClassificationTask",
     "Component",
     "ComponentAccuracy",
+    "ComponentReweighting",
     "DeviceUnavailableError",
     "Embedding",
     "Head",
     "InputError",
     "Intervention",
+    "LabelContributions",
     "Layer",
     "LogitDiff",
     "LoraAdapter",
@@ -86,6 +99,7 @@ __all__ = [
     "PruneHeads",
     "PruneLayers",
     "ResidualDecomposition",
+    "ReweightingStudy",
     "Scale",
     "SteerHead",
     "SteerResidual",
@@ -100,11 +114,15 @@ __all__ = [
     "decompose_residual",
     "direct_logit_attribution",
     "export_hf",
+    "label_contributions",
+    "label_logits",
     "load",
     "load_interventions",
     "load_task",
+    "model_fingerprint",
     "parse_component",
     "parse_components",
+    "reweighting_study",
     "save_interventions",
     "save_task",
     "task_from_dataset",

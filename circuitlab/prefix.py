@@ -54,7 +54,9 @@ class SharedPrefix:
     Example:
         >>> shared = SharedPrefix(model)
         >>> for batch in model.batches(prompts):
-        ...     logits = shared.forward(batch, logits_to_keep=1)
+        ...     offset, kwargs = shared.split(batch)
+        ...     logits = model.bridge(batch.input_ids[:, offset:],
+        ...                           attention_mask=batch.attention_mask, **kwargs)
     """
 
     def __init__(self, model: ModelHandle, *, min_length: int = MIN_SHARED_PREFIX) -> None:
@@ -108,25 +110,3 @@ class SharedPrefix:
             return 0, {}
         cache = self._cache_for(batch.input_ids[0, :length], len(batch))
         return length, {"past_key_values": cache}
-
-    def forward(
-        self,
-        batch: TokenBatch,
-        positions: Int[Tensor, " batch"] | None = None,
-        **kwargs: Any,
-    ) -> tuple[Tensor, int]:
-        """Run ``batch`` (or only its tokens after the shared prefix) through the bridge.
-
-        Returns:
-            ``(logits, offset)``: the bridge's logits for the tokens that ran, and how many
-            leading tokens were served from the cache (subtract it from absolute positions).
-        """
-        offset, extra = self.split(batch, positions)
-        with torch.no_grad():
-            logits = self.model.bridge(
-                batch.input_ids[:, offset:],
-                attention_mask=batch.attention_mask,
-                **extra,
-                **kwargs,
-            )
-        return logits, offset

@@ -24,6 +24,8 @@ from circuitlab.models import (
     is_cached,
 )
 from circuitlab.models.cache import atomic_file
+from circuitlab.reweighting import ComponentReweighting, label_contributions, reweighting_study
+from circuitlab.reweighting.study import METHODS, default_demos, draw_examples, split_pool_test
 from circuitlab.tasks import ClassificationTask, load_task
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "models_fetch",
     "models_list",
     "report",
+    "reweight",
 ]
 
 
@@ -309,6 +312,62 @@ def ablate(args: argparse.Namespace) -> None:
             },
             args.json,
         )
+
+
+def reweight(args: argparse.Namespace) -> None:
+    """Few-shot component reweighting against ICL, Calib+ and oracles on one task."""
+    task = _task(args)
+    settings = ComponentReweighting(
+        l1=args.l1, learning_rate=args.lr, max_epochs=args.epochs, clip=args.clip
+    )
+    model = _load(args)
+    started = time.perf_counter()
+    study = reweighting_study(
+        model,
+        task,
+        ks=args.k,
+        n_demos=args.demos,
+        n_demo_sets=args.demo_sets,
+        templates=args.templates,
+        n_test=args.n_test,
+        reweighting=settings,
+        run_icl_all=not args.skip_icl_all,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    seconds = time.perf_counter() - started
+    runs = args.demo_sets * len(args.templates)
+    print(
+        f"{model.name} on {task.name!r}: {runs} run(s), K' = {study.settings['n_demos']} "
+        f"demonstrations, {study.settings['n_test']} balanced test examples, {seconds:.1f} s"
+    )
+    summary = study.summary()
+    for k in study.settings["ks"]:
+        print(f"  K = {k}:")
+        for row in summary[summary["k"] == k].itertuples():
+            value = "n/a" if row.mean != row.mean else f"{row.mean:.3f} ± {row.std:.3f}"
+            print(f"    {row.method:<40} {value}")
+    top = study.top_weighted(n=args.top_k)
+    print("  largest weights: " + ", ".join(f"{c} {w:.2f}" for c, w in top))
+    for note in study.notes:
+        print(f"  note: {note}")
+    if args.save:
+        k = max(study.settings["ks"])
+        pool, _ = split_pool_test(task, k, n_test=study.settings["n_test"], seed=args.seed)
+        n_demos = default_demos(task.n_labels) if args.demos is None else args.demos
+        demos, train = draw_examples(pool, k, n_demos, seed=args.seed * 1000)
+        contributions = label_contributions(
+            model, train, template=args.templates[0], demos=demos, batch_size=args.batch_size
+        )
+        fitted = settings.fit(contributions)
+        print(
+            f"wrote {fitted.save(args.save)} (weights of demo set 0, template {args.templates[0]})"
+        )
+    if args.csv:
+        _save_table(summary, args.csv)
+    if args.json:
+        write_json({**study.to_dict(), "seconds": seconds, "methods": METHODS}, args.json)
 
 
 def export(args: argparse.Namespace) -> None:

@@ -57,7 +57,7 @@ def _add_result_options(
         parser.add_argument("--save", metavar="FILE", help="write the full result (safetensors)")
 
 
-_TASK_HELP = "built-in task (sentiment, yesno) or a .jsonl/.csv file"
+_TASK_HELP = "built-in task (sentiment, yesno, topic, nli) or a .jsonl/.csv file"
 
 
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
@@ -174,6 +174,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_result_options(ablate, top_k=10, plot="write heatmaps of the effects", csv=True, save=True)
     ablate.set_defaults(handler=commands.ablate)
+
+    reweight = sub.add_parser(
+        "reweight",
+        help="fit component weights on K labelled examples; compare with ICL and Calib+",
+        description="Component reweighting (arXiv 2406.13131): draw K labelled examples of a "
+        "task, use K' as demonstrations and the rest to learn one weight per head and MLP on "
+        "its direct contribution to the label words; evaluate on a balanced test set beside "
+        "K'-shot ICL, K-shot ICL, Calib+ and the oracle single components. Several demo sets "
+        "and templates give mean ± std. --save writes the weights fitted on the first run.",
+    )
+    _add_model_options(reweight)
+    reweight.add_argument("--task", required=True, help=_TASK_HELP)
+    reweight.add_argument("--k", type=int, nargs="+", default=[24], help="labelled examples K")
+    reweight.add_argument(
+        "--demos", type=int, default=None, help="demonstrations K' (4, or 3 for 3 classes)"
+    )
+    reweight.add_argument("--demo-sets", type=int, default=1, help="demonstration sets (1)")
+    reweight.add_argument(
+        "--templates", type=int, nargs="+", default=[0], help="template indices (0)"
+    )
+    reweight.add_argument("--n-test", type=int, default=None, help="balanced test examples")
+    reweight.add_argument("--l1", type=float, default=0.1, help="L1 penalty (0.1, the paper)")
+    reweight.add_argument("--lr", type=float, default=0.05, help="learning rate (0.05)")
+    reweight.add_argument("--epochs", type=int, default=2000, help="most epochs (2000)")
+    reweight.add_argument("--clip", action="store_true", help="clip weights to [0, 1]")
+    reweight.add_argument(
+        "--skip-icl-all", action="store_true", help="skip K-shot ICL (the slowest baseline)"
+    )
+    reweight.add_argument("--seed", type=int, default=0, help="seed of every draw (0)")
+    reweight.add_argument("--text-column", default="text", help="text column of a file task")
+    reweight.add_argument("--label-column", default="label", help="label column of a file task")
+    reweight.add_argument("--label-words", nargs="+", default=None, help="label words")
+    reweight.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
+    reweight.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    reweight.add_argument("--top-k", type=int, default=5, help="top-weighted components to print")
+    reweight.add_argument("--save", metavar="FILE", help="write the fitted weights (safetensors)")
+    reweight.add_argument("--csv", metavar="FILE", help="write the summary table as CSV")
+    reweight.set_defaults(handler=commands.reweight)
 
     export = sub.add_parser(
         "export",
