@@ -54,10 +54,12 @@ from circuitlab.reweighting import (
     ComponentReweighting,
     LabelContributions,
     ReweightingStudy,
+    draw_examples,
     label_contributions,
     label_logits,
     model_fingerprint,
     reweighting_study,
+    split_pool_test,
 )
 from circuitlab.tasks import ClassificationTask, load_task, save_task, task_from_dataset
 from circuitlab.tokenization import TokenBatch
@@ -113,6 +115,7 @@ __all__ = [
     "component_accuracy",
     "decompose_residual",
     "direct_logit_attribution",
+    "draw_examples",
     "export_hf",
     "label_contributions",
     "label_logits",
@@ -125,5 +128,6 @@ __all__ = [
     "reweighting_study",
     "save_interventions",
     "save_task",
+    "split_pool_test",
     "task_from_dataset",
 ]

@@ -333,3 +333,40 @@ def test_ablate_command_on_the_embedded_model(
     effects = {row["component"]: row["effect"] for row in report["components"]}
     assert min(effects.values()) < -5.0  # some layer is essential: ' Paris' all but vanishes
     assert effects["L0"] <= effects["MLP0"] + 1.0  # a whole layer removes at least its MLP
+
+
+def test_reweight_command_fits_evaluates_and_saves(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, weights, table = tmp_path / "rw.json", tmp_path / "rw.safetensors", tmp_path / "rw.csv"
+    args = ["reweight", "--model", str(tiny_folder), "--task", "sentiment"]
+    args += ["--label-words", "no", "yes", "--k", "6", "8", "--demos", "2", "--n-test", "8"]
+    args += ["--demo-sets", "2", "--templates", "0", "1", "--save", str(weights)]
+    assert main([*args, "--json", str(out), "--csv", str(table)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 run(s), K' = 2 demonstrations, 8 balanced test examples" in printed
+    assert "CompRW" in printed and "ICL K-shot" in printed
+    report = json.loads(out.read_text())
+    assert report["settings"]["ks"] == [6, 8] and len(report["records"]) == 4 * 2 * 7
+    assert all(0 <= r["accuracy"] <= 1 for r in report["records"] if r["method"] != "icl_all")
+    # 8-shot prompts of real sentences can overflow the tiny model's context: skipped, said why
+    skipped = [r for r in report["records"] if r["accuracy"] is None]
+    assert skipped and {r["method"] for r in skipped} == {"icl_all"}
+    assert "note: ICL K-shot skipped for K=8" in printed and "context is 128 tokens" in printed
+    assert "n/a" in printed
+    assert table.read_text().startswith("method,k,mean,std,runs")
+    from circuitlab import ComponentReweighting
+
+    loaded = ComponentReweighting.load(weights)
+    assert loaded.label_words_ == ("no", "yes") and len(loaded.weights_) == 2 * 4 + 2
+
+
+def test_reweight_bad_input_exits_2_with_a_message(
+    tiny_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["reweight", "--model", str(tiny_folder), "--task", "sentiment"]
+    base += ["--label-words", "no", "yes"]
+    assert main([*base, "--k", "4", "--demos", "4"]) == 2
+    assert "K=4 labelled examples with 4 of them as demonstrations" in capsys.readouterr().err
+    assert main([*base, "--l1", "-1"]) == 2
+    assert "l1=-1.0 is invalid" in capsys.readouterr().err

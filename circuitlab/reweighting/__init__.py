@@ -8,7 +8,13 @@ from circuitlab.reweighting.contributions import (
 )
 from circuitlab.reweighting.estimator import COMPONENT_SETS, ComponentReweighting
 from circuitlab.reweighting.icl import label_logits
-from circuitlab.reweighting.study import METHODS, ReweightingStudy, reweighting_study
+from circuitlab.reweighting.study import (
+    METHODS,
+    ReweightingStudy,
+    draw_examples,
+    reweighting_study,
+    split_pool_test,
+)
 
 __all__ = [
     "COMPONENT_SETS",
@@ -17,8 +23,10 @@ __all__ = [
     "ComponentReweighting",
     "LabelContributions",
     "ReweightingStudy",
+    "draw_examples",
     "label_contributions",
     "label_logits",
     "model_fingerprint",
     "reweighting_study",
+    "split_pool_test",
 ]

@@ -492,6 +492,8 @@ def _icl_all(
     except InputError as error:
         if "context" not in str(error):
             raise
-        notes.append(f"ICL K-shot skipped for K={k}, template {template}: {error}")
+        notes.append(
+            f"ICL K-shot skipped for K={k}, template {template}, demo set {seed % 1000}: {error}"
+        )
         return float("nan")
     return float((logits.argmax(dim=-1) == torch.tensor(test.labels)).float().mean())
