@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import circuitlab
+from circuitlab.models.cache import atomic_file
 from circuitlab.reweighting.study import METHODS, ReweightingStudy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,7 @@ def _model_section(model_name: str, studies: dict[str, ReweightingStudy]) -> lis
         f"std over the runs. Wall time {seconds / 60:.0f} min on 2 CPU cores.",
         "",
     ]
+    out += _findings(studies)
     main = ["icl_demos", "icl_all", "calib_plus", "comp_rw", "comp_rw_code"]
     oracles = ["oracle_best", "oracle_worst"]
     for k in settings["ks"]:
@@ -136,6 +138,73 @@ def _model_section(model_name: str, studies: dict[str, ReweightingStudy]) -> lis
     return out
 
 
+def _findings(studies: dict[str, ReweightingStudy]) -> list[str]:
+    """Plain statements read off the numbers (so they are regenerated with them)."""
+    k = max(next(iter(studies.values())).settings["ks"])
+    tasks = list(studies)
+
+    def gap(a: str, b: str) -> tuple[int, float]:
+        diffs = [studies[t].mean(a, k) - studies[t].mean(b, k) for t in tasks]
+        valid = [d for d in diffs if d == d]
+        return sum(d > 0 for d in valid), 100 * sum(valid) / max(len(valid), 1)
+
+    lines = [f"What the numbers say at K = {k} (computed from the table below):", ""]
+    for other in ("icl_demos", "icl_all", "calib_plus"):
+        wins, mean_gap = gap("comp_rw", other)
+        lines.append(
+            f"- CompRW beats {METHODS[other]} on {wins} of {len(tasks)} tasks "
+            f"(mean difference {mean_gap:+.1f} points)."
+        )
+    wins, mean_gap = gap("oracle_best", "icl_demos")
+    lines.append(
+        f"- The best single component (oracle) beats the full model with the same "
+        f"demonstrations on {wins} of {len(tasks)} tasks (mean {mean_gap:+.1f} points)."
+    )
+    below = [
+        t
+        for t in tasks
+        if studies[t].mean("oracle_worst", k) < 1 / len(studies[t].settings["label_words"])
+    ]
+    lines.append(
+        f"- The worst single component is below chance on {len(below)} of {len(tasks)} tasks."
+    )
+    wins, mean_gap = gap("comp_rw", "comp_rw_code")
+    lines.append(
+        f"- The paper's settings (λ = 0.1, no clipping) beat the code's (λ = 0.01, clipped) on "
+        f"{wins} of {len(tasks)} tasks (mean {mean_gap:+.1f} points)."
+    )
+    return [*lines, ""]
+
+
+def _speed() -> list[str]:
+    """The benchmark numbers, if benchmarks/reweighting_speed.py saved any."""
+    lines = ["## Speed", ""]
+    found = sorted((ROOT / "benchmarks" / "results").glob("reweighting_speed_*.json"))
+    if not found:
+        return [*lines, "Run `benchmarks/reweighting_speed.py --json ...` to add numbers.", ""]
+    lines += [
+        "`benchmarks/reweighting_speed.py`: fitting on K = 24 (20 training examples, "
+        "contributions cached), and caching the contributions of the training and test prompts "
+        "against plain forward passes over the same prompts, and against forward passes that "
+        "reuse the shared demonstrations the same way.",
+        "",
+        "| model | task | fit (median of 20) | Calib+ fit | prompts (tokens) | caching | plain "
+        "forward | ratio | shared-prefix forward | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for path in found:
+        r = json.loads(path.read_text(encoding="utf-8"))
+        lines.append(
+            f"| {r['model']} | {r['task']} | {1000 * r['fit_seconds_median']:.0f} ms | "
+            f"{1000 * r['calib_plus_fit_seconds_median']:.0f} ms | {r['prompts']} "
+            f"({r['prompt_tokens']}) | {r['cache_seconds']:.1f} s | "
+            f"{r['plain_forward_seconds']:.1f} s | {r['ratio_cache_over_plain_forward']:.2f} | "
+            f"{r['shared_prefix_forward_seconds']:.1f} s | "
+            f"{r['ratio_cache_over_shared_prefix_forward']:.2f} |"
+        )
+    return [*lines, ""]
+
+
 def render() -> str:
     """The markdown page from the saved studies."""
     by_model: dict[str, dict[str, ReweightingStudy]] = collections.defaultdict(dict)
@@ -144,12 +213,28 @@ def render() -> str:
         by_model[study.model_name][study.task] = study
     intro = (ROOT / "scripts" / "reweighting_intro.md").read_text(encoding="utf-8")
     lines = [intro.rstrip(), ""]
-    lines += ["## The paper: Llama-2-7B", "", "| method | SST2 | BoolQ | AGN | MNLI |", "|---|---|---|---|---|"]
+    lines += [
+        "## The paper: Llama-2-7B",
+        "",
+        "| method | SST2 | BoolQ | AGN | MNLI |",
+        "|---|---|---|---|---|",
+    ]
     for method, row in PAPER.items():
-        lines.append(f"| {method} | " + " | ".join(f"{row[t]:.1f}" for t in ("SST2", "BoolQ", "AGN", "MNLI")) + " |")
-    lines += ["", "(K' = 4 (3 for MNLI), K = 24, mean over 15 runs, 2,000 test examples per task.)", ""]
+        lines.append(
+            f"| {method} | "
+            + " | ".join(f"{row[t]:.1f}" for t in ("SST2", "BoolQ", "AGN", "MNLI"))
+            + " |"
+        )
+    lines += [
+        "",
+        "(K' = 4 (3 for MNLI), K = 24, mean over 15 runs, 2,000 test examples per task.)",
+        "",
+    ]
     for model_name in sorted(by_model, key=lambda m: (m != circuitlab.DEFAULT_MODEL, m)):
-        lines += _model_section(model_name, {t: by_model[model_name][t] for t in TASKS if t in by_model[model_name]})
+        lines += _model_section(
+            model_name, {t: by_model[model_name][t] for t in TASKS if t in by_model[model_name]}
+        )
+    lines += _speed()
     return "\n".join(lines)
 
 
@@ -164,7 +249,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.render_only:
         run(args.model, args.tasks, args.demo_sets, args.n_test, args.seed)
-    PAGE.write_text(render(), encoding="utf-8")
+    with atomic_file(PAGE) as tmp:
+        tmp.write_text(render(), encoding="utf-8")
     print(f"wrote {PAGE}")
 
 
