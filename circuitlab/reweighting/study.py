@@ -48,6 +48,7 @@ from circuitlab.reweighting.contributions import label_contributions
 from circuitlab.reweighting.estimator import ComponentReweighting
 from circuitlab.reweighting.icl import label_logits
 from circuitlab.tasks import ClassificationTask
+from circuitlab.tasks.task import round_robin_draw
 
 __all__ = [
     "METHODS",
@@ -245,20 +246,7 @@ def _draw(pool: ClassificationTask, n: int, n_demos: int, seed: int) -> tuple[li
     Every prefix of the draw is as balanced as the pool allows, so smaller K take a prefix.
     """
     rng = random.Random(seed)
-    groups = pool._indices_by_class()
-    for group in groups:
-        rng.shuffle(group)
-    order = list(range(pool.n_labels))
-    rng.shuffle(order)
-    drawn: list[int] = []
-    for round_ in itertools.count():
-        if len(drawn) >= n:
-            break
-        if round_ >= max(len(group) for group in groups):
-            raise InputError(f"The pool of {len(pool)} examples cannot supply {n} examples.")
-        for label in order:
-            if len(drawn) < n and round_ < len(groups[label]):
-                drawn.append(groups[label][round_])
+    drawn, _ = round_robin_draw(pool, n, rng)
     demos, train = drawn[:n_demos], drawn[n_demos:]
     rng.shuffle(demos)
     return demos, train

@@ -466,25 +466,41 @@ class ClassificationTask:
         return chosen
 
 
-def _draw_demos(
-    pool: ClassificationTask, k_shot: int, seed: int
+def round_robin_draw(
+    pool: ClassificationTask, n: int, rng: random.Random
 ) -> tuple[list[int], list[list[int]]]:
-    """Round-robin draw of ``k_shot`` pool indices; also the unused ones per class, in order."""
-    rng = random.Random(seed)
+    """``n`` pool indices with classes taking turns (in an ``rng``-chosen class order).
+
+    Every prefix of the draw is as class-balanced as the pool allows.
+
+    Returns:
+        ``(drawn, spares)``: the drawn indices in draw order, and per class the indices not
+        drawn, in the (shuffled) order they would have been drawn next.
+    """
+    if n > len(pool):
+        raise InputError(f"Cannot draw {n} examples from {pool.name!r} of {len(pool)} examples.")
     groups = pool._indices_by_class()
     for group in groups:
         rng.shuffle(group)
     class_order = list(range(pool.n_labels))
     rng.shuffle(class_order)
-    demos: list[int] = []
+    drawn: list[int] = []
     taken = [0] * pool.n_labels
-    while len(demos) < k_shot:
+    while len(drawn) < n:
         for label in class_order:
-            if len(demos) < k_shot and taken[label] < len(groups[label]):
-                demos.append(groups[label][taken[label]])
+            if len(drawn) < n and taken[label] < len(groups[label]):
+                drawn.append(groups[label][taken[label]])
                 taken[label] += 1
+    return drawn, [group[count:] for group, count in zip(groups, taken, strict=True)]
+
+
+def _draw_demos(
+    pool: ClassificationTask, k_shot: int, seed: int
+) -> tuple[list[int], list[list[int]]]:
+    """Round-robin draw of ``k_shot`` pool indices (shuffled); also the unused ones per class."""
+    rng = random.Random(seed)
+    demos, spares = round_robin_draw(pool, k_shot, rng)
     rng.shuffle(demos)
-    spares = [group[count:] for group, count in zip(groups, taken, strict=True)]
     return demos, spares
 
 
