@@ -19,9 +19,9 @@ pytestmark = pytest.mark.real_model
 def few_shot_prompts(task_name: str, k: int, n: int) -> tuple[circuitlab.ClassificationTask, list]:
     task = circuitlab.load_task(task_name)
     pool, test = split_pool_test(task, 24, seed=0)
-    demos, train = draw_examples(pool, k, 4, seed=0)
-    demos = demos + [(text, label) for text, label in zip(train.texts, train.labels, strict=True)]
-    return task, [task.prompt(text, demos=demos) for text in test.texts[:n]]
+    demos, train = draw_examples(pool, 24, 4, seed=0)
+    demos += [(text, label) for text, label in zip(train.texts, train.labels, strict=True)]
+    return task, [task.prompt(text, demos=demos[:k]) for text in test.texts[:n]]
 
 
 def test_shared_prefix_attribution_is_exact(
