@@ -388,9 +388,7 @@ def reweighting_study(
             model, test, template=template, demos=demos, batch_size=batch_size
         )
         base = {"demo_set": demo_set, "template": template}
-        rw_template = copy.deepcopy(reweighting)
-        chosen = rw_template._chosen(test_c)
-        components = chosen
+        chosen = components = reweighting._chosen(test_c)
         component_acc = (test_c.select(chosen).argmax(dim=-1) == labels[:, None]).float().mean(0)
         accuracy_runs.append(component_acc)
         best, worst = int(component_acc.argmax()), int(component_acc.argmin())
