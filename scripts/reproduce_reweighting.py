@@ -143,22 +143,23 @@ def _findings(studies: dict[str, ReweightingStudy]) -> list[str]:
     k = max(next(iter(studies.values())).settings["ks"])
     tasks = list(studies)
 
-    def gap(a: str, b: str) -> tuple[int, float]:
-        diffs = [studies[t].mean(a, k) - studies[t].mean(b, k) for t in tasks]
-        valid = [d for d in diffs if d == d]
-        return sum(d > 0 for d in valid), 100 * sum(valid) / max(len(valid), 1)
+    def gap(a: str, b: str) -> tuple[str, float]:
+        diffs = [100 * (studies[t].mean(a, k) - studies[t].mean(b, k)) for t in tasks]
+        valid = [round(d, 1) for d in diffs if d == d]
+        wins, ties = sum(d > 0 for d in valid), sum(d == 0 for d in valid)
+        counted = f"{wins} of {len(tasks)} tasks" + (f" (ties on {ties})" if ties else "")
+        return counted, sum(valid) / max(len(valid), 1)
 
     lines = [f"What the numbers say at K = {k} (computed from the table below):", ""]
     for other in ("icl_demos", "icl_all", "calib_plus"):
-        wins, mean_gap = gap("comp_rw", other)
+        counted, mean_gap = gap("comp_rw", other)
         lines.append(
-            f"- CompRW beats {METHODS[other]} on {wins} of {len(tasks)} tasks "
-            f"(mean difference {mean_gap:+.1f} points)."
+            f"- CompRW beats {METHODS[other]} on {counted}; mean difference {mean_gap:+.1f} points."
         )
-    wins, mean_gap = gap("oracle_best", "icl_demos")
+    counted, mean_gap = gap("oracle_best", "icl_demos")
     lines.append(
         f"- The best single component (oracle) beats the full model with the same "
-        f"demonstrations on {wins} of {len(tasks)} tasks (mean {mean_gap:+.1f} points)."
+        f"demonstrations on {counted}; mean difference {mean_gap:+.1f} points."
     )
     below = [
         t
@@ -168,10 +169,10 @@ def _findings(studies: dict[str, ReweightingStudy]) -> list[str]:
     lines.append(
         f"- The worst single component is below chance on {len(below)} of {len(tasks)} tasks."
     )
-    wins, mean_gap = gap("comp_rw", "comp_rw_code")
+    counted, mean_gap = gap("comp_rw", "comp_rw_code")
     lines.append(
         f"- The paper's settings (λ = 0.1, no clipping) beat the code's (λ = 0.01, clipped) on "
-        f"{wins} of {len(tasks)} tasks (mean {mean_gap:+.1f} points)."
+        f"{counted}; mean difference {mean_gap:+.1f} points."
     )
     return [*lines, ""]
 
