@@ -187,11 +187,12 @@ def _speed() -> list[str]:
         "`benchmarks/reweighting_speed.py`: fitting on K = 24 (20 training examples, "
         "contributions cached), and caching the contributions of the training and test prompts "
         "against plain forward passes over the same prompts, and against forward passes that "
-        "reuse the shared demonstrations the same way.",
+        "reuse the shared demonstrations the same way (timed round robin in one process; "
+        "medians over the repeats; 4-shot prompts of the training and test examples).",
         "",
         "| model | task | fit (median of 20) | Calib+ fit | prompts (tokens) | caching | plain "
-        "forward | ratio | shared-prefix forward | ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "forward | ratio | shared-prefix forward | ratio | repeats |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for path in found:
         r = json.loads(path.read_text(encoding="utf-8"))
@@ -201,7 +202,7 @@ def _speed() -> list[str]:
             f"({r['prompt_tokens']}) | {r['cache_seconds']:.1f} s | "
             f"{r['plain_forward_seconds']:.1f} s | {r['ratio_cache_over_plain_forward']:.2f} | "
             f"{r['shared_prefix_forward_seconds']:.1f} s | "
-            f"{r['ratio_cache_over_shared_prefix_forward']:.2f} |"
+            f"{r['ratio_cache_over_shared_prefix_forward']:.2f} | {r['repeats']} |"
         )
     return [*lines, ""]
 
