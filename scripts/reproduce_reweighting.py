@@ -81,14 +81,21 @@ def _table(studies: dict[str, ReweightingStudy], k: int, methods: list[str]) -> 
 def _model_section(model_name: str, studies: dict[str, ReweightingStudy]) -> list[str]:
     any_study = next(iter(studies.values()))
     settings = any_study.settings
-    runs = settings["n_demo_sets"] * len(settings["templates"])
     seconds = sum(s.settings.get("seconds", 0) for s in studies.values())
+
+    def runs_of(study: ReweightingStudy) -> str:
+        sets, templates = study.settings["n_demo_sets"], len(study.settings["templates"])
+        return f"{sets} demonstration sets x {templates} templates = {sets * templates} runs"
+
+    run_texts = {task: runs_of(study) for task, study in studies.items()}
+    if len(set(run_texts.values())) == 1:
+        runs_text = f"{next(iter(run_texts.values()))} per task"
+    else:
+        runs_text = "; ".join(f"{task}: {text}" for task, text in run_texts.items())
     out = [
         f"## {model_name}",
         "",
-        f"{settings['n_demo_sets']} demonstration sets x {len(settings['templates'])} templates "
-        f"= {runs} runs per task; balanced test sets of {settings['n_test']} examples "
-        f"(per task: "
+        f"{runs_text}. Balanced test sets (examples per task: "
         + ", ".join(f"{t} {s.settings['n_test']}" for t, s in studies.items())
         + f"); K' = 4 demonstrations (3 for nli); seed {settings['seed']}. Accuracy in %, mean ± "
         f"std over the runs. Wall time {seconds / 60:.0f} min on 2 CPU cores.",
@@ -114,6 +121,7 @@ def _model_section(model_name: str, studies: dict[str, ReweightingStudy]) -> lis
             for r in study.records
             if r["method"] == "oracle_best" and r["k"] == max(settings["ks"])
         ).most_common(1)[0]
+        runs = study.settings["n_demo_sets"] * len(study.settings["templates"])
         out.append(f"| {task} | {top} | {best[0]} ({best[1]} of {runs} runs) |")
     out += [
         "",
