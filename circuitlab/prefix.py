@@ -86,9 +86,10 @@ class SharedPrefix:
                 except (AttributeError, NotImplementedError, ValueError):
                     cache = None
         if cache is None:
-            with torch.no_grad():
+            kwargs = {"logits_to_keep": 1} if self.model.supports_logits_to_keep else {}
+            with torch.no_grad():  # only the keys and values matter: unembed one position
                 _, computed = self.model.bridge(
-                    prefix[None], return_type="logits_and_cache", use_cache=True
+                    prefix[None], return_type="logits_and_cache", use_cache=True, **kwargs
                 )
             self._ids, self._cache = prefix.clone(), computed
             cache = copy.deepcopy(computed)
