@@ -83,8 +83,8 @@ class SharedPrefix:
             if len(self._ids) > len(prefix):
                 try:
                     cache.crop(len(prefix))
-                except (AttributeError, NotImplementedError, ValueError):
-                    cache = None
+                except (AttributeError, NotImplementedError, ValueError, RuntimeError):
+                    cache = None  # e.g. sliding-window layers past their window: recompute
         if cache is None:
             kwargs = {"logits_to_keep": 1} if self.model.supports_logits_to_keep else {}
             with torch.no_grad():  # only the keys and values matter: unembed one position

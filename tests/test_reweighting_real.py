@@ -54,6 +54,30 @@ def test_long_shared_prefix_matches_plain_transformers(
         assert float((got[row] - expected).abs().max()) <= 1e-3
 
 
+def test_shorter_shared_prefix_reuses_or_recomputes_the_cache(
+    real: circuitlab.ModelHandle, plain_transformers_model: Callable[[str], torch.nn.Module]
+) -> None:
+    """A batch whose shared prefix is shorter than the cached one: the cache is cropped, or
+    recomputed where it cannot be (Gemma 3's sliding-window layers past their window)."""
+    _, prompts = few_shot_prompts("topic", 24, 3)
+    shared = SharedPrefix(real)
+    first = real.tokenize(prompts[:1])
+    assert shared.split(first)[0] == int(first.lengths[0]) - 1  # the whole prompt but one
+    batch = real.tokenize(prompts[1:])
+    offset, kwargs = shared.split(batch)
+    assert 600 < offset < int(first.lengths[0]) - 1
+    with torch.no_grad():
+        logits = real.bridge(
+            batch.input_ids[:, offset:], attention_mask=batch.attention_mask, **kwargs
+        )
+    reference = plain_transformers_model(real.name)
+    for row in range(len(batch)):
+        last = int(batch.lengths[row]) - 1
+        with torch.no_grad():
+            expected = reference(batch.input_ids[row : row + 1, : last + 1]).logits[0, -1]
+        assert float((logits[row, last - offset] - expected).abs().max()) <= 1e-3
+
+
 def test_reweighting_beats_icl_on_sentiment(
     smollm2: circuitlab.ModelHandle, tmp_path: Path
 ) -> None:
