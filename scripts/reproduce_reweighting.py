@@ -85,7 +85,8 @@ def _model_section(model_name: str, studies: dict[str, ReweightingStudy]) -> lis
 
     def runs_of(study: ReweightingStudy) -> str:
         sets, templates = study.settings["n_demo_sets"], len(study.settings["templates"])
-        return f"{sets} demonstration sets x {templates} templates = {sets * templates} runs"
+        noun = "demonstration set" if sets == 1 else "demonstration sets"
+        return f"{sets} {noun} x {templates} templates = {sets * templates} runs"
 
     run_texts = {task: runs_of(study) for task, study in studies.items()}
     if len(set(run_texts.values())) == 1:
@@ -134,10 +135,12 @@ def _model_section(model_name: str, studies: dict[str, ReweightingStudy]) -> lis
         "|---|---|---|---|",
     ]
     for task, study in studies.items():
-        t = study.transfer()
+        t = {
+            key: "n/a (one demo set)" if value != value else f"{value:.2f}"
+            for key, value in study.transfer().items()
+        }
         out.append(
-            f"| {task} | {t['across_demo_sets']:.2f} | {t['across_templates']:.2f} | "
-            f"{t['across_both']:.2f} |"
+            f"| {task} | {t['across_demo_sets']} | {t['across_templates']} | {t['across_both']} |"
         )
     notes = sorted({note for s in studies.values() for note in s.notes})
     if notes:
