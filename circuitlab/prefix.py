@@ -7,8 +7,10 @@ positions are those of the full forward pass (same tokens, same positions, same 
 the tests check this against full passes on the real models.
 
 The prefix is found on token ids, never on text, so tokenizer merges across the boundary
-cannot make it wrong. Sharing is skipped (full forward passes run) when interventions are
-active, since their position masks count from the start of the prompt.
+cannot make it wrong. Edits that act the same at every position (pruning, zero/mean ablation,
+scaling, steering without a position filter) keep sharing exact: the prefix cache is computed
+under them. Sharing is skipped (full forward passes run) when an active edit is restricted to
+positions or resamples, since those count from the start of the prompt.
 """
 
 from __future__ import annotations
@@ -64,16 +66,29 @@ class SharedPrefix:
         self.min_length = min_length
         self._ids: Tensor | None = None
         self._cache: Any = None
+        self._edits: tuple[int, ...] = ()
 
-    def _enabled(self) -> bool:
+    def _edits_key(self) -> tuple[int, ...]:
+        """Identity of the interventions in force (a cache made under others is not reused)."""
         from circuitlab.interventions.apply import active_edits
 
-        return not active_edits(self.model)
+        return tuple(id(resolved) for resolved in active_edits(self.model))
+
+    def _enabled(self) -> bool:
+        """Sharing is exact unless an active edit depends on absolute positions."""
+        from circuitlab.interventions.apply import active_edits
+
+        return all(
+            edit.positions is None and edit.resample is None
+            for resolved in active_edits(self.model)
+            for edit in resolved.edits
+        )
 
     def _cache_for(self, prefix: Int[Tensor, " pos"], batch_size: int) -> Any:
         """A fresh cache of ``prefix`` repeated ``batch_size`` times (computed once, copied)."""
         reusable = (
             self._ids is not None
+            and self._edits == self._edits_key()
             and len(self._ids) >= len(prefix)
             and torch.equal(self._ids[: len(prefix)], prefix)
         )
@@ -92,6 +107,7 @@ class SharedPrefix:
                     prefix[None], return_type="logits_and_cache", use_cache=True, **kwargs
                 )
             self._ids, self._cache = prefix.clone(), computed
+            self._edits = self._edits_key()
             cache = copy.deepcopy(computed)
         cache.batch_repeat_interleave(batch_size)
         return cache
@@ -101,7 +117,7 @@ class SharedPrefix:
     ) -> tuple[int, dict[str, Any]]:
         """How many tokens of ``batch`` the cache covers, and the forward kwargs for the rest.
 
-        Returns ``(0, {})`` when sharing does not apply (short prefix, active interventions):
+        Returns ``(0, {})`` when sharing does not apply (short prefix, position-dependent edits):
         then run the full batch as usual.
         """
         if not self._enabled():

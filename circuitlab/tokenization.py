@@ -22,7 +22,7 @@ from torch import Tensor
 
 from circuitlab.errors import InputError
 
-__all__ = ["TokenBatch", "encode_prompts", "single_token_id"]
+__all__ = ["TokenBatch", "encode_prompts", "pad_rows", "single_token_id", "token_windows"]
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,44 @@ def encode_prompts(
                 f"{max_length} tokens. Shorten the prompt (or truncate it to its last "
                 f"{max_length} tokens) before running it."
             )
-    width = max(len(ids) for ids in rows)
+    return pad_rows(rows, pad_id, prompts=tuple(texts))
+
+
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, *, prompts: tuple[str, ...] | None = None
+) -> TokenBatch:
+    """Right-pad lists of token ids into a `TokenBatch` (mask 1 on real tokens)."""
+    width = max((len(ids) for ids in rows), default=0)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for index, ids in enumerate(rows):
-        input_ids[index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        input_ids[index, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
         attention_mask[index, : len(ids)] = 1
-    return TokenBatch(input_ids, attention_mask, tuple(texts))
+    return TokenBatch(input_ids, attention_mask, prompts)
+
+
+def token_windows(
+    tokenizer: Any, texts: Sequence[str], *, prepend_bos: bool | None, window: int
+) -> list[list[int]]:
+    """Each text's tokens (BOS policy applied) cut into consecutive windows of ``window`` tokens.
+
+    The last window of a text may be shorter; texts with no tokens contribute nothing.
+    """
+    if window < 2:
+        raise InputError(f"window must be at least 2 tokens, got {window}.")
+    not_text = [i for i, text in enumerate(texts) if not isinstance(text, str)]
+    if not_text:
+        raise InputError(
+            f"Texts must be strings; text {not_text[0]} is a {type(texts[not_text[0]]).__name__}."
+        )
+    if not texts:
+        return []
+    encoded = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
+    windows: list[list[int]] = []
+    for ids in encoded:
+        ids = _apply_bos_policy(list(ids), tokenizer.bos_token_id, prepend_bos)
+        windows.extend(ids[start : start + window] for start in range(0, len(ids), window))
+    return windows
 
 
 def single_token_id(tokenizer: Any, word: str) -> int:

@@ -97,15 +97,33 @@ def test_shared_prefix_attribution_equals_full_passes(
     assert torch.equal(shared.positions, full.positions)
 
 
-def test_shared_prefix_is_off_under_interventions() -> None:
+def test_shared_prefix_under_interventions() -> None:
     model = tiny_model("llama")
     task = tiny_task()
     demos = [(task.texts[i], task.labels[i]) for i in range(6)]
-    batch = model.tokenize([task.prompt(text, demos=demos) for text in task.texts[6:9]])
+    prompts = [task.prompt(text, demos=demos) for text in task.texts[6:9]]
+    batch = model.tokenize(prompts)
     shared = SharedPrefix(model)
     assert shared.split(batch)[0] >= 16
-    with model.intervene(circuitlab.Ablate("L0H0")):
-        assert shared.split(batch) == (0, {})
+    with model.intervene(circuitlab.Ablate("L0H0", positions="last")):
+        assert shared.split(batch) == (0, {})  # position-dependent: no sharing
+    ids = model.token_ids(task.label_words)
+    for edit in (
+        circuitlab.PruneLayers([0]),
+        circuitlab.Ablate("L1H2", method="mean", reference=prompts),
+    ):
+        with model.intervene(edit):
+            assert shared.split(batch)[0] >= 16  # the same at every position: shared
+            plain = model.next_token_logits(prompts)[:, ids]
+            torch.testing.assert_close(
+                label_logits(model, prompts, task.label_words), plain, atol=1e-5, rtol=1e-4
+            )
+    # a prefix cache made under one intervention is never served under another
+    with model.intervene(circuitlab.PruneLayers([0])):
+        _, kwargs = shared.split(batch)
+        under_prune = kwargs["past_key_values"].layers[1].keys
+    _, kwargs = shared.split(batch)
+    assert not torch.equal(kwargs["past_key_values"].layers[1].keys, under_prune)
 
 
 # --------------------------------------------------------------- training

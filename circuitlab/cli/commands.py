@@ -33,8 +33,10 @@ __all__ = [
     "component_accuracy",
     "decompose",
     "export",
+    "layer_scores",
     "models_fetch",
     "models_list",
+    "prune_study",
     "report",
     "reweight",
 ]
@@ -412,3 +414,24 @@ def export(args: argparse.Namespace) -> None:
             )
     if args.json:
         write_json(record, args.json)
+
+
+def layer_scores(args: argparse.Namespace) -> None:
+    """AVSS and baseline scores of every layer (see `circuitlab.cli.layers`)."""
+    from circuitlab.cli import layers
+    from circuitlab.layers import check_percent
+
+    check_percent(args.k)
+    layers.read_texts(args.data)  # a bad --data fails before the model loads
+    layers.layer_scores(args, _load(args))
+
+
+def prune_study(args: argparse.Namespace) -> None:
+    """The pruning study (see `circuitlab.cli.layers`)."""
+    from circuitlab.cli import layers
+    from circuitlab.layers import check_percent
+
+    for percent in [*args.k, args.export_k]:
+        check_percent(percent)
+    layers.read_texts(args.data)
+    layers.prune_study(args, _load(args))

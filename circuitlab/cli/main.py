@@ -6,6 +6,8 @@ Commands:
     circuitlab component-accuracy --task NAME [--k-shot K] [--plot PNG] [--csv FILE]
     circuitlab ablate (--task NAME | --prompt TEXT --target TOKEN) [--components ...]
     circuitlab export SPEC OUTPUT [--overwrite] [--no-check]
+    circuitlab layer-scores [--data SPLIT|FILE] [--methods ...] [--site block] [--out DIR]
+    circuitlab prune-study --out DIR [--k 10 25 40] [--methods ...] [--export DIR]
     circuitlab models list [--json OUT]
     circuitlab models fetch NAME
 """
@@ -19,6 +21,8 @@ from collections.abc import Sequence
 from circuitlab.ablation import COMPONENT_GROUPS, METRICS
 from circuitlab.cli import commands
 from circuitlab.errors import CircuitlabError
+from circuitlab.evaluation.suite import EVALUATION_TASKS
+from circuitlab.layers import DEFAULT_EPSILON, DEFAULT_PERCENTS, SCORE_METHODS, SITES
 
 __all__ = ["build_parser", "main"]
 
@@ -71,6 +75,98 @@ def _add_task_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--label-words", nargs="+", default=None, help="label words, in label order"
     )
+
+
+def _add_scoring_options(parser: argparse.ArgumentParser, methods: list[str]) -> None:
+    """Data and settings of the layer scores (shared by layer-scores and prune-study)."""
+    parser.add_argument(
+        "--data",
+        default="calibration",
+        help="texts to score on: a shipped prose split (calibration, evaluation, all) or a "
+        ".txt / .jsonl file (default: calibration)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=methods,
+        choices=methods,
+        metavar="METHOD",
+        help=f"rankings ({', '.join(methods)}; default: all)",
+    )
+    parser.add_argument(
+        "--site",
+        choices=list(SITES),
+        default="block",
+        help="activation AVSS measures: block output (default), attn or mlp output",
+    )
+    parser.add_argument(
+        "--epsilon",
+        type=float,
+        default=DEFAULT_EPSILON,
+        help=f"sparsity threshold ε: |a| < ε counts as near zero (default {DEFAULT_EPSILON})",
+    )
+    parser.add_argument("--window", type=int, default=128, help="tokens per window (128)")
+    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random ranking (0)")
+
+
+def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    scores = sub.add_parser(
+        "layer-scores",
+        help="AVSS, Block Influence and baseline importance of every layer",
+        description="Score every layer in one streaming pass over texts: AVSS (activation "
+        "variance / sparsity, arXiv 2411.02117) with its statistics, ShortGPT's Block "
+        "Influence and its angular variant, a seeded random ranking and drop-the-last. "
+        "Prints the layers k%% pruning would remove by each; --out writes a CSV, JSON and one "
+        "bar chart per method.",
+    )
+    _add_model_options(scores)
+    _add_scoring_options(scores, list(SCORE_METHODS))
+    scores.add_argument("--k", type=float, default=25.0, help="percent of layers to mark (25)")
+    scores.add_argument("--out", metavar="DIR", help="write tables and figures into DIR")
+    scores.set_defaults(handler=commands.layer_scores)
+
+    study = sub.add_parser(
+        "prune-study",
+        help="prune the k%% lowest-ranked layers by each score; QA / perplexity / sentiment",
+        description="Score the layers, measure the ground truth (the drop when each layer "
+        "alone is removed), prune the k%% lowest-ranked layers by every ranking and evaluate "
+        "factual QA, perplexity on held-out prose and sentiment accuracy; report retention "
+        "(pruned / original) per task and each score's Spearman ρ with the ground truth. "
+        "Evaluations are checkpointed in DIR/evaluations.json: rerun to resume. --export "
+        "writes the pruned model as a Hugging Face checkpoint.",
+    )
+    _add_model_options(study)
+    _add_scoring_options(study, [*SCORE_METHODS, "ground_truth"])
+    study.add_argument("--out", metavar="DIR", required=True, help="result folder (required)")
+    study.add_argument(
+        "--k",
+        type=float,
+        nargs="+",
+        default=list(DEFAULT_PERCENTS),
+        help="percent of layers to remove (default 10 25 40)",
+    )
+    study.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(EVALUATION_TASKS),
+        choices=list(EVALUATION_TASKS),
+        help="evaluation tasks (default: all three)",
+    )
+    study.add_argument("--qa-questions", type=int, default=None, help="questions (all 240)")
+    study.add_argument(
+        "--perplexity-tokens", type=int, default=None, help="prose tokens (all, ~26k)"
+    )
+    study.add_argument(
+        "--sentiment-examples", type=int, default=None, help="sentiment examples (all 200)"
+    )
+    study.add_argument("--export", metavar="DIR", help="export the pruned model to DIR")
+    study.add_argument(
+        "--export-method", default="avss", help="ranking whose pruning is exported (avss)"
+    )
+    study.add_argument("--export-k", type=float, default=25.0, help="percent exported (25)")
+    study.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    study.set_defaults(handler=commands.prune_study)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     reweight.add_argument("--save", metavar="FILE", help="write the fitted weights (safetensors)")
     reweight.add_argument("--csv", metavar="FILE", help="write the summary table as CSV")
     reweight.set_defaults(handler=commands.reweight)
+
+    _add_layer_commands(sub)
 
     export = sub.add_parser(
         "export",

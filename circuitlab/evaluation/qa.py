@@ -1,0 +1,111 @@
+"""Factual question answering: greedy short answers after a few-shot prompt, scored two ways.
+
+A prediction is the generated text up to the first newline. After SQuAD-style normalisation
+(lower case, punctuation and the articles a/an/the removed, whitespace collapsed):
+
+- exact match: the prediction equals the answer or an alias;
+- contains: the answer or an alias appears in the prediction as whole words.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from circuitlab.errors import InputError
+from circuitlab.evaluation.data import FactualQuestion, load_factual_qa
+from circuitlab.evaluation.generation import greedy_continuations
+from circuitlab.model import ModelHandle
+
+__all__ = ["QA_DEMOS", "QAResult", "answer_matches", "normalize_answer", "qa_accuracy", "qa_prompt"]
+
+QA_DEMOS: tuple[tuple[str, str], ...] = (
+    ("What is the capital of France?", "Paris"),
+    ('Who wrote "The Old Man and the Sea"?', "Ernest Hemingway"),
+    ("How many sides does a hexagon have?", "6"),
+)
+"""The fixed demonstrations in front of every question (none of them is in the shipped set)."""
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans({character: " " for character in string.punctuation})
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case; punctuation and the articles a/an/the removed; whitespace collapsed."""
+    text = text.lower().translate(_PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def answer_matches(prediction: str, golds: Sequence[str]) -> tuple[bool, bool]:
+    """``(exact match, contains)`` of a prediction against the gold answer and aliases."""
+    predicted = normalize_answer(prediction)
+    normalized = [normalize_answer(gold) for gold in golds if normalize_answer(gold)]
+    exact = predicted in normalized
+    padded = f" {predicted} "
+    contains = any(f" {gold} " in padded for gold in normalized)
+    return exact, contains
+
+
+def qa_prompt(question: str, demos: Sequence[tuple[str, str]] = QA_DEMOS) -> str:
+    """``Q: ...\\nA: ...`` blocks for the demonstrations, then the question and ``A:``."""
+    blocks = [f"Q: {q}\nA: {a}" for q, a in demos]
+    return "\n\n".join([*blocks, f"Q: {question}\nA:"])
+
+
+@dataclass(frozen=True)
+class QAResult:
+    """Scores over a question set (fractions in [0, 1]) and every prediction."""
+
+    exact_match: float
+    contains: float
+    predictions: tuple[str, ...]
+    correct: tuple[bool, ...]
+
+    def __len__(self) -> int:
+        return len(self.predictions)
+
+
+def qa_accuracy(
+    model: ModelHandle,
+    questions: Sequence[FactualQuestion] | None = None,
+    *,
+    demos: Sequence[tuple[str, str]] = QA_DEMOS,
+    max_new_tokens: int = 8,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> QAResult:
+    """Answer each question greedily after the demonstrations; exact-match and contains scores.
+
+    Args:
+        model: the model handle (interventions active on it apply).
+        questions: the questions (default: the 240 shipped ones).
+        demos: (question, answer) demonstrations in front of every question.
+        max_new_tokens: longest answer generated, in tokens.
+        batch_size: questions decoded together.
+        progress: show a progress bar.
+    """
+    questions = load_factual_qa() if questions is None else list(questions)
+    if not questions:
+        raise InputError("No questions were given. Pass at least one FactualQuestion.")
+    prompts = [qa_prompt(question.question, demos) for question in questions]
+    predictions = greedy_continuations(
+        model,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        stop="\n",
+        batch_size=batch_size,
+        progress=progress,
+    )
+    matches = [
+        answer_matches(text, question.golds)
+        for text, question in zip(predictions, questions, strict=True)
+    ]
+    n = len(questions)
+    return QAResult(
+        exact_match=sum(exact for exact, _ in matches) / n,
+        contains=sum(contains for _, contains in matches) / n,
+        predictions=tuple(text.strip() for text in predictions),
+        correct=tuple(contains for _, contains in matches),
+    )

@@ -1,0 +1,348 @@
+"""The pruning study: remove the k% lowest-ranked layers by each score and measure what survives.
+
+Every evaluation is keyed by the set of layers removed, so a layer set two methods agree on
+is measured once, and with a ``checkpoint`` file each finished evaluation is written at once
+(atomically): an interrupted study rerun with the same checkpoint resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from circuitlab.errors import InputError
+from circuitlab.evaluation.suite import EVALUATION_TASKS, EvaluationSuite, retention
+from circuitlab.interventions import PruneLayers
+from circuitlab.layers.scores import LayerScores, layers_to_remove
+from circuitlab.model import ModelHandle
+from circuitlab.models.cache import atomic_file
+
+__all__ = ["DEFAULT_PERCENTS", "PruningStudy", "ground_truth_scores", "pruning_study"]
+
+DEFAULT_PERCENTS = (10.0, 25.0, 40.0)
+"""The k sweep (percent of layers removed); 25% is the paper's setting."""
+
+
+class _Evaluations:
+    """Suite results per removed-layer set, memoised and optionally checkpointed to JSON."""
+
+    def __init__(
+        self,
+        model: ModelHandle,
+        suite: EvaluationSuite,
+        checkpoint: str | os.PathLike[str] | None,
+        progress: bool,
+    ) -> None:
+        self.model = model
+        self.suite = suite
+        self.progress = progress
+        self.path = Path(checkpoint) if checkpoint is not None else None
+        self.header = {"model": model.name, "n_layers": model.n_layers, "suite": suite.settings()}
+        self.results: dict[str, dict[str, float]] = {}
+        self.seconds: dict[str, float] = {}
+        if self.path is not None and self.path.exists():
+            self._resume(self.path)
+
+    def _resume(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise InputError(f"Checkpoint {path} is not valid JSON ({error}).") from error
+        if data.get("header") != json.loads(json.dumps(self.header)):
+            raise InputError(
+                f"Checkpoint {path} was written for another model or suite "
+                f"({data.get('header')}); delete it or pass another checkpoint path."
+            )
+        self.results = data.get("evaluations", {})
+        self.seconds = data.get("seconds", {})
+
+    def __call__(self, layers: Sequence[int]) -> dict[str, float]:
+        key = ",".join(str(layer) for layer in sorted(layers))
+        if key not in self.results:
+            started = time.perf_counter()
+            if layers:
+                with self.model.intervene(PruneLayers(tuple(layers))):
+                    metrics = self.suite.evaluate(self.model, progress=self.progress)
+            else:
+                metrics = self.suite.evaluate(self.model, progress=self.progress)
+            self.results[key] = metrics
+            self.seconds[key] = time.perf_counter() - started
+            self._write()
+        return dict(self.results[key])
+
+    def _write(self) -> None:
+        if self.path is None:
+            return
+        data = {"header": self.header, "evaluations": self.results, "seconds": self.seconds}
+        with atomic_file(self.path) as tmp:
+            tmp.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def _mean_retention(kept: Mapping[str, float]) -> float:
+    values = [kept[task] for task in EVALUATION_TASKS if task in kept and math.isfinite(kept[task])]
+    return float(np.mean(values)) if values else math.nan
+
+
+def ground_truth_scores(
+    model: ModelHandle,
+    suite: EvaluationSuite | None = None,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    _evaluations: _Evaluations | None = None,
+) -> LayerScores:
+    """The ground truth of layer importance: the performance lost when each layer alone is removed.
+
+    Value of layer i = 1 − mean retention over the suite's tasks with layer i pruned (so 0.3
+    means 30% of the performance is lost; higher = more important). The per-task retentions
+    are kept as details. Costs one suite evaluation per layer (plus the intact model).
+    """
+    suite = suite or EvaluationSuite()
+    evaluations = _evaluations or _Evaluations(model, suite, checkpoint, progress)
+    original = evaluations(())
+    per_task: dict[str, list[float]] = {task: [] for task in original}
+    values = []
+    for layer in tqdm(range(model.n_layers), desc="ground truth", disable=not progress):
+        kept = retention(original, evaluations((layer,)))
+        for task, value in kept.items():
+            per_task[task].append(value)
+        values.append(1.0 - _mean_retention(kept))
+    if not all(math.isfinite(value) for value in values):
+        raise InputError(
+            f"The intact model scores 0 on every task of the suite ({original}), so no drop "
+            f"can be measured. Use tasks the model can do."
+        )
+    return LayerScores(
+        "ground_truth",
+        values,
+        details={f"retention_{task}": column for task, column in per_task.items()},
+        settings={"suite": suite.settings(), "original": original},
+        model=model.name,
+    )
+
+
+@dataclass
+class PruningStudy:
+    """Results of `pruning_study`.
+
+    Attributes:
+        model: model name.
+        n_layers: its number of layers.
+        suite: the evaluation settings.
+        original: the intact model's metrics.
+        scores: every ranking used, by method (with ``"ground_truth"`` when computed).
+        rows: one per (method, k): layers removed, metrics, retention per task, mean.
+        seconds: wall time of the study.
+        notes: anything the reader should know.
+    """
+
+    model: str
+    n_layers: int
+    suite: dict[str, Any]
+    original: dict[str, float]
+    scores: dict[str, LayerScores]
+    rows: list[dict[str, Any]]
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per (method, k): removed layers, metrics and retentions."""
+        records = []
+        for row in self.rows:
+            record = {
+                "method": row["method"],
+                "k": row["percent"],
+                "removed": len(row["layers"]),
+                "layers": " ".join(str(layer) for layer in row["layers"]),
+                **row["metrics"],
+            }
+            record.update({f"retention_{task}": value for task, value in row["retention"].items()})
+            record["retention_mean"] = row["mean_retention"]
+            records.append(record)
+        return pd.DataFrame.from_records(records)
+
+    def retention_table(self, percent: float = 25.0) -> pd.DataFrame:
+        """Retention per task (and the mean) of every method at one k, as a method x task table."""
+        frame = self.to_dataframe()
+        frame = frame[np.isclose(frame["k"], percent)]
+        if frame.empty:
+            raise InputError(f"The study has no k = {percent}%; it ran {self.percents}.")
+        columns = [column for column in frame.columns if column.startswith("retention_")]
+        table = frame.set_index("method")[columns]
+        return table.rename(columns=lambda name: name.removeprefix("retention_"))
+
+    @property
+    def percents(self) -> list[float]:
+        """The k values of the sweep."""
+        return sorted({row["percent"] for row in self.rows})
+
+    def spearman(self) -> pd.DataFrame:
+        """Spearman correlation of every score with the ground truth (NaN without one)."""
+        truth = self.scores.get("ground_truth")
+        records = [
+            {
+                "method": method,
+                "spearman": scores.spearman(truth) if truth is not None else math.nan,
+            }
+            for method, scores in self.scores.items()
+            if method != "ground_truth"
+        ]
+        return pd.DataFrame.from_records(records)
+
+    def plot_retention(self) -> Figure:
+        """Retention against k, one line per method, one panel per task and one for the mean."""
+        frame = self.to_dataframe()
+        tasks = [t for t in (*EVALUATION_TASKS, "mean") if f"retention_{t}" in frame.columns]
+        figure = Figure(figsize=(3.2 * len(tasks), 3.2), layout="constrained")
+        axes = np.atleast_1d(figure.subplots(1, len(tasks), sharey=True))
+        for ax, task in zip(axes, tasks, strict=True):
+            for method, group in frame.groupby("method", sort=False):
+                style = "--" if method in ("random", "ground_truth") else "-"
+                ax.plot(group["k"], group[f"retention_{task}"], style, marker="o", label=method)
+            ax.axhline(0.9, color="grey", linewidth=0.8, linestyle=":")
+            ax.set_title(task, fontsize=10)
+            ax.set_xlabel("layers removed (%)")
+            ax.set_xticks(self.percents)
+        axes[0].set_ylabel("performance retained (pruned / original)")
+        axes[-1].legend(fontsize=7)
+        figure.suptitle(f"{self.model}: retention after pruning (dotted: 90%)", fontsize=10)
+        return figure
+
+    # --------------------------------------------------------------- storage
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data."""
+        return {
+            "model": self.model,
+            "n_layers": self.n_layers,
+            "suite": self.suite,
+            "original": self.original,
+            "scores": {method: scores.to_dict() for method, scores in self.scores.items()},
+            "rows": self.rows,
+            "seconds": self.seconds,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PruningStudy:
+        """Rebuild from `to_dict` output."""
+        try:
+            return cls(
+                model=data["model"],
+                n_layers=int(data["n_layers"]),
+                suite=dict(data["suite"]),
+                original=dict(data["original"]),
+                scores={m: LayerScores.from_dict(s) for m, s in data["scores"].items()},
+                rows=list(data["rows"]),
+                seconds=float(data.get("seconds", 0.0)),
+                notes=list(data.get("notes", [])),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"Not pruning study data ({error!r}).") from error
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the study as JSON, atomically; returns the path."""
+        target = Path(path)
+        with atomic_file(target) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PruningStudy:
+        """Read a study written by `save`."""
+        source = Path(path)
+        if not source.is_file():
+            raise InputError(f"No pruning study file at {source}.")
+        try:
+            return cls.from_dict(json.loads(source.read_text()))
+        except json.JSONDecodeError as error:
+            raise InputError(f"{source} is not valid JSON ({error}).") from error
+
+
+def pruning_study(
+    model: ModelHandle,
+    scores: Mapping[str, LayerScores] | Sequence[LayerScores],
+    *,
+    percents: Sequence[float] = DEFAULT_PERCENTS,
+    suite: EvaluationSuite | None = None,
+    ground_truth: bool | LayerScores = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> PruningStudy:
+    """Prune the k% lowest-ranked layers by each score; evaluate; report retention per task.
+
+    Args:
+        model: the model handle.
+        scores: the rankings to compare (e.g. the output of `score_layers`).
+        percents: the k values, each in (0, 100), none removing every layer.
+        suite: what to evaluate (default: the full `EvaluationSuite`).
+        ground_truth: ``True`` measures the single-layer-removal ground truth (one evaluation
+            per layer), correlates every score with it, and prunes by it too; pass a computed
+            `LayerScores` to reuse one; ``False`` skips it.
+        checkpoint: JSON file keeping every finished evaluation; rerunning resumes from it.
+        progress: show progress bars.
+    """
+    started = time.perf_counter()
+    rankings = dict(scores) if isinstance(scores, Mapping) else {s.method: s for s in scores}
+    if not rankings and ground_truth is False:
+        raise InputError("No layer scores to prune by. Pass the output of score_layers.")
+    for method, ranking in rankings.items():
+        if ranking.n_layers != model.n_layers:
+            raise InputError(
+                f"The {method} scores cover {ranking.n_layers} layers but {model.name} has "
+                f"{model.n_layers}: they were computed on another model."
+            )
+    percents = [float(p) for p in percents]
+    if not percents:
+        raise InputError("No k given: pass percentages of layers to prune, e.g. (10, 25, 40).")
+    for percent in percents:
+        layers_to_remove(model.n_layers, percent)  # validates k before any evaluation
+    suite = suite or EvaluationSuite()
+    evaluations = _Evaluations(model, suite, checkpoint, progress)
+    original = evaluations(())
+    if isinstance(ground_truth, LayerScores):
+        rankings["ground_truth"] = ground_truth
+    elif ground_truth:
+        rankings["ground_truth"] = ground_truth_scores(model, suite, _evaluations=evaluations)
+    rows = []
+    for method, ranking in rankings.items():
+        for percent in percents:
+            layers = ranking.lowest(percent)
+            metrics = evaluations(layers)
+            kept = retention(original, metrics)
+            rows.append(
+                {
+                    "method": method,
+                    "percent": percent,
+                    "layers": list(layers),
+                    "metrics": metrics,
+                    "retention": kept,
+                    "mean_retention": _mean_retention(kept),
+                }
+            )
+    notes = []
+    if "ground_truth" in rankings:
+        notes.append(
+            "ground_truth prunes by the measured single-layer drops on the evaluation data "
+            "itself: an oracle, not a method."
+        )
+    return PruningStudy(
+        model=model.name,
+        n_layers=model.n_layers,
+        suite=suite.settings(),
+        original=original,
+        scores=rankings,
+        rows=rows,
+        seconds=time.perf_counter() - started,
+        notes=notes,
+    )

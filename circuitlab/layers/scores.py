@@ -1,0 +1,209 @@
+"""`LayerScores`: one importance value per layer, its ranking, and which layers k% pruning removes.
+
+Convention: a higher value means a more important layer; pruning removes the lowest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy.stats import spearmanr
+
+from circuitlab.errors import InputError
+from circuitlab.models.cache import atomic_file
+
+__all__ = ["LayerScores", "check_percent", "layers_to_remove"]
+
+
+def check_percent(percent: float) -> float:
+    """``percent`` as a float if it lies strictly between 0 and 100; a clear error otherwise."""
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)):
+        raise InputError(f"k must be a percentage (a number in (0, 100)), got {percent!r}.")
+    if not math.isfinite(percent) or not 0 < percent < 100:
+        raise InputError(
+            f"k = {percent}% is outside (0, 100): give the share of layers to prune in "
+            f"percent, e.g. 25 for a quarter."
+        )
+    return float(percent)
+
+
+def layers_to_remove(n_layers: int, percent: float) -> int:
+    """How many of ``n_layers`` layers k% pruning removes: k% of them, rounded, at least one.
+
+    Rounds half up (25% of 30 layers is 7.5 → 8; of 18 layers 4.5 → 5). Refuses a k that
+    would remove every layer.
+    """
+    percent = check_percent(percent)
+    count = max(1, math.floor(n_layers * percent / 100 + 0.5))
+    if count >= n_layers:
+        raise InputError(
+            f"Pruning {percent:g}% of {n_layers} layers removes {count} of them and leaves no "
+            f"layers. Choose a smaller k (below {100 * (n_layers - 0.5) / n_layers:.1f}%)."
+        )
+    return count
+
+
+@dataclass(frozen=True)
+class LayerScores:
+    """Per-layer importance from one method (AVSS, Block Influence, ground truth, ...).
+
+    Attributes:
+        method: the scoring method (``"avss"``, ``"block_influence"``, ``"angular_distance"``,
+            ``"random"``, ``"drop_last"``, ``"ground_truth"``).
+        values: one score per layer, layer order; higher = more important.
+        details: further per-layer columns (for AVSS: variance, nav, sparsity, navss, cavss).
+        settings: how the scores were computed (data, site, ε, tokens, seed...).
+        model: name of the model scored.
+        notes: warnings worth keeping with the result (e.g. a sparsity floor was used).
+    """
+
+    method: str
+    values: tuple[float, ...]
+    details: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    model: str = ""
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        values = tuple(float(value) for value in self.values)
+        if not values:
+            raise InputError("LayerScores needs one value per layer; got none.")
+        if not all(math.isfinite(value) for value in values):
+            raise InputError(f"{self.method} scores must be finite, got {list(values)}.")
+        object.__setattr__(self, "values", values)
+        details = {name: tuple(float(v) for v in column) for name, column in self.details.items()}
+        for name, column in details.items():
+            if len(column) != len(values):
+                raise InputError(
+                    f"Detail column {name!r} has {len(column)} entries for {len(values)} layers."
+                )
+        object.__setattr__(self, "details", details)
+        object.__setattr__(self, "settings", dict(self.settings))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    # --------------------------------------------------------------- ranking
+    @property
+    def n_layers(self) -> int:
+        """Number of layers scored."""
+        return len(self.values)
+
+    @property
+    def ranking(self) -> tuple[int, ...]:
+        """Layers from least to most important (ties keep layer order)."""
+        return tuple(int(i) for i in np.argsort(np.asarray(self.values), kind="stable"))
+
+    def lowest(self, percent: float = 25.0) -> tuple[int, ...]:
+        """The layers k% pruning removes (the lowest scores), in layer order."""
+        count = layers_to_remove(self.n_layers, percent)
+        return tuple(sorted(self.ranking[:count]))
+
+    def highest(self, percent: float = 25.0) -> tuple[int, ...]:
+        """The k% highest-scoring layers, in layer order."""
+        count = layers_to_remove(self.n_layers, percent)
+        return tuple(sorted(self.ranking[-count:]))
+
+    def pruning(self, percent: float = 25.0) -> Any:
+        """The `PruneLayers` intervention removing the k% lowest-scoring layers."""
+        from circuitlab.interventions import PruneLayers
+
+        return PruneLayers(self.lowest(percent))
+
+    def spearman(self, other: LayerScores | Sequence[float]) -> float:
+        """Spearman rank correlation with another score of the same layers (NaN if constant)."""
+        reference = other.values if isinstance(other, LayerScores) else tuple(other)
+        if len(reference) != self.n_layers:
+            raise InputError(
+                f"Cannot correlate {self.n_layers} layer scores with {len(reference)} values."
+            )
+        if len(set(reference)) < 2 or len(set(self.values)) < 2:
+            return math.nan
+        return float(spearmanr(self.values, reference).statistic)
+
+    # ---------------------------------------------------------- presentation
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per layer: layer, value, rank (0 = least important) and the details."""
+        rank = np.empty(self.n_layers, dtype=int)
+        rank[list(self.ranking)] = np.arange(self.n_layers)
+        frame = pd.DataFrame(
+            {"layer": range(self.n_layers), self.method: self.values, "rank": rank}
+        )
+        for name, column in self.details.items():
+            frame[name] = column
+        return frame
+
+    def plot(self, percent: float | None = 25.0, *, title: str | None = None) -> Figure:
+        """Bar chart of the scores by layer; the layers k% pruning removes are marked."""
+        pruned = set(self.lowest(percent)) if percent is not None else set()
+        figure = Figure(figsize=(min(3.0 + 0.28 * self.n_layers, 14.0), 3.4), layout="constrained")
+        axes = figure.subplots()
+        colors = ["#c0392b" if layer in pruned else "#2e6fba" for layer in range(self.n_layers)]
+        bars = axes.bar(range(self.n_layers), self.values, color=colors)
+        for layer in pruned:
+            bars[layer].set_hatch("//")
+        axes.set_xlabel("layer")
+        axes.set_ylabel(self.method)
+        axes.set_xticks(range(0, self.n_layers, max(1, self.n_layers // 15)))
+        heading = title or f"{self.method} by layer ({self.model or 'model'})"
+        if pruned:
+            heading += f"; red: the {len(pruned)} layers {percent:g}% pruning removes"
+        axes.set_title(heading, fontsize=9)
+        return figure
+
+    def __repr__(self) -> str:
+        low = ", ".join(str(layer) for layer in self.ranking[:3])
+        return f"LayerScores({self.method!r}, {self.n_layers} layers, least important: {low}, ...)"
+
+    # --------------------------------------------------------------- storage
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data."""
+        return {
+            "method": self.method,
+            "model": self.model,
+            "values": list(self.values),
+            "details": {name: list(column) for name, column in self.details.items()},
+            "settings": dict(self.settings),
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerScores:
+        """Rebuild from `to_dict` output."""
+        try:
+            return cls(
+                method=str(data["method"]),
+                values=tuple(data["values"]),
+                details={k: tuple(v) for k, v in data.get("details", {}).items()},
+                settings=data.get("settings", {}),
+                model=str(data.get("model", "")),
+                notes=tuple(data.get("notes", ())),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"Not LayerScores data ({error!r}).") from error
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the scores as JSON, atomically; returns the path."""
+        target = Path(path)
+        with atomic_file(target) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LayerScores:
+        """Read scores written by `save`."""
+        source = Path(path)
+        if not source.is_file():
+            raise InputError(f"No layer scores file at {source}.")
+        try:
+            data = json.loads(source.read_text())
+        except json.JSONDecodeError as error:
+            raise InputError(f"{source} is not valid JSON ({error}).") from error
+        return cls.from_dict(data)

@@ -1,0 +1,304 @@
+"""Scoring every layer in one streaming pass: AVSS and its statistics, Block Influence, baselines.
+
+For layer i with activations a_j (every scalar of every real token's activation at the chosen
+site, N of them):
+
+- variance σ²_i = (1/N) Σ_j (a_j − μ_i)², NAV_i = σ²_i / Σ_k σ²_k
+- sparsity AS_i = (1/N) Σ_j 1(|a_j| < ε)
+- AVSS_i = NAV_i / max(AS_i, floor); NAVSS_i = AVSS_i / Σ_k AVSS_k
+- CAVSS_i = Σ of NAVSS over the layers whose AVSS is ≤ AVSS_i (cumulative share, in
+  ascending AVSS order)
+- Block Influence (ShortGPT) BI_i = mean over tokens of 1 − cos(h_in, h_out); the angular
+  variant is the mean of arccos(cos(h_in, h_out)) / π.
+
+Padding never counts. Higher always means more important; pruning removes the lowest.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from circuitlab.errors import InputError
+from circuitlab.layers.scores import LayerScores
+from circuitlab.layers.statistics import CosineStatistics, MomentStatistics
+from circuitlab.model import ModelHandle
+from circuitlab.tokenization import TokenBatch, pad_rows, token_windows
+
+__all__ = [
+    "DEFAULT_EPSILON",
+    "DEFAULT_SPARSITY_FLOOR",
+    "SCORE_METHODS",
+    "SITES",
+    "avss_scores",
+    "drop_last_scores",
+    "random_scores",
+    "score_layers",
+]
+
+DEFAULT_EPSILON = 0.05
+"""Sparsity threshold ε (absolute): ``|a| < 0.05`` counts as near zero. The authors' 1e-5
+gives a sparsity of ~0 on real block outputs (see the docs' table); 0.05 spreads the layers."""
+
+DEFAULT_SPARSITY_FLOOR = 1e-6
+"""AVSS divides by ``max(sparsity, floor)``: a layer with no near-zero activation gets a large
+but finite score instead of inf (and a note in the result)."""
+
+SITES: dict[str, str] = {
+    "block": "blocks.{layer}.hook_resid_post",
+    "attn": "blocks.{layer}.hook_attn_out",
+    "mlp": "blocks.{layer}.hook_mlp_out",
+}
+"""Which activation is measured: the block's output (the paper's), or what its attention or
+MLP writes into the residual stream."""
+
+SCORE_METHODS = ("avss", "block_influence", "angular_distance", "random", "drop_last")
+"""Methods `score_layers` computes (the ground truth needs evaluations: see
+`circuitlab.layers.ground_truth_scores`)."""
+
+_PASS_METHODS = {"avss", "block_influence", "angular_distance"}
+
+
+def score_layers(
+    model: ModelHandle,
+    data: str | Sequence[str] | TokenBatch,
+    methods: Sequence[str] = SCORE_METHODS,
+    *,
+    site: str = "block",
+    epsilon: float = DEFAULT_EPSILON,
+    sparsity_floor: float = DEFAULT_SPARSITY_FLOOR,
+    window: int = 128,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, LayerScores]:
+    """Score every layer with each method; the data-driven ones share one forward pass per batch.
+
+    Args:
+        model: the model handle (interventions active on it apply).
+        data: texts (each cut into windows of ``window`` tokens) or a tokenized `TokenBatch`.
+        methods: any of `SCORE_METHODS`.
+        site: activation AVSS measures: ``"block"`` (block output, default), ``"attn"`` or
+            ``"mlp"`` (the branch outputs written into the residual stream).
+        epsilon: sparsity threshold ε (absolute activation value), ≥ 0 and finite.
+        sparsity_floor: smallest sparsity AVSS divides by (> 0).
+        window: tokens per window of a text (the authors used 128).
+        batch_size: windows per forward pass.
+        seed: seed of the random ranking.
+        progress: show a progress bar.
+
+    Returns:
+        ``{method: LayerScores}`` in the order asked.
+    """
+    methods = _check_methods(methods)
+    _check_settings(site, epsilon, sparsity_floor, batch_size)
+    settings: dict[str, Any] = {"site": site, "epsilon": epsilon, "window": window}
+    results: dict[str, LayerScores] = {}
+    if _PASS_METHODS & set(methods):
+        batches = _batches(model, data, window, batch_size)
+        moments, cosines, n_tokens = _stream(model, batches, site, epsilon, progress)
+        settings["tokens"] = n_tokens
+        if "avss" in methods:
+            results["avss"] = _avss(model, moments, sparsity_floor, settings)
+        if "block_influence" in methods:
+            values = [stat.block_influence for stat in cosines]
+            results["block_influence"] = LayerScores(
+                "block_influence", values, settings=_cosine_settings(settings), model=model.name
+            )
+        if "angular_distance" in methods:
+            values = [stat.angular_distance for stat in cosines]
+            results["angular_distance"] = LayerScores(
+                "angular_distance", values, settings=_cosine_settings(settings), model=model.name
+            )
+    if "random" in methods:
+        results["random"] = random_scores(model.n_layers, seed=seed, model=model.name)
+    if "drop_last" in methods:
+        results["drop_last"] = drop_last_scores(model.n_layers, model=model.name)
+    return {method: results[method] for method in methods}
+
+
+def avss_scores(
+    model: ModelHandle, data: str | Sequence[str] | TokenBatch, **options: Any
+) -> LayerScores:
+    """AVSS of every layer (`score_layers` with ``methods=("avss",)``; same options)."""
+    return score_layers(model, data, ("avss",), **options)["avss"]
+
+
+def random_scores(n_layers: int, *, seed: int = 0, model: str = "") -> LayerScores:
+    """A random ranking (a seeded permutation of 0 .. n_layers − 1): the chance baseline."""
+    values = np.random.default_rng(seed).permutation(n_layers).astype(float)
+    return LayerScores("random", values, settings={"seed": seed}, model=model)
+
+
+def drop_last_scores(n_layers: int, *, model: str = "") -> LayerScores:
+    """The "drop the last layers" baseline: later layers score lower (value n_layers − 1 − i)."""
+    values = [float(n_layers - 1 - layer) for layer in range(n_layers)]
+    return LayerScores("drop_last", values, model=model)
+
+
+# ---------------------------------------------------------------------------- streaming pass
+def _stream(
+    model: ModelHandle,
+    batches: list[TokenBatch],
+    site: str,
+    epsilon: float,
+    progress: bool,
+) -> tuple[list[MomentStatistics], list[CosineStatistics], int]:
+    """Run every batch once, folding each hooked activation into the statistics on the fly."""
+    n_layers = model.n_layers
+    moments = [MomentStatistics(epsilon) for _ in range(n_layers)]
+    cosines = [CosineStatistics() for _ in range(n_layers)]
+    state: dict[str, Any] = {}
+
+    def on_site(layer: int) -> Any:
+        def hook(activation: torch.Tensor, hook: Any) -> None:
+            moments[layer].update(activation[state["mask"]])
+
+        return hook
+
+    def on_input(layer: int) -> Any:
+        def hook(activation: torch.Tensor, hook: Any) -> None:
+            state[layer] = activation[state["mask"]]
+
+        return hook
+
+    def on_output(layer: int) -> Any:
+        def hook(activation: torch.Tensor, hook: Any) -> None:
+            real = activation[state["mask"]]
+            cosines[layer].update(state.pop(layer), real)
+            if site == "block":
+                moments[layer].update(real)
+
+        return hook
+
+    hooks: list[tuple[str, Any]] = []
+    for layer in range(n_layers):
+        hooks.append((f"blocks.{layer}.hook_resid_pre", on_input(layer)))
+        hooks.append((f"blocks.{layer}.hook_resid_post", on_output(layer)))
+        if site != "block":
+            hooks.append((SITES[site].format(layer=layer), on_site(layer)))
+    kwargs = {"logits_to_keep": 1} if model.supports_logits_to_keep else {}
+    n_tokens = 0
+    with model.hooks(hooks), torch.no_grad():
+        for batch in tqdm(batches, desc="scoring layers", unit="batch", disable=not progress):
+            batch = batch.to(model.device)
+            state["mask"] = batch.attention_mask.bool()
+            n_tokens += int(state["mask"].sum())
+            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+    return moments, cosines, n_tokens
+
+
+def _avss(
+    model: ModelHandle,
+    moments: list[MomentStatistics],
+    sparsity_floor: float,
+    settings: dict[str, Any],
+) -> LayerScores:
+    variance = np.array([stat.variance for stat in moments])
+    sparsity = np.array([stat.sparsity for stat in moments])
+    total_variance = variance.sum()
+    if not total_variance > 0:
+        raise InputError(
+            "Every measured activation is constant (total variance 0), so AVSS is undefined. "
+            "Score on more varied text, or another site."
+        )
+    nav = variance / total_variance
+    guarded = np.maximum(sparsity, sparsity_floor)
+    avss = nav / guarded
+    navss = avss / avss.sum()
+    order = np.argsort(avss, kind="stable")
+    cavss = np.empty_like(navss)
+    cavss[order] = np.cumsum(navss[order])
+    notes = []
+    floored = [layer for layer in range(len(moments)) if sparsity[layer] < sparsity_floor]
+    if floored:
+        notes.append(
+            f"Layers {floored} have sparsity below the floor {sparsity_floor:g} at ε = "
+            f"{settings['epsilon']:g} (no or almost no |a| < ε); AVSS divided by the floor "
+            f"there. A larger ε makes their sparsity informative."
+        )
+    return LayerScores(
+        "avss",
+        avss,
+        details={
+            "variance": variance,
+            "nav": nav,
+            "sparsity": sparsity,
+            "navss": navss,
+            "cavss": cavss,
+        },
+        settings={**settings, "sparsity_floor": sparsity_floor},
+        model=model.name,
+        notes=tuple(notes),
+    )
+
+
+def _cosine_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in settings.items() if key not in ("site", "epsilon")}
+
+
+# ----------------------------------------------------------------------------- input checks
+def _batches(
+    model: ModelHandle, data: str | Sequence[str] | TokenBatch, window: int, batch_size: int
+) -> list[TokenBatch]:
+    if isinstance(data, TokenBatch):
+        if int(data.attention_mask.sum()) == 0:
+            raise InputError(
+                "The data set is all padding (its attention mask has no real token). "
+                "Give it real text."
+            )
+        starts = range(0, len(data), batch_size)
+        return [
+            TokenBatch(data.input_ids[i : i + batch_size], data.attention_mask[i : i + batch_size])
+            for i in starts
+        ]
+    texts = [data] if isinstance(data, str) else list(data)
+    if not texts:
+        raise InputError("The data set is empty. Pass at least one text to score the layers on.")
+    if window > model.arch.n_ctx:
+        raise InputError(f"window = {window} exceeds the model's context of {model.arch.n_ctx}.")
+    rows = token_windows(model.tokenizer, texts, prepend_bos=model.prepend_bos, window=window)
+    if not rows:
+        raise InputError(
+            f"The data set's {len(texts)} text(s) have no tokens (empty strings?). Give it "
+            f"real text."
+        )
+    return [
+        pad_rows(rows[start : start + batch_size], model.pad_token_id)
+        for start in range(0, len(rows), batch_size)
+    ]
+
+
+def _check_methods(methods: Sequence[str]) -> list[str]:
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if not methods:
+        raise InputError(f"No scoring method given. Choose from {', '.join(SCORE_METHODS)}.")
+    unknown = [method for method in methods if method not in SCORE_METHODS]
+    if unknown:
+        hint = " (the ground truth needs evaluations: use ground_truth_scores)"
+        raise InputError(
+            f"Unknown layer scoring method(s) {unknown}. Choose from "
+            f"{', '.join(SCORE_METHODS)}" + (hint if "ground_truth" in unknown else "") + "."
+        )
+    return list(dict.fromkeys(methods))
+
+
+def _check_settings(site: str, epsilon: float, sparsity_floor: float, batch_size: int) -> None:
+    if site not in SITES:
+        raise InputError(f"Unknown site {site!r}. Choose one of {', '.join(SITES)}.")
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+        raise InputError(f"epsilon must be a number, got {epsilon!r}.")
+    if not math.isfinite(epsilon) or epsilon < 0:
+        raise InputError(
+            f"epsilon = {epsilon} is not a valid sparsity threshold: it must be finite and "
+            f">= 0 (the default is {DEFAULT_EPSILON})."
+        )
+    if not (math.isfinite(sparsity_floor) and sparsity_floor > 0):
+        raise InputError(f"sparsity_floor must be finite and > 0, got {sparsity_floor}.")
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}.")

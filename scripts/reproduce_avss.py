@@ -1,0 +1,253 @@
+"""Reproduce the AVSS pruning table (docs/reproductions/avss.md).
+
+For every model: score the layers on the calibration split of the shipped prose (AVSS with
+circuitlab's ε and with the authors' ε = 1e-5, Block Influence, its angular variant, a seeded
+random ranking, drop-the-last), measure the single-layer-removal ground truth, prune 10/25/40%
+by each ranking, and evaluate QA / perplexity / sentiment. Each model's study is saved as
+``docs/reproductions/data/avss-<model>.json``; evaluations are checkpointed as they finish
+(``--work-dir``), so an interrupted run resumes. The page is rendered from whatever JSON exists.
+
+    python scripts/reproduce_avss.py --model smollm2-135m-instruct
+    python scripts/reproduce_avss.py --model gemma3-270m
+    python scripts/reproduce_avss.py --render-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import circuitlab
+from circuitlab.evaluation import EvaluationSuite, load_heldout_prose
+from circuitlab.layers import PruningStudy, pruning_study, score_layers
+from circuitlab.models.cache import atomic_file, cache_root
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "docs" / "reproductions" / "data"
+FIGURES = ROOT / "docs" / "reproductions" / "figures"
+PAGE = ROOT / "docs" / "reproductions" / "avss.md"
+INTRO = ROOT / "scripts" / "avss_intro.md"
+MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+AUTHORS_EPSILON = 1e-5
+LABELS = {
+    "avss": "AVSS (ε = 0.05)",
+    "avss_authors_eps": "AVSS (ε = 1e-5, the authors')",
+    "block_influence": "Block Influence (ShortGPT)",
+    "angular_distance": "angular distance",
+    "random": "random (seed 0)",
+    "drop_last": "drop the last layers",
+    "ground_truth": "ground truth (oracle)",
+}
+
+
+def suite_from(args: argparse.Namespace) -> EvaluationSuite:
+    """The evaluation suite of the reproduction (reduced sizes: see the page)."""
+    return EvaluationSuite(
+        qa_questions=args.qa_questions,
+        perplexity_tokens=args.perplexity_tokens,
+        sentiment_examples=args.sentiment_examples,
+    )
+
+
+def run(model_name: str, args: argparse.Namespace) -> None:
+    """Score, measure the ground truth, prune and evaluate one model; save its JSON."""
+    target = DATA / f"avss-{model_name}.json"
+    if target.exists() and not args.rerun:
+        print(f"{target.name} exists, skipped (pass --rerun to redo it)")
+        return
+    model = circuitlab.load(model_name)
+    calibration = load_heldout_prose("calibration")
+    started = time.perf_counter()
+    scores = score_layers(model, calibration, progress=True)
+    scoring_seconds = time.perf_counter() - started
+    authors = score_layers(model, calibration, ("avss",), epsilon=AUTHORS_EPSILON)["avss"]
+    rankings = {
+        "avss": scores["avss"],
+        "avss_authors_eps": circuitlab.LayerScores(
+            "avss_authors_eps",
+            authors.values,
+            authors.details,
+            authors.settings,
+            authors.model,
+            authors.notes,
+        ),
+        **{method: value for method, value in scores.items() if method != "avss"},
+    }
+    checkpoint = Path(args.work_dir) / f"avss-{model_name}.evaluations.json"
+    study = pruning_study(
+        model, rankings, suite=suite_from(args), checkpoint=checkpoint, progress=True
+    )
+    study.notes.append(f"scoring all layers on the calibration split took {scoring_seconds:.1f} s")
+    study.save(target)
+    print(f"wrote {target} ({study.seconds:.0f} s)")
+
+
+# ------------------------------------------------------------------------------- rendering
+def _pct(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{100 * value:.1f}"
+
+
+def _model_section(study: PruningStudy) -> list[str]:
+    frame = study.to_dataframe()
+    original = study.original
+    lines = [
+        f"## {study.model} ({study.n_layers} layers)",
+        "",
+        f"Intact model: QA contains-gold {_pct(original['qa'])}% (exact match "
+        f"{_pct(original['qa_exact'])}%), perplexity {original['perplexity']:.2f}, sentiment "
+        f"accuracy {_pct(original['sentiment'])}%. Study wall time: {study.seconds / 60:.0f} min "
+        f"on 2 CPU cores.",
+        "",
+    ]
+    for percent in study.percents:
+        rows = frame[frame["k"] == percent]
+        removed = int(rows["removed"].iloc[0])
+        lines += [
+            f"### k = {percent:g}% ({removed} of {study.n_layers} layers removed)",
+            "",
+            "Performance retained (pruned / original, %; perplexity: original / pruned):",
+            "",
+            "| ranking | layers removed | QA | perplexity | sentiment | mean | ≥ 90% on all 3 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in rows.itertuples():
+            kept = [row.retention_qa, row.retention_perplexity, row.retention_sentiment]
+            verdict = "yes" if all(value >= 0.9 for value in kept) else "no"
+            lines.append(
+                f"| {LABELS.get(row.method, row.method)} | {row.layers} | "
+                + " | ".join(_pct(value) for value in kept)
+                + f" | **{_pct(row.retention_mean)}** | {verdict} |"
+            )
+        lines.append("")
+    spearman = study.spearman()
+    lines += [
+        "### Agreement with the ground truth",
+        "",
+        "Spearman correlation of each score with the measured single-layer drop:",
+        "",
+        "| score | Spearman ρ |",
+        "|---|---|",
+    ]
+    for row in spearman.itertuples():
+        lines.append(f"| {LABELS.get(row.method, row.method)} | {row.spearman:+.2f} |")
+    avss = study.scores["avss"]
+    truth = study.scores.get("ground_truth")
+    lines += [
+        "",
+        f"![per-layer AVSS of {study.model}](figures/avss-{study.model}-scores.png)",
+        "",
+        f"![retention of {study.model}](figures/avss-{study.model}-retention.png)",
+        "",
+        "Per-layer values (AVSS statistics on the calibration split; ground truth = share of "
+        "performance lost when the layer alone is removed):",
+        "",
+        "| layer | variance | sparsity | AVSS | CAVSS | Block Influence | ground truth |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    bi = study.scores.get("block_influence")
+    for layer in range(study.n_layers):
+        lines.append(
+            f"| {layer} | {avss.details['variance'][layer]:.4g} | "
+            f"{avss.details['sparsity'][layer]:.4f} | {avss.values[layer]:.4g} | "
+            f"{avss.details['cavss'][layer]:.3f} | "
+            + (f"{bi.values[layer]:.4f}" if bi else "n/a")
+            + " | "
+            + (f"{truth.values[layer]:+.3f}" if truth else "n/a")
+            + " |"
+        )
+    lines.append("")
+    return lines
+
+
+def _findings(studies: list[PruningStudy]) -> list[str]:
+    lines = ["## What we find", ""]
+    for study in studies:
+        frame = study.to_dataframe()
+        at25 = frame[frame["k"] == 25.0].set_index("method")
+        if at25.empty or "avss" not in at25.index:
+            continue
+        avss = at25.loc["avss"]
+        kept = [avss.retention_qa, avss.retention_perplexity, avss.retention_sentiment]
+        holds = sum(value >= 0.9 for value in kept)
+        methods = [m for m in at25.index if m not in ("avss", "ground_truth")]
+        better = [m for m in methods if at25.loc[m, "retention_mean"] > avss.retention_mean]
+        best = at25["retention_mean"].drop("ground_truth", errors="ignore").idxmax()
+        spearman = study.spearman().set_index("method")["spearman"]
+        lines.append(
+            f"- **{study.model}**, 25% pruning: AVSS keeps ≥ 90% on {holds} of 3 tasks "
+            f"(QA {_pct(kept[0])}%, perplexity {_pct(kept[1])}%, sentiment {_pct(kept[2])}%; "
+            f"mean {_pct(avss.retention_mean)}%). The paper's claim "
+            + ("holds here." if holds == 3 else "does not hold here.")
+            + f" Best non-oracle ranking by mean retention: {LABELS.get(best, best)} "
+            f"({_pct(at25.loc[best, 'retention_mean'])}%). "
+            + (
+                "AVSS loses to " + ", ".join(LABELS.get(m, m) for m in better) + "."
+                if better
+                else "No baseline beats AVSS."
+            )
+            + f" Spearman ρ with the ground truth: AVSS {spearman.get('avss', math.nan):+.2f}, "
+            f"Block Influence {spearman.get('block_influence', math.nan):+.2f}, drop-last "
+            f"{spearman.get('drop_last', math.nan):+.2f}."
+        )
+    lines.append("")
+    return lines
+
+
+def render() -> None:
+    """Write the markdown page (and figures) from the saved studies."""
+    studies = [
+        PruningStudy.load(path) for name in MODELS if (path := DATA / f"avss-{name}.json").exists()
+    ]
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    for study in studies:
+        for suffix, figure in (
+            ("scores", study.scores["avss"].plot(25.0)),
+            ("retention", study.plot_retention()),
+        ):
+            with atomic_file(FIGURES / f"avss-{study.model}-{suffix}.png") as tmp:
+                figure.savefig(tmp, dpi=110, format="png")
+    lines = [INTRO.read_text().rstrip(), ""]
+    if studies:
+        suite = studies[0].suite
+        lines += [
+            f"Evaluation suite of these runs: {suite['qa_questions'] or 240} factual questions "
+            f"(balanced over the six categories), the first "
+            f"{suite['perplexity_tokens'] or 'all'} predicted tokens of the held-out prose "
+            f"(evaluation split, windows of {suite['window']}), and "
+            f"{suite['sentiment_examples'] or 200} sentiment examples ({suite['k_shot']}-shot).",
+            "",
+        ]
+        lines += _findings(studies)
+    else:
+        lines += ["No study has been run yet: see the commands above.", ""]
+    for study in studies:
+        lines += _model_section(study)
+    with atomic_file(PAGE) as tmp:
+        tmp.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {PAGE}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", choices=MODELS, help="model(s) to run")
+    parser.add_argument("--render-only", action="store_true", help="only rebuild the page")
+    parser.add_argument("--rerun", action="store_true", help="redo a model that has JSON")
+    parser.add_argument("--qa-questions", type=int, default=80)
+    parser.add_argument("--perplexity-tokens", type=int, default=2048)
+    parser.add_argument("--sentiment-examples", type=int, default=80)
+    parser.add_argument(
+        "--work-dir",
+        default=str(cache_root() / "reproductions"),
+        help="where evaluation checkpoints go (default: the circuitlab cache)",
+    )
+    args = parser.parse_args()
+    if not args.render_only:
+        for name in args.model or MODELS:
+            run(name, args)
+    render()
+
+
+if __name__ == "__main__":
+    main()
