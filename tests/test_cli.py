@@ -77,6 +77,8 @@ def test_models_list_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         ["component-accuracy"],
         ["ablate"],
         ["export"],
+        ["layer-scores"],
+        ["prune-study"],
         ["models"],
         ["models", "list"],
         ["models", "fetch"],
@@ -370,3 +372,82 @@ def test_reweight_bad_input_exits_2_with_a_message(
     assert "K=4 labelled examples with 4 of them as demonstrations" in capsys.readouterr().err
     assert main([*base, "--l1", "-1"]) == 2
     assert "l1=-1.0 is invalid" in capsys.readouterr().err
+
+
+def test_layer_scores_command_writes_tables_and_figures(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "texts.jsonl"
+    rows = ["the cat sat on the mat", "paris is the capital city of france", "the sky is blue"]
+    data.write_text("".join(json.dumps({"text": text}) + "\n" for text in rows))
+    out, report = tmp_path / "scores", tmp_path / "scores.json"
+    args = ["layer-scores", "--model", str(tiny_folder), "--data", str(data), "--k", "50"]
+    assert main([*args, "--out", str(out), "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 layers scored on" in printed and "avss" in printed and "50% lowest" in printed
+    table = (out / "layer_scores.csv").read_text().splitlines()
+    assert table[0] == "layer,avss,block_influence,angular_distance,random,drop_last"
+    assert len(table) == 3
+    assert {p.name for p in out.glob("*.png")} == {
+        f"{m}.png" for m in ("avss", "block_influence", "angular_distance", "random", "drop_last")
+    }
+    saved = json.loads(report.read_text())
+    assert saved["avss"]["settings"]["tokens"] == 17 and len(saved["avss"]["values"]) == 2
+
+
+def test_prune_study_command_evaluates_resumes_and_exports(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, export = tmp_path / "study", tmp_path / "pruned"
+    args = ["prune-study", "--model", str(tiny_folder), "--out", str(out), "--k", "25", "40"]
+    args += ["--methods", "avss", "drop_last", "ground_truth", "--qa-questions", "6"]
+    args += ["--perplexity-tokens", "40", "--sentiment-examples", "10"]
+    assert main([*args, "--export", str(export), "--export-k", "40"]) == 0
+    printed = capsys.readouterr().out
+    assert "k = 25%: retention" in printed and "Spearman ρ with the ground truth" in printed
+    for name in ("study.json", "retention.csv", "spearman.csv", "layer_scores.csv"):
+        assert (out / name).is_file()
+    assert (out / "retention.png").is_file() and (out / "ground_truth.png").is_file()
+    study = json.loads((out / "study.json").read_text())
+    assert {row["method"] for row in study["rows"]} == {"avss", "drop_last", "ground_truth"}
+    assert "exported" in printed and "plain transformers reloads it within" in printed
+    config = json.loads((export / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1  # 40% of 2 layers: one removed
+    assert main(args) == 0  # a rerun resumes from out/evaluations.json
+    assert "study took 0 s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--k", "0"], "outside (0, 100)"),
+        (["--k", "100"], "outside (0, 100)"),
+        (["--k", "99"], "leaves no layers"),
+        (["--epsilon", "-1"], "epsilon = -1.0 is not a valid sparsity threshold"),
+        (["--epsilon", "nan"], "epsilon = nan"),
+        (["--data", "no-such-file.txt"], "neither a shipped prose split"),
+    ],
+)
+def test_layer_commands_bad_input_exit_2(
+    tiny_folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    base = ["--model", str(tiny_folder), "--methods", "avss"]
+    assert main(["layer-scores", *base, *extra]) == 2
+    assert message in capsys.readouterr().err
+    if "--k" not in extra:
+        study = ["prune-study", *base, "--out", str(tmp_path / "s"), "--tasks", "perplexity"]
+        assert main([*study, *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_layer_scores_on_an_empty_file_exits_2(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    assert main(["layer-scores", "--model", str(tiny_folder), "--data", str(empty)]) == 2
+    assert "The data set is empty" in capsys.readouterr().err

@@ -117,7 +117,7 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
         description="Score every layer in one streaming pass over texts: AVSS (activation "
         "variance / sparsity, arXiv 2411.02117) with its statistics, ShortGPT's Block "
         "Influence and its angular variant, a seeded random ranking and drop-the-last. "
-        "Prints the layers k%% pruning would remove by each; --out writes a CSV, JSON and one "
+        "Prints the layers k% pruning would remove by each; --out writes a CSV, JSON and one "
         "bar chart per method.",
     )
     _add_model_options(scores)
@@ -130,7 +130,7 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
         "prune-study",
         help="prune the k%% lowest-ranked layers by each score; QA / perplexity / sentiment",
         description="Score the layers, measure the ground truth (the drop when each layer "
-        "alone is removed), prune the k%% lowest-ranked layers by every ranking and evaluate "
+        "alone is removed), prune the k% lowest-ranked layers by every ranking and evaluate "
         "factual QA, perplexity on held-out prose and sentiment accuracy; report retention "
         "(pruned / original) per task and each score's Spearman ρ with the ground truth. "
         "Evaluations are checkpointed in DIR/evaluations.json: rerun to resume. --export "
