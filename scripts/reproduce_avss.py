@@ -15,6 +15,7 @@ by each ranking, and evaluate QA / perplexity / sentiment. Each model's study is
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ DATA = ROOT / "docs" / "reproductions" / "data"
 FIGURES = ROOT / "docs" / "reproductions" / "figures"
 PAGE = ROOT / "docs" / "reproductions" / "avss.md"
 INTRO = ROOT / "scripts" / "avss_intro.md"
+BENCHMARKS = ROOT / "benchmarks" / "results"
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 AUTHORS_EPSILON = 1e-5
 LABELS = {
@@ -195,6 +197,38 @@ def _findings(studies: list[PruningStudy]) -> list[str]:
     return lines
 
 
+def _speed_section() -> list[str]:
+    lines = [
+        "## Speed",
+        "",
+        "`benchmarks/avss_speed.py` times scoring against plain forward passes over the same "
+        "windows of the calibration prose (128 tokens, batch 8), round robin in one process, "
+        "medians of 3. The goal is AVSS ≤ 1.1× a plain forward pass.",
+        "",
+        "| model | tokens | plain forward | forward, one position unembedded | AVSS | "
+        "AVSS + Block Influence + angular | AVSS / plain | AVSS / one-position forward |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    found = False
+    for name in MODELS:
+        path = BENCHMARKS / f"avss_speed_{name}.json"
+        if not path.exists():
+            continue
+        found = True
+        data = json.loads(path.read_text())
+        median, ratios = data["median"], data["ratios"]
+        lines.append(
+            f"| {data['model']} | {data['tokens']} | {median['plain_forward']:.1f} s | "
+            f"{median['forward_one_position']:.1f} s | {median['avss']:.1f} s | "
+            f"{median['avss_bi_angular']:.1f} s | "
+            f"**{ratios['avss / plain_forward']:.2f}** | "
+            f"{ratios['avss / forward_one_position']:.2f} |"
+        )
+    if not found:
+        lines = [*lines[:3], "No benchmark has been run yet."]
+    return [*lines, ""]
+
+
 def render() -> None:
     """Write the markdown page (and figures) from the saved studies."""
     studies = [
@@ -224,6 +258,7 @@ def render() -> None:
         lines += ["No study has been run yet: see the commands above.", ""]
     for study in studies:
         lines += _model_section(study)
+    lines += _speed_section()
     with atomic_file(PAGE) as tmp:
         tmp.write_text("\n".join(lines).rstrip() + "\n")
     print(f"wrote {PAGE}")
