@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import circuitlab
@@ -36,6 +37,8 @@ AUTHORS_EPSILON = 1e-5
 LABELS = {
     "avss": "AVSS (ε = 0.05)",
     "avss_authors_eps": "AVSS (ε = 1e-5, the authors')",
+    "avss_attn": "AVSS on attention outputs",
+    "avss_mlp": "AVSS on MLP outputs",
     "block_influence": "Block Influence (ShortGPT)",
     "angular_distance": "angular distance",
     "random": "random (seed 0)",
@@ -64,19 +67,16 @@ def run(model_name: str, args: argparse.Namespace) -> None:
     started = time.perf_counter()
     scores = score_layers(model, calibration, progress=True)
     scoring_seconds = time.perf_counter() - started
-    authors = score_layers(model, calibration, ("avss",), epsilon=AUTHORS_EPSILON)["avss"]
-    rankings = {
-        "avss": scores["avss"],
-        "avss_authors_eps": circuitlab.LayerScores(
-            "avss_authors_eps",
-            authors.values,
-            authors.details,
-            authors.settings,
-            authors.model,
-            authors.notes,
-        ),
-        **{method: value for method, value in scores.items() if method != "avss"},
+    variants = {
+        "avss_authors_eps": {"epsilon": AUTHORS_EPSILON},
+        "avss_attn": {"site": "attn"},
+        "avss_mlp": {"site": "mlp"},
     }
+    rankings = {"avss": scores["avss"]}
+    for name, options in variants.items():
+        variant = score_layers(model, calibration, ("avss",), **options)["avss"]
+        rankings[name] = replace(variant, method=name)
+    rankings.update({method: value for method, value in scores.items() if method != "avss"})
     checkpoint = Path(args.work_dir) / f"avss-{model_name}.evaluations.json"
     study = pruning_study(
         model, rankings, suite=suite_from(args), checkpoint=checkpoint, progress=True

@@ -24,9 +24,9 @@ from tqdm.auto import tqdm
 from circuitlab.errors import InputError
 from circuitlab.evaluation.suite import EVALUATION_TASKS, EvaluationSuite, retention
 from circuitlab.interventions import PruneLayers
+from circuitlab.json_files import read_json, write_json_atomic
 from circuitlab.layers.scores import LayerScores, layers_to_remove
 from circuitlab.model import ModelHandle
-from circuitlab.models.cache import atomic_file
 
 __all__ = ["DEFAULT_PERCENTS", "PruningStudy", "ground_truth_scores", "pruning_study"]
 
@@ -55,10 +55,7 @@ class _Evaluations:
             self._resume(self.path)
 
     def _resume(self, path: Path) -> None:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise InputError(f"Checkpoint {path} is not valid JSON ({error}).") from error
+        data = read_json(path, "pruning-study checkpoint")
         if data.get("header") != json.loads(json.dumps(self.header)):
             raise InputError(
                 f"Checkpoint {path} was written for another model or suite "
@@ -85,8 +82,7 @@ class _Evaluations:
         if self.path is None:
             return
         data = {"header": self.header, "evaluations": self.results, "seconds": self.seconds}
-        with atomic_file(self.path) as tmp:
-            tmp.write_text(json.dumps(data, indent=1) + "\n")
+        write_json_atomic(data, self.path)
 
 
 def _mean_retention(kept: Mapping[str, float]) -> float:
@@ -252,21 +248,12 @@ class PruningStudy:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the study as JSON, atomically; returns the path."""
-        target = Path(path)
-        with atomic_file(target) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return target
+        return write_json_atomic(self.to_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PruningStudy:
         """Read a study written by `save`."""
-        source = Path(path)
-        if not source.is_file():
-            raise InputError(f"No pruning study file at {source}.")
-        try:
-            return cls.from_dict(json.loads(source.read_text()))
-        except json.JSONDecodeError as error:
-            raise InputError(f"{source} is not valid JSON ({error}).") from error
+        return cls.from_dict(read_json(path, "pruning study"))
 
 
 def pruning_study(

@@ -5,7 +5,6 @@ Convention: a higher value means a more important layer; pruning removes the low
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -19,7 +18,7 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from circuitlab.errors import InputError
-from circuitlab.models.cache import atomic_file
+from circuitlab.json_files import read_json, write_json_atomic
 
 __all__ = ["LayerScores", "check_percent", "layers_to_remove"]
 
@@ -191,19 +190,9 @@ class LayerScores:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the scores as JSON, atomically; returns the path."""
-        target = Path(path)
-        with atomic_file(target) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return target
+        return write_json_atomic(self.to_dict(), path, indent=2)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LayerScores:
         """Read scores written by `save`."""
-        source = Path(path)
-        if not source.is_file():
-            raise InputError(f"No layer scores file at {source}.")
-        try:
-            data = json.loads(source.read_text())
-        except json.JSONDecodeError as error:
-            raise InputError(f"{source} is not valid JSON ({error}).") from error
-        return cls.from_dict(data)
+        return cls.from_dict(read_json(path, "layer scores"))

@@ -1,0 +1,32 @@
+"""Result files as JSON: written atomically, read back with clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from circuitlab.errors import InputError
+from circuitlab.models.cache import atomic_file
+
+__all__ = ["read_json", "write_json_atomic"]
+
+
+def write_json_atomic(data: Any, path: str | os.PathLike[str], *, indent: int = 1) -> Path:
+    """Write ``data`` as JSON to ``path`` (a temporary file renamed into place); returns it."""
+    target = Path(path)
+    with atomic_file(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
+    return target
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """The JSON content of ``path``; ``what`` names the expected content in the errors."""
+    source = Path(path)
+    if not source.is_file():
+        raise InputError(f"No {what} file at {source}.")
+    try:
+        return json.loads(source.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{source} is not valid JSON ({error}); expected {what}.") from error
