@@ -163,36 +163,78 @@ def _model_section(study: PruningStudy) -> list[str]:
     return lines
 
 
+TIE = 0.02  # mean-retention differences below 2 points are called ties (paired, 80 items)
+
+
+def _names(methods: list[str]) -> str:
+    return ", ".join(LABELS.get(method, method) for method in methods) or "none"
+
+
+def _study_findings(study: PruningStudy) -> list[str]:
+    frame = study.to_dataframe()
+    at25 = frame[frame["k"] == 25.0].set_index("method")
+    avss = at25.loc["avss"]
+    kept = [avss.retention_qa, avss.retention_perplexity, avss.retention_sentiment]
+    holds = sum(value >= 0.9 for value in kept)
+    means = at25["retention_mean"]
+    others = [m for m in at25.index if m not in ("avss", "ground_truth")]
+    better = [m for m in others if means[m] > avss.retention_mean + TIE]
+    worse = [m for m in others if means[m] < avss.retention_mean - TIE]
+    tied = [m for m in others if m not in better and m not in worse]
+    best = means.drop("ground_truth", errors="ignore").idxmax()
+    anyone = [
+        m
+        for m in at25.index
+        if all(at25.loc[m, f"retention_{t}"] >= 0.9 for t in ("qa", "perplexity", "sentiment"))
+    ]
+    spearman = study.spearman().set_index("method")["spearman"]
+    lines = [
+        f"- **{study.model}**, 25% pruning: AVSS keeps ≥ 90% on {holds} of 3 tasks "
+        f"(QA {_pct(kept[0])}%, perplexity {_pct(kept[1])}%, sentiment {_pct(kept[2])}%; "
+        f"mean {_pct(avss.retention_mean)}%). The paper's claim "
+        + ("holds here." if holds == 3 else "does not hold here.")
+        + " Rankings that keep ≥ 90% on all three tasks at 25%: "
+        + _names(anyone)
+        + ".",
+        f"    - Against the baselines (mean retention at 25%; within {100 * TIE:.0f} points "
+        f"counts as a tie): AVSS loses to {_names(better)}; ties with {_names(tied)}; beats "
+        f"{_names(worse)}. The best non-oracle ranking is {LABELS.get(best, best)} "
+        f"({_pct(means[best])}%).",
+        f"    - Spearman ρ with the ground truth: AVSS {spearman.get('avss', math.nan):+.2f}, "
+        f"Block Influence {spearman.get('block_influence', math.nan):+.2f}, drop-last "
+        f"{spearman.get('drop_last', math.nan):+.2f}, random "
+        f"{spearman.get('random', math.nan):+.2f}.",
+    ]
+    truth = study.scores.get("ground_truth")
+    if truth is not None:
+        costly = sum(value > 0.1 for value in truth.values)
+        lowest_avss = study.scores["avss"].lowest(10.0)
+        truth_rank = {layer: rank for rank, layer in enumerate(reversed(truth.ranking))}
+        places = ", ".join(f"layer {layer} is #{truth_rank[layer] + 1}" for layer in lowest_avss)
+        among_top = all(truth_rank[layer] < study.n_layers / 3 for layer in lowest_avss)
+        lines.append(
+            f"    - Removing a single layer costs more than 10% of the mean performance for "
+            f"{costly} of {study.n_layers} layers"
+            + (": this model has little redundancy." if costly > study.n_layers / 2 else ".")
+            + f" The ground truth's rank of the layers AVSS rates least important: {places} "
+            f"of {study.n_layers}, most important first"
+            + (" — AVSS prunes some of the most important layers." if among_top else ".")
+        )
+        oracle = means.get("ground_truth", math.nan)
+        if means[best] > oracle + TIE:
+            lines.append(
+                f"    - At 25%, {LABELS.get(best, best)} beats the ground-truth oracle "
+                f"({_pct(means[best])}% vs {_pct(oracle)}%): single-layer drops do not add up "
+                f"when several layers go at once."
+            )
+    return lines
+
+
 def _findings(studies: list[PruningStudy]) -> list[str]:
     lines = ["## What we find", ""]
     for study in studies:
-        frame = study.to_dataframe()
-        at25 = frame[frame["k"] == 25.0].set_index("method")
-        if at25.empty or "avss" not in at25.index:
-            continue
-        avss = at25.loc["avss"]
-        kept = [avss.retention_qa, avss.retention_perplexity, avss.retention_sentiment]
-        holds = sum(value >= 0.9 for value in kept)
-        methods = [m for m in at25.index if m not in ("avss", "ground_truth")]
-        better = [m for m in methods if at25.loc[m, "retention_mean"] > avss.retention_mean]
-        best = at25["retention_mean"].drop("ground_truth", errors="ignore").idxmax()
-        spearman = study.spearman().set_index("method")["spearman"]
-        lines.append(
-            f"- **{study.model}**, 25% pruning: AVSS keeps ≥ 90% on {holds} of 3 tasks "
-            f"(QA {_pct(kept[0])}%, perplexity {_pct(kept[1])}%, sentiment {_pct(kept[2])}%; "
-            f"mean {_pct(avss.retention_mean)}%). The paper's claim "
-            + ("holds here." if holds == 3 else "does not hold here.")
-            + f" Best non-oracle ranking by mean retention: {LABELS.get(best, best)} "
-            f"({_pct(at25.loc[best, 'retention_mean'])}%). "
-            + (
-                "AVSS loses to " + ", ".join(LABELS.get(m, m) for m in better) + "."
-                if better
-                else "No baseline beats AVSS."
-            )
-            + f" Spearman ρ with the ground truth: AVSS {spearman.get('avss', math.nan):+.2f}, "
-            f"Block Influence {spearman.get('block_influence', math.nan):+.2f}, drop-last "
-            f"{spearman.get('drop_last', math.nan):+.2f}."
-        )
+        if "avss" in study.scores and 25.0 in study.percents:
+            lines += _study_findings(study)
     lines.append("")
     return lines
 
