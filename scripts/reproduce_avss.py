@@ -99,8 +99,9 @@ def _model_section(study: PruningStudy) -> list[str]:
         "",
         f"Intact model: QA contains-gold {_pct(original['qa'])}% (exact match "
         f"{_pct(original['qa_exact'])}%), perplexity {original['perplexity']:.2f}, sentiment "
-        f"accuracy {_pct(original['sentiment'])}%. Study wall time: {study.seconds / 60:.0f} min "
-        f"on 2 CPU cores.",
+        f"accuracy {_pct(original['sentiment'])}%. {study.evaluations} distinct evaluations "
+        f"(removed-layer sets), {study.evaluation_seconds / 60:.0f} min of evaluation in all "
+        f"(one CPU thread each, with the other model's study on the second core).",
         "",
     ]
     for percent in study.percents:
@@ -205,6 +206,13 @@ def _study_findings(study: PruningStudy) -> list[str]:
         f"{spearman.get('drop_last', math.nan):+.2f}, random "
         f"{spearman.get('random', math.nan):+.2f}.",
     ]
+    depth = study.scores["avss"].spearman(list(range(study.n_layers)))
+    variance = study.scores["avss"].spearman(study.scores["avss"].details["variance"])
+    lines.append(
+        f"    - AVSS follows depth: Spearman ρ(AVSS, layer index) = {depth:+.2f}, and "
+        f"ρ(AVSS, block-output variance) = {variance:+.2f}. The residual stream's variance "
+        f"grows through the layers, so AVSS rates the first layers least important."
+    )
     truth = study.scores.get("ground_truth")
     if truth is not None:
         costly = sum(value > 0.1 for value in truth.values)

@@ -236,6 +236,9 @@ def test_pruning_study_resumes_from_its_checkpoint(
         model, rankings, percents=[25, 40], suite=TINY_SUITE, checkpoint=checkpoint
     )
     assert calls == [] and again.rows == study.rows  # everything came from the checkpoint
+    assert study.evaluations == again.evaluations == 3
+    assert again.evaluation_seconds == pytest.approx(study.evaluation_seconds)
+    assert study.evaluation_seconds > 0
     path = study.save(tmp_path / "study.json")
     assert json.dumps(PruningStudy.load(path).to_dict()) == json.dumps(study.to_dict())
     other = EvaluationSuite(

@@ -51,6 +51,7 @@ class _Evaluations:
         self.header = {"model": model.name, "n_layers": model.n_layers, "suite": suite.settings()}
         self.results: dict[str, dict[str, float]] = {}
         self.seconds: dict[str, float] = {}
+        self.used: set[str] = set()
         if self.path is not None and self.path.exists():
             self._resume(self.path)
 
@@ -66,6 +67,7 @@ class _Evaluations:
 
     def __call__(self, layers: Sequence[int]) -> dict[str, float]:
         key = ",".join(str(layer) for layer in sorted(layers))
+        self.used.add(key)
         if key not in self.results:
             started = time.perf_counter()
             if layers:
@@ -139,8 +141,11 @@ class PruningStudy:
         original: the intact model's metrics.
         scores: every ranking used, by method (with ``"ground_truth"`` when computed).
         rows: one per (method, k): layers removed, metrics, retention per task, mean.
-        seconds: wall time of the study.
+        seconds: wall time of this call (small when resumed from a checkpoint).
         notes: anything the reader should know.
+        evaluation_seconds: time spent on every evaluation the study uses, summed (including
+            evaluations a checkpoint carried over from an interrupted run).
+        evaluations: number of distinct evaluations (removed-layer sets) the study uses.
     """
 
     model: str
@@ -151,6 +156,8 @@ class PruningStudy:
     rows: list[dict[str, Any]]
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    evaluation_seconds: float = 0.0
+    evaluations: int = 0
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per (method, k): removed layers, metrics and retentions."""
@@ -227,6 +234,8 @@ class PruningStudy:
             "rows": self.rows,
             "seconds": self.seconds,
             "notes": self.notes,
+            "evaluation_seconds": self.evaluation_seconds,
+            "evaluations": self.evaluations,
         }
 
     @classmethod
@@ -242,6 +251,8 @@ class PruningStudy:
                 rows=list(data["rows"]),
                 seconds=float(data.get("seconds", 0.0)),
                 notes=list(data.get("notes", [])),
+                evaluation_seconds=float(data.get("evaluation_seconds", 0.0)),
+                evaluations=int(data.get("evaluations", 0)),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"Not pruning study data ({error!r}).") from error
@@ -332,4 +343,6 @@ def pruning_study(
         rows=rows,
         seconds=time.perf_counter() - started,
         notes=notes,
+        evaluation_seconds=sum(evaluations.seconds.get(key, 0.0) for key in evaluations.used),
+        evaluations=len(evaluations.used),
     )
