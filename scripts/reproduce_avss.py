@@ -209,9 +209,14 @@ def _study_findings(study: PruningStudy) -> list[str]:
     depth = study.scores["avss"].spearman(list(range(study.n_layers)))
     variance = study.scores["avss"].spearman(study.scores["avss"].details["variance"])
     lines.append(
-        f"    - AVSS follows depth: Spearman ρ(AVSS, layer index) = {depth:+.2f}, and "
-        f"ρ(AVSS, block-output variance) = {variance:+.2f}. The residual stream's variance "
-        f"grows through the layers, so AVSS rates the first layers least important."
+        f"    - Spearman ρ(AVSS, layer index) = {depth:+.2f}; ρ(AVSS, block-output variance) "
+        f"= {variance:+.2f}."
+        + (
+            " AVSS follows depth: the residual stream's variance grows through the layers, "
+            "so AVSS rates the first layers least important."
+            if depth > 0.5 and variance > 0.5
+            else ""
+        )
     )
     truth = study.scores.get("ground_truth")
     if truth is not None:
