@@ -148,9 +148,17 @@ class LayerScores:
         bars = axes.bar(range(self.n_layers), self.values, color=colors)
         for layer in pruned:
             bars[layer].set_hatch("//")
+        values = np.asarray(self.values)
+        if values.min() > 0 and values.max() / values.min() > 100:
+            axes.set_yscale("log")  # AVSS can span orders of magnitude across depth
         axes.set_xlabel("layer")
-        axes.set_ylabel(self.method)
-        axes.set_xticks(range(0, self.n_layers, max(1, self.n_layers // 15)))
+        axes.set_ylabel(self.method + (" (log scale)" if axes.get_yscale() == "log" else ""))
+        axes.set_xticks(range(self.n_layers))
+        axes.tick_params(axis="x", labelsize=7 if self.n_layers > 20 else 9)
+        for label in axes.get_xticklabels():
+            if int(label.get_text()) in pruned:
+                label.set_color("#c0392b")
+                label.set_fontweight("bold")
         heading = title or f"{self.method} by layer ({self.model or 'model'})"
         if pruned:
             heading += f"; red: the {len(pruned)} layers {percent:g}% pruning removes"
