@@ -179,7 +179,7 @@ def test_suite_settings_and_bad_input() -> None:
     metrics = TINY_SUITE.evaluate(tiny_model("llama"))
     assert set(metrics) == {"qa", "qa_exact", "perplexity", "sentiment"}
     assert metrics["perplexity"] > 1 and 0 <= metrics["qa"] <= 1
-    categories = Counter(q.category for q in EvaluationSuite(qa_questions=12)._questions())
+    categories = Counter(q.category for q in EvaluationSuite(qa_questions=12).questions)
     assert set(categories.values()) == {2}  # subsets stay balanced over categories
     assert TINY_SUITE.settings()["tasks"] == ["qa", "perplexity", "sentiment"]
     with pytest.raises(InputError, match="Unknown or no evaluation task"):

@@ -103,6 +103,8 @@ def test_scores_match_a_hook_free_computation(tiny_architecture: str) -> None:
     for name in ("variance", "sparsity", "nav", "navss", "cavss"):
         np.testing.assert_allclose(avss.details[name], expected[name], rtol=rtol, atol=0)
     np.testing.assert_allclose(avss.values, expected["avss"], rtol=rtol, atol=0)
+    alone = score_layers(model, batch, ("avss",), epsilon=epsilon, batch_size=4)["avss"]
+    assert alone.values == avss.values  # without the cosine hooks: the same numbers
     for name in ("block_influence", "angular_distance"):
         np.testing.assert_allclose(scores[name].values, expected[name], rtol=rtol, atol=1e-12)
     assert avss.settings["tokens"] == int(batch.attention_mask.sum())

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from circuitlab.errors import InputError
 from circuitlab.evaluation.classification import classification_accuracy
-from circuitlab.evaluation.data import load_factual_qa, load_heldout_prose
+from circuitlab.evaluation.data import FactualQuestion, load_factual_qa, load_heldout_prose
 from circuitlab.evaluation.language_model import perplexity
 from circuitlab.evaluation.qa import qa_accuracy
 from circuitlab.model import ModelHandle
-from circuitlab.tasks import load_task
+from circuitlab.tasks import ClassificationTask, load_task
 
 __all__ = ["EVALUATION_TASKS", "EvaluationSuite", "retention"]
 
@@ -52,7 +53,6 @@ class EvaluationSuite:
     window: int = 256
     batch_size: int = 8
     seed: int = 0
-    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         tasks = (self.tasks,) if isinstance(self.tasks, str) else tuple(self.tasks)
@@ -71,7 +71,6 @@ class EvaluationSuite:
     def settings(self) -> dict[str, Any]:
         """The suite as plain data (what a checkpoint must match)."""
         data = {item.name: getattr(self, item.name) for item in fields(self)}
-        data.pop("_cache")
         data["tasks"] = list(self.tasks)
         return data
 
@@ -84,14 +83,14 @@ class EvaluationSuite:
         metrics: dict[str, float] = {}
         if "qa" in self.tasks:
             result = qa_accuracy(
-                model, self._questions(), batch_size=4 * self.batch_size, progress=progress
+                model, self.questions, batch_size=4 * self.batch_size, progress=progress
             )
             metrics["qa"] = result.contains
             metrics["qa_exact"] = result.exact_match
         if "perplexity" in self.tasks:
             metrics["perplexity"] = perplexity(
                 model,
-                self._prose(),
+                self.prose,
                 window=min(self.window, model.arch.n_ctx),
                 max_tokens=self.perplexity_tokens,
                 batch_size=max(1, self.batch_size // 2),
@@ -100,7 +99,7 @@ class EvaluationSuite:
         if "sentiment" in self.tasks:
             metrics["sentiment"] = classification_accuracy(
                 model,
-                self._sentiment(),
+                self.sentiment_task,
                 k_shot=self.k_shot,
                 seed=self.seed,
                 batch_size=self.batch_size,
@@ -108,31 +107,31 @@ class EvaluationSuite:
             )
         return metrics
 
-    def _questions(self) -> list[Any]:
-        if "questions" not in self._cache:
-            questions = load_factual_qa()
-            if self.qa_questions is not None:
-                questions = _interleaved(questions, self.qa_questions)
-            self._cache["questions"] = questions
-        return self._cache["questions"]
+    @cached_property
+    def questions(self) -> list[FactualQuestion]:
+        """The QA questions this suite asks (loaded once)."""
+        questions = load_factual_qa()
+        if self.qa_questions is not None:
+            questions = _interleaved(questions, self.qa_questions)
+        return questions
 
-    def _prose(self) -> list[str]:
-        if "prose" not in self._cache:
-            self._cache["prose"] = load_heldout_prose("evaluation")
-        return self._cache["prose"]
+    @cached_property
+    def prose(self) -> list[str]:
+        """The held-out documents perplexity is measured on (loaded once)."""
+        return load_heldout_prose("evaluation")
 
-    def _sentiment(self) -> Any:
-        if "sentiment" not in self._cache:
-            task = load_task("sentiment")
-            if self.sentiment_examples is not None and self.sentiment_examples < len(task):
-                task = task.balanced_sample(self.sentiment_examples, seed=self.seed)
-            self._cache["sentiment"] = task
-        return self._cache["sentiment"]
+    @cached_property
+    def sentiment_task(self) -> ClassificationTask:
+        """The sentiment examples this suite classifies (loaded once)."""
+        task = load_task("sentiment")
+        if self.sentiment_examples is not None and self.sentiment_examples < len(task):
+            task = task.balanced_sample(self.sentiment_examples, seed=self.seed)
+        return task
 
 
-def _interleaved(questions: list[Any], n: int) -> list[Any]:
+def _interleaved(questions: list[FactualQuestion], n: int) -> list[FactualQuestion]:
     """The first ``n`` questions taking categories in turn (so a subset stays balanced)."""
-    by_category: dict[str, list[Any]] = {}
+    by_category: dict[str, list[FactualQuestion]] = {}
     for question in questions:
         by_category.setdefault(question.category, []).append(question)
     order = [q for group in zip(*by_category.values(), strict=False) for q in group]

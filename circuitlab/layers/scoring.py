@@ -101,7 +101,10 @@ def score_layers(
     results: dict[str, LayerScores] = {}
     if _PASS_METHODS & set(methods):
         batches = _batches(model, data, window, batch_size)
-        moments, cosines, n_tokens = _stream(model, batches, site, epsilon, progress)
+        with_cosines = bool({"block_influence", "angular_distance"} & set(methods))
+        moments, cosines, n_tokens = _stream(
+            model, batches, site, epsilon, with_cosines=with_cosines, progress=progress
+        )
         settings["tokens"] = n_tokens
         if "avss" in methods:
             results["avss"] = _avss(model, moments, sparsity_floor, settings)
@@ -147,9 +150,14 @@ def _stream(
     batches: list[TokenBatch],
     site: str,
     epsilon: float,
+    *,
+    with_cosines: bool,
     progress: bool,
 ) -> tuple[list[MomentStatistics], list[CosineStatistics], int]:
-    """Run every batch once, folding each hooked activation into the statistics on the fly."""
+    """Run every batch once, folding each hooked activation into the statistics on the fly.
+
+    Block inputs are hooked (and cosines computed) only when ``with_cosines``.
+    """
     n_layers = model.n_layers
     moments = [MomentStatistics(epsilon) for _ in range(n_layers)]
     cosines = [CosineStatistics() for _ in range(n_layers)]
@@ -178,9 +186,10 @@ def _stream(
 
     hooks: list[tuple[str, Any]] = []
     for layer in range(n_layers):
-        hooks.append((f"blocks.{layer}.hook_resid_pre", on_input(layer)))
-        hooks.append((f"blocks.{layer}.hook_resid_post", on_output(layer)))
-        if site != "block":
+        if with_cosines:
+            hooks.append((f"blocks.{layer}.hook_resid_pre", on_input(layer)))
+            hooks.append((f"blocks.{layer}.hook_resid_post", on_output(layer)))
+        if site != "block" or not with_cosines:
             hooks.append((SITES[site].format(layer=layer), on_site(layer)))
     kwargs = {"logits_to_keep": 1} if model.supports_logits_to_keep else {}
     n_tokens = 0
