@@ -23,7 +23,7 @@ from pathlib import Path
 
 import circuitlab
 from circuitlab.evaluation import EvaluationSuite, load_heldout_prose
-from circuitlab.layers import PruningStudy, pruning_study, score_layers
+from circuitlab.layers import PruningStudy, pruning_study, random_scores, score_layers
 from circuitlab.models.cache import atomic_file, cache_root
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,8 @@ INTRO = ROOT / "scripts" / "avss_intro.md"
 BENCHMARKS = ROOT / "benchmarks" / "results"
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 AUTHORS_EPSILON = 1e-5
+EXTRA_RANDOM_SEEDS = (1, 2)  # besides seed 0 from score_layers: three random rankings in all
+RANDOMS = ("random", *(f"random_{seed}" for seed in EXTRA_RANDOM_SEEDS))
 LABELS = {
     "avss": "AVSS (ε = 0.05)",
     "avss_authors_eps": "AVSS (ε = 1e-5, the authors')",
@@ -42,6 +44,9 @@ LABELS = {
     "block_influence": "Block Influence (ShortGPT)",
     "angular_distance": "angular distance",
     "random": "random (seed 0)",
+    "random_1": "random (seed 1)",
+    "random_2": "random (seed 2)",
+    "random_mean": "random (mean of 3 seeds)",
     "drop_last": "drop the last layers",
     "ground_truth": "ground truth (oracle)",
 }
@@ -77,6 +82,10 @@ def run(model_name: str, args: argparse.Namespace) -> None:
         variant = score_layers(model, calibration, ("avss",), **options)["avss"]
         rankings[name] = replace(variant, method=name)
     rankings.update({method: value for method, value in scores.items() if method != "avss"})
+    for seed in EXTRA_RANDOM_SEEDS:
+        rankings[f"random_{seed}"] = replace(
+            random_scores(model.n_layers, seed=seed, model=model.name), method=f"random_{seed}"
+        )
     checkpoint = Path(args.work_dir) / f"avss-{model_name}.evaluations.json"
     study = pruning_study(
         model, rankings, suite=suite_from(args), checkpoint=checkpoint, progress=True
@@ -177,8 +186,12 @@ def _study_findings(study: PruningStudy) -> list[str]:
     avss = at25.loc["avss"]
     kept = [avss.retention_qa, avss.retention_perplexity, avss.retention_sentiment]
     holds = sum(value >= 0.9 for value in kept)
-    means = at25["retention_mean"]
-    others = [m for m in at25.index if m not in ("avss", "ground_truth")]
+    means = at25["retention_mean"].copy()
+    randoms = [m for m in RANDOMS if m in means.index]
+    if len(randoms) > 1:  # compare with the average random ranking, not one draw
+        means["random_mean"] = means[randoms].mean()
+        means = means.drop(randoms)
+    others = [m for m in means.index if m not in ("avss", "ground_truth")]
     better = [m for m in others if means[m] > avss.retention_mean + TIE]
     worse = [m for m in others if means[m] < avss.retention_mean - TIE]
     tied = [m for m in others if m not in better and m not in worse]
@@ -204,7 +217,8 @@ def _study_findings(study: PruningStudy) -> list[str]:
         f"    - Spearman ρ with the ground truth: AVSS {spearman.get('avss', math.nan):+.2f}, "
         f"Block Influence {spearman.get('block_influence', math.nan):+.2f}, drop-last "
         f"{spearman.get('drop_last', math.nan):+.2f}, random "
-        f"{spearman.get('random', math.nan):+.2f}.",
+        + " / ".join(f"{spearman.get(m, math.nan):+.2f}" for m in randoms)
+        + (" (seeds 0 / 1 / 2)." if len(randoms) > 1 else "."),
     ]
     depth = study.scores["avss"].spearman(list(range(study.n_layers)))
     variance = study.scores["avss"].spearman(study.scores["avss"].details["variance"])
