@@ -422,8 +422,8 @@ def layer_scores(args: argparse.Namespace) -> None:
     from circuitlab.layers import check_percent
 
     check_percent(args.k)
-    layers.read_texts(args.data)  # a bad --data fails before the model loads
-    layers.layer_scores(args, _load(args))
+    texts = layers.read_texts(args.data)  # a bad --data fails before the model loads
+    layers.layer_scores(args, _load(args), texts)
 
 
 def prune_study(args: argparse.Namespace) -> None:
@@ -433,5 +433,5 @@ def prune_study(args: argparse.Namespace) -> None:
 
     for percent in [*args.k, args.export_k]:
         check_percent(percent)
-    layers.read_texts(args.data)
-    layers.prune_study(args, _load(args))
+    texts = layers.read_texts(args.data)
+    layers.prune_study(args, _load(args), texts)

@@ -48,11 +48,11 @@ def read_texts(source: str) -> list[str]:
 
 
 def _score(
-    model: ModelHandle, args: argparse.Namespace, methods: list[str]
+    model: ModelHandle, args: argparse.Namespace, texts: list[str], methods: list[str]
 ) -> dict[str, LayerScores]:
     return score_layers(
         model,
-        read_texts(args.data),
+        texts,
         methods,
         site=args.site,
         epsilon=args.epsilon,
@@ -78,10 +78,10 @@ def _scores_table(scores: dict[str, LayerScores]) -> str:
     return frames[0].join(frames[1:]).reset_index().to_csv(index=False)
 
 
-def layer_scores(args: argparse.Namespace, model: ModelHandle) -> None:
+def layer_scores(args: argparse.Namespace, model: ModelHandle, texts: list[str]) -> None:
     """Score every layer (AVSS and baselines), print the ranking, write tables and figures."""
     started = time.perf_counter()
-    scores = _score(model, args, args.methods)
+    scores = _score(model, args, texts, args.methods)
     seconds = time.perf_counter() - started
     tokens = next((s.settings.get("tokens") for s in scores.values() if "tokens" in s.settings), 0)
     print(
@@ -108,7 +108,7 @@ def layer_scores(args: argparse.Namespace, model: ModelHandle) -> None:
         write_json({m: s.to_dict() for m, s in scores.items()}, args.json)
 
 
-def prune_study(args: argparse.Namespace, model: ModelHandle) -> None:
+def prune_study(args: argparse.Namespace, model: ModelHandle, texts: list[str]) -> None:
     """Score, prune k% by each ranking, evaluate, write tables and figures, optionally export."""
     methods = [method for method in args.methods if method != "ground_truth"]
     suite = EvaluationSuite(
@@ -126,7 +126,7 @@ def prune_study(args: argparse.Namespace, model: ModelHandle) -> None:
         raise InputError(
             f"--export-method {export_method!r} is not among --methods {args.methods}."
         )
-    scores = _score(model, args, methods) if methods else {}
+    scores = _score(model, args, texts, methods) if methods else {}
     study = pruning_study(
         model,
         scores,

@@ -154,11 +154,11 @@ class LayerScores:
         axes.set_xlabel("layer")
         axes.set_ylabel(self.method + (" (log scale)" if axes.get_yscale() == "log" else ""))
         axes.set_xticks(range(self.n_layers))
+        labels = axes.set_xticklabels([str(layer) for layer in range(self.n_layers)])
         axes.tick_params(axis="x", labelsize=7 if self.n_layers > 20 else 9)
-        for label in axes.get_xticklabels():
-            if int(label.get_text()) in pruned:
-                label.set_color("#c0392b")
-                label.set_fontweight("bold")
+        for layer in pruned:
+            labels[layer].set_color("#c0392b")
+            labels[layer].set_fontweight("bold")
         heading = title or f"{self.method} by layer ({self.model or 'model'})"
         if pruned:
             heading += f"; red: the {len(pruned)} layers {percent:g}% pruning removes"
