@@ -66,21 +66,30 @@ class SharedPrefix:
         self.min_length = min_length
         self._ids: Tensor | None = None
         self._cache: Any = None
-        self._edits: tuple[int, ...] = ()
+        self._edits: tuple[Any, ...] = ()
 
-    def _edits_key(self) -> tuple[int, ...]:
-        """Identity of the interventions in force (a cache made under others is not reused)."""
+    def _same_edits(self) -> bool:
+        """Whether the interventions in force are the very ones the cache was made under.
+
+        The resolved objects themselves are kept (not their ids, which a freed object hands
+        on to the next one), so a cache is never served under other interventions.
+        """
+        current = self._active()
+        return len(current) == len(self._edits) and all(
+            a is b for a, b in zip(current, self._edits, strict=True)
+        )
+
+    def _active(self) -> tuple[Any, ...]:
+        """The resolved interventions in force on the model (imported late: no cycle)."""
         from circuitlab.interventions.apply import active_edits
 
-        return tuple(id(resolved) for resolved in active_edits(self.model))
+        return tuple(active_edits(self.model))
 
     def _enabled(self) -> bool:
         """Sharing is exact unless an active edit depends on absolute positions."""
-        from circuitlab.interventions.apply import active_edits
-
         return all(
             edit.positions is None and edit.resample is None
-            for resolved in active_edits(self.model)
+            for resolved in self._active()
             for edit in resolved.edits
         )
 
@@ -88,7 +97,7 @@ class SharedPrefix:
         """A fresh cache of ``prefix`` repeated ``batch_size`` times (computed once, copied)."""
         reusable = (
             self._ids is not None
-            and self._edits == self._edits_key()
+            and self._same_edits()
             and len(self._ids) >= len(prefix)
             and torch.equal(self._ids[: len(prefix)], prefix)
         )
@@ -106,8 +115,7 @@ class SharedPrefix:
                 _, computed = self.model.bridge(
                     prefix[None], return_type="logits_and_cache", use_cache=True, **kwargs
                 )
-            self._ids, self._cache = prefix.clone(), computed
-            self._edits = self._edits_key()
+            self._ids, self._cache, self._edits = prefix.clone(), computed, self._active()
             cache = copy.deepcopy(computed)
         cache.batch_repeat_interleave(batch_size)
         return cache
