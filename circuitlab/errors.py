@@ -11,6 +11,7 @@ __all__ = [
     "CacheError",
     "CircuitlabError",
     "DeviceUnavailableError",
+    "IncompatibleVersionError",
     "InputError",
     "ModelNotFoundError",
     "NotAModelError",
@@ -49,3 +50,10 @@ class DeviceUnavailableError(CircuitlabError, RuntimeError):
 
 class CacheError(CircuitlabError, OSError):
     """The model cache cannot be written or an entry cannot be rebuilt."""
+
+
+class IncompatibleVersionError(CircuitlabError, RuntimeError):
+    """An installed dependency behaves in a way circuitlab does not handle (ignores a KV cache).
+
+    The message names the installed versions; the fix is a version inside the supported range.
+    """

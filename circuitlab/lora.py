@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import save_file
 
 from circuitlab.errors import InputError
+from circuitlab.hf_compat import peft_adapter_state_dict
 from circuitlab.model import ModelHandle
 from circuitlab.output_folder import check_writable_folder, staged_folder
 
@@ -48,7 +49,7 @@ class LoraAdapter:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Adapter tensors under the names ``peft.PeftModel`` saves and loads."""
-        raw = get_peft_model_state_dict(self.model.hf_model)
+        raw = peft_adapter_state_dict(self.model.hf_model)
         return {
             "base_model.model." + key.replace(_WRAPPER, ""): value.detach().cpu().contiguous()
             for key, value in raw.items()

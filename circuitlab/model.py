@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens.model_bridge import TransformerBridge
 
+from circuitlab import hf_compat
 from circuitlab.architecture import ArchitectureInfo, check_supported
-from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.errors import CircuitlabError, IncompatibleVersionError, InputError
 from circuitlab.tokenization import TokenBatch, encode_prompts, single_token_id
 
 __all__ = ["ModelHandle", "Prompts", "TokenPrediction"]
@@ -98,6 +98,8 @@ class ModelHandle:
         )
         setattr(hf_model, _BOOTED_FLAG, True)
         self.bridge.eval()
+        hf_compat.adapt_bridge_to_cache_keyword(self.bridge, hf_model)
+        self._kv_cache_problem = hf_compat.probe_kv_cache(self.bridge, hf_model)
         self.arch = ArchitectureInfo.from_bridge(self.bridge, hf_model)
         self.pad_token_id = self._pick_pad_id()
 
@@ -152,7 +154,40 @@ class ModelHandle:
     @property
     def supports_logits_to_keep(self) -> bool:
         """Whether the HF forward can unembed chosen positions only (``logits_to_keep``)."""
-        return "logits_to_keep" in inspect.signature(self.hf_model.forward).parameters
+        return hf_compat.accepts_logits_to_keep(self.hf_model)
+
+    # ------------------------------------------------------------- KV cache
+    def new_kv_cache(self) -> Any:
+        """An empty key/value cache for `forward_with_kv_cache` (the model extends it in place).
+
+        Raises:
+            IncompatibleVersionError: the installed libraries were found at load time to
+                compute cached passes differently from full ones.
+        """
+        if self._kv_cache_problem is not None:
+            raise IncompatibleVersionError(self._kv_cache_problem)
+        return hf_compat.new_kv_cache(self.hf_model)
+
+    def kv_cache_kwargs(self, cache: Any) -> dict[str, Any]:
+        """Forward keyword arguments that make a bridge forward pass read and extend ``cache``."""
+        return hf_compat.kv_cache_forward_kwargs(self.hf_model, cache)
+
+    def forward_with_kv_cache(
+        self, input_ids: Int[Tensor, "batch pos"], cache: Any, **kwargs: Any
+    ) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits of ``input_ids`` continuing the tokens in ``cache``, which grows by them.
+
+        Hooks and interventions active on the model apply. ``kwargs`` go to the bridge
+        (``attention_mask`` covering cached plus new tokens, ``logits_to_keep``).
+
+        Raises:
+            IncompatibleVersionError: the forward pass did not extend the cache (the installed
+                transformers ignored it); continuing would lose the context.
+        """
+        before = hf_compat.kv_cache_length(cache)
+        logits = self.bridge(input_ids, **self.kv_cache_kwargs(cache), **kwargs)
+        hf_compat.check_kv_cache_extended(cache, before, input_ids.shape[1])
+        return logits
 
     @property
     def bos_policy(self) -> str:
@@ -335,12 +370,10 @@ class ModelHandle:
                     f"exceeds the model's context of {self.arch.n_ctx} tokens."
                 )
             new: list[int] = []
-            past = None
+            cache = self.new_kv_cache()
             step_input = tokens
             for _ in range(max_new_tokens):
-                logits, past = self.bridge(
-                    step_input, return_type="logits_and_cache", past_key_values=past
-                )
+                logits = self.forward_with_kv_cache(step_input, cache)
                 next_id = int(logits[0, -1].argmax())
                 new.append(next_id)
                 if stop_at_eos and eos is not None and next_id == eos:

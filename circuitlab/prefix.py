@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from circuitlab.hf_compat import crop_kv_cache, repeat_kv_cache
 from circuitlab.model import ModelHandle
 from circuitlab.tokenization import TokenBatch
 
@@ -104,21 +105,32 @@ class SharedPrefix:
         cache = None
         if reusable:
             cache = copy.deepcopy(self._cache)
-            if len(self._ids) > len(prefix):
-                try:
-                    cache.crop(len(prefix))
-                except (AttributeError, NotImplementedError, ValueError, RuntimeError):
-                    cache = None  # e.g. sliding-window layers past their window: recompute
+            if len(self._ids) > len(prefix) and not crop_kv_cache(cache, len(prefix)):
+                cache = None  # e.g. sliding-window layers past their window: recompute
         if cache is None:
+            computed = self.model.new_kv_cache()
             kwargs = {"logits_to_keep": 1} if self.model.supports_logits_to_keep else {}
             with torch.no_grad():  # only the keys and values matter: unembed one position
-                _, computed = self.model.bridge(
-                    prefix[None], return_type="logits_and_cache", use_cache=True, **kwargs
-                )
+                self.model.forward_with_kv_cache(prefix[None], computed, **kwargs)
             self._ids, self._cache, self._edits = prefix.clone(), computed, self._active()
             cache = copy.deepcopy(computed)
-        cache.batch_repeat_interleave(batch_size)
+        repeat_kv_cache(cache, batch_size)
         return cache
+
+    def split_cache(
+        self, batch: TokenBatch, positions: Int[Tensor, " batch"] | None = None
+    ) -> tuple[int, Any]:
+        """How many tokens of ``batch`` the cache covers, and a cache of them for every row.
+
+        Returns ``(0, None)`` when sharing does not apply (short prefix, position-dependent
+        edits): then run the full batch as usual. The cache is the caller's to extend.
+        """
+        if not self._enabled():
+            return 0, None
+        length = common_prefix_length(batch, positions)
+        if length < self.min_length:
+            return 0, None
+        return length, self._cache_for(batch.input_ids[0, :length], len(batch))
 
     def split(
         self, batch: TokenBatch, positions: Int[Tensor, " batch"] | None = None
@@ -128,10 +140,5 @@ class SharedPrefix:
         Returns ``(0, {})`` when sharing does not apply (short prefix, position-dependent edits):
         then run the full batch as usual.
         """
-        if not self._enabled():
-            return 0, {}
-        length = common_prefix_length(batch, positions)
-        if length < self.min_length:
-            return 0, {}
-        cache = self._cache_for(batch.input_ids[0, :length], len(batch))
-        return length, {"past_key_values": cache}
+        length, cache = self.split_cache(batch, positions)
+        return (0, {}) if cache is None else (length, self.model.kv_cache_kwargs(cache))

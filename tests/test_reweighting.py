@@ -21,6 +21,7 @@ from circuitlab import (
     reweighting_study,
 )
 from circuitlab.components import Head, Mlp
+from circuitlab.hf_compat import kv_cache_in
 from circuitlab.prefix import SharedPrefix, common_prefix_length
 from circuitlab.reweighting.study import draw_examples, split_pool_test
 from circuitlab.reweighting.training import fit_full_batch
@@ -121,9 +122,9 @@ def test_shared_prefix_under_interventions() -> None:
     # a prefix cache made under one intervention is never served under another
     with model.intervene(circuitlab.PruneLayers([0])):
         _, kwargs = shared.split(batch)
-        under_prune = kwargs["past_key_values"].layers[1].keys
+        under_prune = kv_cache_in(kwargs).layers[1].keys
     _, kwargs = shared.split(batch)
-    assert not torch.equal(kwargs["past_key_values"].layers[1].keys, under_prune)
+    assert not torch.equal(kv_cache_in(kwargs).layers[1].keys, under_prune)
 
 
 # --------------------------------------------------------------- training

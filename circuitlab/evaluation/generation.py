@@ -83,19 +83,16 @@ def _decode_group(
 ) -> list[str]:
     """Decode rows of equal length together (no padding anywhere)."""
     group = group.to(model.device)
-    offset, kwargs = shared.split(group)
-    kwargs.setdefault("past_key_values", None)
-    if model.supports_logits_to_keep:
-        kwargs["logits_to_keep"] = 1
+    offset, cache = shared.split_cache(group)
+    if cache is None:
+        cache = model.new_kv_cache()
+    kwargs = {"logits_to_keep": 1} if model.supports_logits_to_keep else {}
     step_input = group.input_ids[:, offset:]
     eos = model.tokenizer.eos_token_id
     generated: list[list[int]] = [[] for _ in range(len(group))]
     done = [False] * len(group)
     for _ in range(max_new_tokens):
-        logits, past = model.bridge(
-            step_input, return_type="logits_and_cache", use_cache=True, **kwargs
-        )
-        kwargs["past_key_values"] = past
+        logits = model.forward_with_kv_cache(step_input, cache, **kwargs)
         next_ids = logits[:, -1].argmax(dim=-1)
         for row, token in enumerate(next_ids.tolist()):
             if done[row]:

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from circuitlab.components import Head, Layer, Mlp
 from circuitlab.errors import InputError
+from circuitlab.hf_compat import kv_cache_in, kv_cache_length
 from circuitlab.interventions.spec import (
     Ablate,
     Intervention,
@@ -50,8 +51,8 @@ class ForwardState:
 
     def capture(self, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.attention_mask = kwargs.get("attention_mask")
-        past = kwargs.get("past_key_values")
-        self.offset = int(past.get_seq_length()) if past is not None else 0
+        cache = kv_cache_in(kwargs)
+        self.offset = kv_cache_length(cache) if cache is not None else 0
 
 
 @dataclass(eq=False)

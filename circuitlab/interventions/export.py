@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM
-from transformers.initialization import no_init_weights
 
 import circuitlab
+from circuitlab.hf_compat import no_init_weights
 from circuitlab.interventions.bake import bake
 from circuitlab.interventions.edits import resolve
 from circuitlab.interventions.serialize import to_spec

@@ -1,0 +1,249 @@
+"""Every Hugging Face call whose spelling changed across the supported versions, in one place.
+
+The rest of circuitlab goes through these functions, so that the next rename upstream is a
+change to this file alone. What they cover:
+
+- **The KV cache.** transformers 5.24 renamed the forward keyword ``past_key_values`` to
+  ``cache`` (the old name is deprecated until 5.40) and returns the cache as ``output.cache``.
+  TransformerLens 4.3's bridge still reads ``past_key_values`` in the attention it
+  reimplements, so under the new name it silently ignored the cache and cached decoding
+  produced wrong tokens. Here circuitlab builds the cache itself (the model extends it in
+  place), passes it under the keyword the installed model takes, hands it on to the bridge's
+  attention under the name the bridge reads, and checks that every cached forward extended it.
+- **Partial unembedding** (``logits_to_keep``), taken by most but not all models.
+- **A LoRA adapter's state dict.** peft before 0.19 lists a tensor once under every name a
+  module is reachable by, and the bridge makes each reachable under several aliases.
+- **Skipping random initialisation** (``no_init_weights``) when building a model whose weights
+  are all loaded afterwards.
+
+Example:
+    >>> cache = new_kv_cache(model.hf_model)
+    >>> logits = model.bridge(ids, **kv_cache_forward_kwargs(model.hf_model, cache))
+    >>> kv_cache_length(cache) == ids.shape[1]
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import inspect
+from typing import Any
+
+import torch
+from peft import get_peft_model_state_dict
+from transformers import DynamicCache
+from transformers.initialization import no_init_weights
+
+from circuitlab.errors import IncompatibleVersionError
+
+__all__ = [
+    "accepts_logits_to_keep",
+    "adapt_bridge_to_cache_keyword",
+    "check_kv_cache_extended",
+    "crop_kv_cache",
+    "installed_versions",
+    "kv_cache_forward_kwargs",
+    "kv_cache_in",
+    "kv_cache_keyword",
+    "kv_cache_length",
+    "new_kv_cache",
+    "no_init_weights",
+    "peft_adapter_state_dict",
+    "probe_kv_cache",
+    "repeat_kv_cache",
+]
+
+_CACHE_KEYWORDS = ("cache", "past_key_values")
+"""The KV-cache keyword of a model's forward: the new name (transformers >= 5.24) first."""
+
+_BRIDGE_CACHE_KEYWORD = "past_key_values"
+"""The keyword TransformerLens 4.3's reimplemented attention reads the cache from."""
+
+_VERSIONED_PACKAGES = ("transformers", "transformer-lens", "torch", "peft")
+
+
+def installed_versions() -> dict[str, str]:
+    """Versions of the packages whose interfaces circuitlab depends on most (for messages)."""
+    versions = {}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _versions_text() -> str:
+    return ", ".join(f"{name} {version}" for name, version in installed_versions().items())
+
+
+@functools.cache
+def _forward_parameters(model_class: type) -> frozenset[str]:
+    return frozenset(inspect.signature(model_class.forward).parameters)
+
+
+def kv_cache_keyword(hf_model: Any) -> str:
+    """The keyword of ``hf_model.forward`` for a KV cache: ``cache`` or ``past_key_values``.
+
+    Raises:
+        IncompatibleVersionError: the forward takes neither (a transformers release that
+            renamed it again); the message names the installed versions.
+    """
+    parameters = _forward_parameters(type(hf_model))
+    for keyword in _CACHE_KEYWORDS:
+        if keyword in parameters:
+            return keyword
+    raise IncompatibleVersionError(
+        f"{type(hf_model).__name__}.forward takes no KV cache under any name circuitlab knows "
+        f"({', '.join(_CACHE_KEYWORDS)}); installed: {_versions_text()}. Install a transformers "
+        f"release inside circuitlab's supported range (see docs/installation.md)."
+    )
+
+
+def accepts_logits_to_keep(hf_model: Any) -> bool:
+    """Whether ``hf_model.forward`` can unembed chosen positions only (``logits_to_keep``)."""
+    return "logits_to_keep" in _forward_parameters(type(hf_model))
+
+
+def new_kv_cache(hf_model: Any) -> Any:
+    """An empty KV cache for ``hf_model`` (sliding-window layers get sliding-window slots)."""
+    return DynamicCache(config=hf_model.config)
+
+
+def kv_cache_length(cache: Any) -> int:
+    """Tokens the cache holds (for a sliding-window layer, every token seen, not just kept)."""
+    return int(cache.get_seq_length())
+
+
+def crop_kv_cache(cache: Any, length: int) -> bool:
+    """Cut the cache back to its first ``length`` tokens, in place.
+
+    Returns:
+        False when this cache cannot be cropped there (a sliding-window layer that has already
+        dropped tokens before ``length``); the caller then recomputes the prefix.
+    """
+    try:
+        cache.crop(length)
+    except (AttributeError, NotImplementedError, ValueError, RuntimeError):
+        return False
+    return kv_cache_length(cache) == length
+
+
+def repeat_kv_cache(cache: Any, times: int) -> None:
+    """Repeat every row of the cache ``times`` times, in place (batch of one -> ``times``)."""
+    cache.batch_repeat_interleave(times)
+
+
+def kv_cache_in(kwargs: dict[str, Any]) -> Any:
+    """The KV cache among a forward call's keyword arguments, under either name (else None)."""
+    for keyword in _CACHE_KEYWORDS:
+        if kwargs.get(keyword) is not None:
+            return kwargs[keyword]
+    return None
+
+
+def kv_cache_forward_kwargs(hf_model: Any, cache: Any) -> dict[str, Any]:
+    """Keyword arguments that make a forward pass through the bridge read and extend ``cache``."""
+    return {kv_cache_keyword(hf_model): cache, "use_cache": True}
+
+
+def _hand_cache_to_bridge(module: Any, args: Any, kwargs: dict[str, Any]) -> Any:
+    """Forward pre-hook: give the bridge's attention the cache under the name it reads."""
+    if kwargs.get(_BRIDGE_CACHE_KEYWORD) is None and kwargs.get("cache") is not None:
+        return args, {**kwargs, _BRIDGE_CACHE_KEYWORD: kwargs["cache"]}
+    return None
+
+
+def adapt_bridge_to_cache_keyword(bridge: Any, hf_model: Any) -> int:
+    """Let the bridge's attention read a cache that the model hands its layers as ``cache``.
+
+    Called once when a bridge is booted. Does nothing where the model still uses the bridge's
+    own keyword. The pre-hooks belong to the bridge for its lifetime, like the bridge itself.
+
+    Returns:
+        The number of attention modules adapted (0 when none needed it).
+    """
+    if kv_cache_keyword(hf_model) == _BRIDGE_CACHE_KEYWORD:
+        return 0
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    adapted = 0
+    for module in bridge.modules():
+        if isinstance(module, AttentionBridge):
+            module.register_forward_pre_hook(_hand_cache_to_bridge, with_kwargs=True)
+            adapted += 1
+    return adapted
+
+
+def check_kv_cache_extended(cache: Any, before: int, added: int) -> None:
+    """Raise unless a forward pass over ``added`` new tokens grew the cache from ``before`` by that.
+
+    A cache the model silently ignored stays as it was; continuing would compute every later
+    token without its context.
+
+    Raises:
+        IncompatibleVersionError: naming the installed versions and the fix.
+    """
+    after = kv_cache_length(cache)
+    if after != before + added:
+        raise IncompatibleVersionError(
+            f"The KV cache was not used: it held {before} tokens before a forward pass over "
+            f"{added} new tokens and {after} after it (expected {before + added}). The "
+            f"installed libraries pass the cache in a way circuitlab does not handle "
+            f"({_versions_text()}). Install versions inside circuitlab's supported range "
+            f"(docs/installation.md lists them and a constraints file that reproduces them)."
+        )
+
+
+@torch.no_grad()
+def probe_kv_cache(bridge: Any, hf_model: Any, *, n_tokens: int = 6) -> str | None:
+    """Check on a few tokens that a cached continuation equals the uncached forward pass.
+
+    Runs ``n_tokens`` tokens in one pass, then the same tokens as a prefix plus one cached step,
+    and compares the last position's logits. Run on a freshly booted bridge (no hooks).
+
+    Returns:
+        None when they agree, otherwise a description of the problem naming the versions.
+    """
+    vocab = int(hf_model.config.get_text_config().vocab_size)
+    device = next(hf_model.parameters()).device
+    ids = (torch.arange(n_tokens, device=device) * 7 + 3)[None] % vocab
+    full = bridge(ids, return_type="logits")[0, -1].float()
+    cache = new_kv_cache(hf_model)
+    kwargs = kv_cache_forward_kwargs(hf_model, cache)
+    bridge(ids[:, :-1], return_type="logits", **kwargs)
+    try:
+        check_kv_cache_extended(cache, 0, n_tokens - 1)
+        step = bridge(ids[:, -1:], return_type="logits", **kwargs)[0, -1].float()
+        check_kv_cache_extended(cache, 0, n_tokens)
+    except IncompatibleVersionError as error:
+        return str(error)
+    exact = hf_model.dtype == torch.float32
+    tolerance = (1e-3 if exact else 5e-2) * max(1.0, float(full.abs().max()))
+    difference = float((step - full).abs().max())
+    if difference > tolerance:
+        return (
+            f"A cached continuation differs from the uncached forward pass on the same tokens "
+            f"by {difference:.3g} logits (tolerance {tolerance:.3g}): the installed libraries "
+            f"({_versions_text()}) compute "
+            f"KV-cached passes differently from what circuitlab expects. Install versions "
+            f"inside circuitlab's supported range (docs/installation.md)."
+        )
+    return None
+
+
+def peft_adapter_state_dict(hf_model: Any, adapter_name: str = "default") -> dict[str, Any]:
+    """The adapter's tensors under peft's names, each tensor once (under its module's own path).
+
+    The bridge makes every wrapped module reachable under aliases (``attn.q`` beside
+    ``self_attn.q_proj``); peft before 0.19 lists a tensor under each of them. Only the path
+    ``named_parameters`` reports (one per tensor) is kept.
+    """
+    canonical = {
+        name.replace(f".{adapter_name}.", ".")
+        for name, _ in hf_model.named_parameters()
+        if "lora_" in name
+    }
+    raw = get_peft_model_state_dict(hf_model, adapter_name=adapter_name)
+    return {key: value for key, value in raw.items() if key in canonical}
