@@ -10,6 +10,8 @@ change to this file alone. What they cover:
   produced wrong tokens. Here circuitlab builds the cache itself (the model extends it in
   place), passes it under the keyword the installed model takes, hands it on to the bridge's
   attention under the name the bridge reads, and checks that every cached forward extended it.
+- **Cropping a cache.** ``crop(n)`` kept the first ``n`` tokens before 5.24 and refuses a
+  positive ``n`` since; a negative ``n`` removes that many tokens in both.
 - **Partial unembedding** (``logits_to_keep``), taken by most but not all models.
 - **A LoRA adapter's state dict.** peft before 0.19 lists a tensor once under every name a
   module is reachable by, and the bridge makes each reachable under several aliases.
@@ -123,8 +125,13 @@ def crop_kv_cache(cache: Any, length: int) -> bool:
         False when this cache cannot be cropped there (a sliding-window layer that has already
         dropped tokens before ``length``); the caller then recomputes the prefix.
     """
+    surplus = kv_cache_length(cache) - length
+    if surplus < 0:
+        return False
     try:
-        cache.crop(length)
+        # A negative argument removes that many tokens in every supported release; a positive
+        # one meant "keep this many" before transformers 5.24 and is refused since.
+        cache.crop(-surplus)
     except (AttributeError, NotImplementedError, ValueError, RuntimeError):
         return False
     return kv_cache_length(cache) == length
