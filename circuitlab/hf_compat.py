@@ -42,6 +42,7 @@ from circuitlab.errors import IncompatibleVersionError
 __all__ = [
     "accepts_logits_to_keep",
     "adapt_bridge_to_cache_keyword",
+    "bridge_has_hooks",
     "check_kv_cache_extended",
     "crop_kv_cache",
     "installed_versions",
@@ -203,12 +204,18 @@ def check_kv_cache_extended(cache: Any, before: int, added: int) -> None:
         )
 
 
+def bridge_has_hooks(bridge: Any) -> bool:
+    """Whether any hook point of the bridge has a forward hook attached right now."""
+    return any(point._forward_hooks for point in bridge.hook_dict.values())
+
+
 @torch.no_grad()
 def probe_kv_cache(bridge: Any, hf_model: Any, *, n_tokens: int = 6) -> str | None:
     """Check on a few tokens that a cached continuation equals the uncached forward pass.
 
     Runs ``n_tokens`` tokens in one pass, then the same tokens as a prefix plus one cached step,
-    and compares the last position's logits. Run on a freshly booted bridge (no hooks).
+    and compares the last position's logits. Run it while no hooks are attached
+    (`bridge_has_hooks`): a hook that is not position-aware would tell the two apart.
 
     Returns:
         None when they agree, otherwise a description of the problem naming the versions.

@@ -99,7 +99,7 @@ class ModelHandle:
         setattr(hf_model, _BOOTED_FLAG, True)
         self.bridge.eval()
         hf_compat.adapt_bridge_to_cache_keyword(self.bridge, hf_model)
-        self._kv_cache_problem = hf_compat.probe_kv_cache(self.bridge, hf_model)
+        self._kv_cache_verdict: str | None = None  # "ok" or the problem, once probed
         self.arch = ArchitectureInfo.from_bridge(self.bridge, hf_model)
         self.pad_token_id = self._pick_pad_id()
 
@@ -160,12 +160,19 @@ class ModelHandle:
     def new_kv_cache(self) -> Any:
         """An empty key/value cache for `forward_with_kv_cache` (the model extends it in place).
 
+        The first call with no hooks active checks on a few tokens that a cached continuation
+        equals the uncached forward pass (`circuitlab.hf_compat.probe_kv_cache`, ~0.4 s on
+        SmolLM2); until then every cached pass is still checked to extend its cache.
+
         Raises:
-            IncompatibleVersionError: the installed libraries were found at load time to
-                compute cached passes differently from full ones.
+            IncompatibleVersionError: the installed libraries compute cached passes
+                differently from full ones.
         """
-        if self._kv_cache_problem is not None:
-            raise IncompatibleVersionError(self._kv_cache_problem)
+        if self._kv_cache_verdict is None and not hf_compat.bridge_has_hooks(self.bridge):
+            problem = hf_compat.probe_kv_cache(self.bridge, self.hf_model)
+            self._kv_cache_verdict = "ok" if problem is None else problem
+        if self._kv_cache_verdict not in (None, "ok"):
+            raise IncompatibleVersionError(self._kv_cache_verdict)
         return hf_compat.new_kv_cache(self.hf_model)
 
     def kv_cache_kwargs(self, cache: Any) -> dict[str, Any]:

@@ -65,7 +65,19 @@ def test_the_cache_goes_in_under_the_installed_transformers_keyword() -> None:
     installed = Version(importlib.metadata.version("transformers"))
     expected = "cache" if installed >= Version("5.24") else "past_key_values"
     assert hf_compat.kv_cache_keyword(model.hf_model) == expected
-    assert model._kv_cache_problem is None
+    model.new_kv_cache()
+    assert model._kv_cache_verdict == "ok"
+
+
+def test_the_probe_waits_until_no_hooks_are_attached() -> None:
+    model = tiny_model("llama")
+    with model.intervene(PruneHeads(["L0H1"])):
+        assert hf_compat.bridge_has_hooks(model.bridge)
+        model.generate_ids("the cat sat", max_new_tokens=2)
+        assert model._kv_cache_verdict is None  # deferred: hooks could tell the passes apart
+    assert not hf_compat.bridge_has_hooks(model.bridge)
+    model.generate_ids("the cat sat", max_new_tokens=2)
+    assert model._kv_cache_verdict == "ok"
 
 
 def test_cached_passes_use_no_deprecated_keyword(tiny_architecture: str) -> None:
@@ -83,24 +95,25 @@ def test_an_ignored_cache_is_a_clear_error_naming_the_versions(
     """The failure transformers 5.24 caused: a cache under a name the model silently ignores."""
     model = tiny_model("llama")
     monkeypatch.setattr(hf_compat, "kv_cache_keyword", lambda hf_model: "not_a_cache_keyword")
-    cache = model.new_kv_cache()
+    cache = hf_compat.new_kv_cache(model.hf_model)  # past the probe: the per-pass check
     with pytest.raises(IncompatibleVersionError, match="KV cache was not used") as caught:
         model.forward_with_kv_cache(TOKENS[:, :4], cache)
     version = importlib.metadata.version("transformers")
     assert f"transformers {version}" in str(caught.value)
     assert "docs/installation.md" in str(caught.value)
 
-    # The load-time probe finds it too, and the first cached pass then refuses to run.
+    # The probe before the first cache finds it too, and cached work then refuses to run.
     hf_model, tokenizer = tiny_hf_model("llama")
     broken = ModelHandle(hf_model, tokenizer, name="broken")
-    assert broken._kv_cache_problem is not None
     broken.logits("the cat sat")  # uncached work is unaffected
-    with pytest.raises(IncompatibleVersionError, match="KV cache was not used"):
-        broken.generate("the cat sat", max_new_tokens=2)
+    for _ in range(2):
+        with pytest.raises(IncompatibleVersionError, match="KV cache was not used"):
+            broken.generate("the cat sat", max_new_tokens=2)
+    assert "KV cache was not used" in broken._kv_cache_verdict
 
 
 def test_the_probe_reports_cached_logits_that_differ_from_the_full_pass() -> None:
-    """A cache that is extended but computes other numbers is caught at load time."""
+    """A cache that is extended but computes other numbers is caught by the probe."""
     model = tiny_model("qwen2")
 
     def skewed_bridge(ids: torch.Tensor, **kwargs: object) -> torch.Tensor:

@@ -66,6 +66,9 @@ def test_shorter_shared_prefix_reuses_or_recomputes_the_cache(
     batch = real.tokenize(prompts[1:])
     offset, kwargs = shared.split(batch)
     assert 600 < offset < int(first.lengths[0]) - 1
+    # SmolLM2 crops the longer cache it holds; Gemma 3 recomputes the shorter prefix.
+    cropped = real.arch.family != "gemma3"
+    assert len(shared._ids) == (int(first.lengths[0]) - 1 if cropped else offset)
     with torch.no_grad():
         logits = real.bridge(
             batch.input_ids[:, offset:], attention_mask=batch.attention_mask, **kwargs
