@@ -13,8 +13,8 @@ change to this file alone. What they cover:
 - **Cropping a cache.** ``crop(n)`` kept the first ``n`` tokens before 5.24 and refuses a
   positive ``n`` since; a negative ``n`` removes that many tokens in both.
 - **Partial unembedding** (``logits_to_keep``), taken by most but not all models.
-- **A LoRA adapter's state dict.** peft before 0.19 lists a tensor once under every name a
-  module is reachable by, and the bridge makes each reachable under several aliases.
+- **A LoRA adapter's state dict.** Older peft releases (0.18) list a tensor once under every
+  name its module is reachable by, and the bridge makes each reachable under several aliases.
 - **Skipping random initialisation** (``no_init_weights``) when building a model whose weights
   are all loaded afterwards.
 
@@ -33,7 +33,6 @@ import inspect
 from typing import Any
 
 import torch
-from peft import get_peft_model_state_dict
 from transformers import DynamicCache
 from transformers.initialization import no_init_weights
 
@@ -240,9 +239,9 @@ def probe_kv_cache(bridge: Any, hf_model: Any, *, n_tokens: int = 6) -> str | No
         return (
             f"A cached continuation differs from the uncached forward pass on the same tokens "
             f"by {difference:.3g} logits (tolerance {tolerance:.3g}): the installed libraries "
-            f"({_versions_text()}) compute "
-            f"KV-cached passes differently from what circuitlab expects. Install versions "
-            f"inside circuitlab's supported range (docs/installation.md)."
+            f"({_versions_text()}) compute KV-cached passes differently from what circuitlab "
+            f"expects. Install versions inside circuitlab's supported range "
+            f"(docs/installation.md)."
         )
     return None
 
@@ -251,7 +250,7 @@ def peft_adapter_state_dict(hf_model: Any, adapter_name: str = "default") -> dic
     """The adapter's tensors under peft's names, each tensor once (under its module's own path).
 
     The bridge makes every wrapped module reachable under aliases (``attn.q`` beside
-    ``self_attn.q_proj``); peft before 0.19 lists a tensor under each of them. Only the path
+    ``self_attn.q_proj``); peft 0.18 lists a tensor under each of them. Only the path
     ``named_parameters`` reports (one per tensor) is kept.
     """
     canonical = {
@@ -259,5 +258,7 @@ def peft_adapter_state_dict(hf_model: Any, adapter_name: str = "default") -> dic
         for name, _ in hf_model.named_parameters()
         if "lora_" in name
     }
+    from peft import get_peft_model_state_dict  # imported late: only LoRA work needs peft
+
     raw = get_peft_model_state_dict(hf_model, adapter_name=adapter_name)
     return {key: value for key, value in raw.items() if key in canonical}
