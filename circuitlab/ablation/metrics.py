@@ -7,20 +7,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.errors import InputError
+from circuitlab.vocabulary import CHOICE_METRICS, METRICS
 
 __all__ = ["CHOICE_METRICS", "METRICS", "check_metric", "metric_values"]
 
-METRICS: dict[str, str] = {
-    "logit_diff": "gold label word's logit minus the largest other label word's logit",
-    "accuracy": "1 if the gold label word has the largest logit among the label words, else 0",
-    "log_prob": "log-probability of the gold token (softmax over the whole vocabulary), nats",
-    "prob": "probability of the gold token (softmax over the whole vocabulary)",
-    "logit": "raw logit of the gold token",
-}
-"""Metric names and what each measures per example (the study reports their mean)."""
-
-CHOICE_METRICS = ("logit_diff", "accuracy")
-"""Metrics that compare label words, so they need a classification task."""
 
 
 def check_metric(metric: str, *, has_choices: bool) -> str:

@@ -24,11 +24,9 @@ from circuitlab.interventions.spec import Ablate, AblationMethod
 from circuitlab.model import ModelHandle
 from circuitlab.tasks import ClassificationTask
 from circuitlab.tokenization import TokenBatch
+from circuitlab.vocabulary import COMPONENT_GROUPS
 
 __all__ = ["COMPONENT_GROUPS", "ablation_study", "study_components"]
-
-COMPONENT_GROUPS = ("heads", "mlps", "layers")
-"""Names that stand for every attention head, every MLP, or every whole layer."""
 
 
 @dataclass(frozen=True)

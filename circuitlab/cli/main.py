@@ -18,11 +18,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from circuitlab.ablation import COMPONENT_GROUPS, METRICS
-from circuitlab.cli import commands
 from circuitlab.errors import CircuitlabError
-from circuitlab.evaluation.suite import EVALUATION_TASKS
-from circuitlab.layers import DEFAULT_EPSILON, DEFAULT_PERCENTS, SCORE_METHODS, SITES
+from circuitlab.vocabulary import (
+    COMPONENT_GROUPS,
+    DEFAULT_EPSILON,
+    DEFAULT_PERCENTS,
+    EVALUATION_TASKS,
+    METRICS,
+    SCORE_METHODS,
+    SCORE_SITES,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -95,7 +100,7 @@ def _add_scoring_options(parser: argparse.ArgumentParser, methods: list[str]) ->
     )
     parser.add_argument(
         "--site",
-        choices=list(SITES),
+        choices=list(SCORE_SITES),
         default="block",
         help="activation AVSS measures: block output (default), attn or mlp output",
     )
@@ -124,7 +129,7 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     _add_scoring_options(scores, list(SCORE_METHODS))
     scores.add_argument("--k", type=float, default=25.0, help="percent of layers to mark (25)")
     scores.add_argument("--out", metavar="DIR", help="write tables and figures into DIR")
-    scores.set_defaults(handler=commands.layer_scores)
+    scores.set_defaults(handler="layer_scores")
 
     study = sub.add_parser(
         "prune-study",
@@ -166,7 +171,7 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     )
     study.add_argument("--export-k", type=float, default=25.0, help="percent exported (25)")
     study.add_argument("--overwrite", action="store_true", help="replace an existing export")
-    study.set_defaults(handler=commands.prune_study)
+    study.set_defaults(handler="prune_study")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(report)
     report.add_argument("--prompt", default="The capital of France is", help="prompt text")
     report.add_argument("--top-k", type=int, default=5, help="how many predictions (default 5)")
-    report.set_defaults(handler=commands.report)
+    report.set_defaults(handler="report")
 
     decompose = sub.add_parser(
         "decompose",
@@ -215,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="token position to read in every prompt (default: each last token; -1 = last)",
     )
     _add_result_options(decompose, top_k=10, plot="write a layer x head heatmap", save=True)
-    decompose.set_defaults(handler=commands.decompose)
+    decompose.set_defaults(handler="decompose")
 
     accuracy = sub.add_parser(
         "component-accuracy",
@@ -227,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     accuracy.add_argument("--task", required=True, help=_TASK_HELP)
     _add_task_options(accuracy)
     _add_result_options(accuracy, top_k=5, plot="write a layer x head accuracy heatmap", csv=True)
-    accuracy.set_defaults(handler=commands.component_accuracy)
+    accuracy.set_defaults(handler="component_accuracy")
 
     ablate = sub.add_parser(
         "ablate",
@@ -269,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to measure (default: logit_diff for a task, log_prob for prompts)",
     )
     _add_result_options(ablate, top_k=10, plot="write heatmaps of the effects", csv=True, save=True)
-    ablate.set_defaults(handler=commands.ablate)
+    ablate.set_defaults(handler="ablate")
 
     reweight = sub.add_parser(
         "reweight",
@@ -307,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     reweight.add_argument("--top-k", type=int, default=5, help="top-weighted components to print")
     reweight.add_argument("--save", metavar="FILE", help="write the fitted weights (safetensors)")
     reweight.add_argument("--csv", metavar="FILE", help="write the summary table as CSV")
-    reweight.set_defaults(handler=commands.reweight)
+    reweight.set_defaults(handler="reweight")
 
     _add_layer_commands(sub)
 
@@ -342,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1e-3,
         help="largest logit difference the check accepts (default 1e-3; float32)",
     )
-    export.set_defaults(handler=commands.export)
+    export.set_defaults(handler="export")
 
     models = sub.add_parser(
         "models",
@@ -356,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the registry models and their cache state.",
     )
     _add_output_options(listing)
-    listing.set_defaults(handler=commands.models_list)
+    listing.set_defaults(handler="models_list")
     fetch = models_sub.add_parser(
         "fetch",
         help="fetch and cache a registry model",
@@ -364,15 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("name", help="registry name (see `circuitlab models list`)")
     _add_output_options(fetch)
-    fetch.set_defaults(handler=commands.models_fetch)
+    fetch.set_defaults(handler="models_fetch")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 bad input or failure)."""
     args = build_parser().parse_args(argv)
+    # The commands (and torch, transformers, the analyses) load only once a command runs:
+    # --help and argument errors stay fast.
+    from circuitlab.cli import commands
+
     try:
-        args.handler(args)
+        getattr(commands, args.handler)(args)
     except CircuitlabError as error:
         print(f"circuitlab: error: {error}", file=sys.stderr)
         return 2

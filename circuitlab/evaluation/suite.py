@@ -19,12 +19,9 @@ from circuitlab.evaluation.language_model import perplexity
 from circuitlab.evaluation.qa import qa_accuracy
 from circuitlab.model import ModelHandle
 from circuitlab.tasks import ClassificationTask, load_task
+from circuitlab.vocabulary import EVALUATION_TASKS
 
 __all__ = ["EVALUATION_TASKS", "EvaluationSuite", "retention"]
-
-EVALUATION_TASKS = ("qa", "perplexity", "sentiment")
-"""Task kinds: factual QA (contains-gold accuracy), perplexity on held-out prose, and 4-shot
-sentiment accuracy."""
 
 LOWER_IS_BETTER = frozenset({"perplexity"})
 

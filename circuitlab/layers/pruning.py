@@ -27,11 +27,9 @@ from circuitlab.interventions import PruneLayers
 from circuitlab.json_files import read_json, write_json_atomic
 from circuitlab.layers.scores import LayerScores, layers_to_remove
 from circuitlab.model import ModelHandle
+from circuitlab.vocabulary import DEFAULT_PERCENTS
 
 __all__ = ["DEFAULT_PERCENTS", "PruningStudy", "ground_truth_scores", "pruning_study"]
-
-DEFAULT_PERCENTS = (10.0, 25.0, 40.0)
-"""The k sweep (percent of layers removed); 25% is the paper's setting."""
 
 
 class _Evaluations:

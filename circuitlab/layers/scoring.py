@@ -29,6 +29,7 @@ from circuitlab.layers.scores import LayerScores
 from circuitlab.layers.statistics import CosineStatistics, MomentStatistics
 from circuitlab.model import ModelHandle
 from circuitlab.tokenization import TokenBatch, pad_rows, token_windows
+from circuitlab.vocabulary import DEFAULT_EPSILON, SCORE_METHODS, SCORE_SITES
 
 __all__ = [
     "DEFAULT_EPSILON",
@@ -41,25 +42,23 @@ __all__ = [
     "score_layers",
 ]
 
-DEFAULT_EPSILON = 0.05
-"""Sparsity threshold ε (absolute): ``|a| < 0.05`` counts as near zero. The authors' 1e-5
-gives a sparsity of ~0 on real block outputs (see the docs' table); 0.05 spreads the layers."""
-
 DEFAULT_SPARSITY_FLOOR = 1e-6
 """AVSS divides by ``max(sparsity, floor)``: a layer with no near-zero activation gets a large
 but finite score instead of inf (and a note in the result)."""
 
-SITES: dict[str, str] = {
-    "block": "blocks.{layer}.hook_resid_post",
-    "attn": "blocks.{layer}.hook_attn_out",
-    "mlp": "blocks.{layer}.hook_mlp_out",
-}
-"""Which activation is measured: the block's output (the paper's), or what its attention or
-MLP writes into the residual stream."""
-
-SCORE_METHODS = ("avss", "block_influence", "angular_distance", "random", "drop_last")
-"""Methods `score_layers` computes (the ground truth needs evaluations: see
-`circuitlab.layers.ground_truth_scores`)."""
+SITES: dict[str, str] = dict(
+    zip(
+        SCORE_SITES,
+        (
+            "blocks.{layer}.hook_resid_post",
+            "blocks.{layer}.hook_attn_out",
+            "blocks.{layer}.hook_mlp_out",
+        ),
+        strict=True,
+    )
+)
+"""Hook of each site name (`circuitlab.vocabulary.SCORE_SITES`): the block's output (the
+paper's), or what its attention or MLP writes into the residual stream."""
 
 _PASS_METHODS = {"avss", "block_influence", "angular_distance"}
 

@@ -1,0 +1,54 @@
+"""The names users choose from (metrics, component groups, tasks, methods, sites) and defaults.
+
+Plain data with no heavy imports, so that the command line can offer these choices (and
+``circuitlab --help`` can list them) without importing torch or any analysis. The modules that
+use them import them from here.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CHOICE_METRICS",
+    "COMPONENT_GROUPS",
+    "DEFAULT_EPSILON",
+    "DEFAULT_PERCENTS",
+    "EVALUATION_TASKS",
+    "METRICS",
+    "SCORE_METHODS",
+    "SCORE_SITES",
+]
+
+METRICS: dict[str, str] = {
+    "logit_diff": "gold label word's logit minus the largest other label word's logit",
+    "accuracy": "1 if the gold label word has the largest logit among the label words, else 0",
+    "log_prob": "log-probability of the gold token (softmax over the whole vocabulary), nats",
+    "prob": "probability of the gold token (softmax over the whole vocabulary)",
+    "logit": "raw logit of the gold token",
+}
+"""Ablation-study metric names and what each measures per example (the study reports their
+mean)."""
+
+CHOICE_METRICS = ("logit_diff", "accuracy")
+"""Metrics that compare label words, so they need a classification task."""
+
+COMPONENT_GROUPS = ("heads", "mlps", "layers")
+"""Names that stand for every attention head, every MLP, or every whole layer."""
+
+EVALUATION_TASKS = ("qa", "perplexity", "sentiment")
+"""Task kinds: factual QA (contains-gold accuracy), perplexity on held-out prose, and 4-shot
+sentiment accuracy."""
+
+DEFAULT_EPSILON = 0.05
+"""Sparsity threshold ε (absolute): ``|a| < 0.05`` counts as near zero. The authors' 1e-5
+gives a sparsity of ~0 on real block outputs (see the docs' table); 0.05 spreads the layers."""
+
+DEFAULT_PERCENTS = (10.0, 25.0, 40.0)
+"""The k sweep (percent of layers removed); 25% is the paper's setting."""
+
+SCORE_METHODS = ("avss", "block_influence", "angular_distance", "random", "drop_last")
+"""Methods `circuitlab.score_layers` computes (the ground truth needs evaluations: see
+`circuitlab.layers.ground_truth_scores`)."""
+
+SCORE_SITES = ("block", "attn", "mlp")
+"""Which activation layer scores measure: the block's output (the paper's), or what its
+attention or MLP writes into the residual stream."""
