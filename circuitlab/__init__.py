@@ -90,6 +90,7 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
         reweighting_study,
         split_pool_test,
     )
+    from circuitlab.sites import Site
     from circuitlab.tasks import ClassificationTask, load_task, save_task, task_from_dataset
     from circuitlab.tokenization import TokenBatch
 
@@ -168,6 +169,7 @@ _EXPORTS: dict[str, str] = {
     "model_fingerprint": "circuitlab.reweighting",
     "reweighting_study": "circuitlab.reweighting",
     "split_pool_test": "circuitlab.reweighting",
+    "Site": "circuitlab.sites",
     "ClassificationTask": "circuitlab.tasks",
     "load_task": "circuitlab.tasks",
     "save_task": "circuitlab.tasks",
@@ -218,6 +220,7 @@ __all__ = [
     "ResidualDecomposition",
     "ReweightingStudy",
     "Scale",
+    "Site",
     "SteerHead",
     "SteerResidual",
     "TokenBatch",

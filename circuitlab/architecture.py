@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from circuitlab.errors import InputError, UnsupportedArchitectureError
+from circuitlab.sites import Site, norm_scale
 
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
@@ -38,15 +39,17 @@ class NormSite:
     placement: str
     per_layer: bool = True
 
+    def scale_site(self, layer: int | None = None) -> Site:
+        """The site that holds this norm's scale ([batch, pos, 1]) for ``layer``."""
+        if self.per_layer and layer is None:
+            raise InputError(
+                f"Norm {self.name!r} sits in every block: pass layer= (0 .. n_layers - 1)."
+            )
+        return norm_scale(self.name, layer if self.per_layer else None)
+
     def scale_hook(self, layer: int | None = None) -> str:
-        """The hook that holds this norm's scale ([batch, pos, 1]) for ``layer``."""
-        if self.per_layer:
-            if layer is None:
-                raise InputError(
-                    f"Norm {self.name!r} sits in every block: pass layer= (0 .. n_layers - 1)."
-                )
-            return f"blocks.{layer}.{self.name}.hook_scale"
-        return f"{self.name}.hook_scale"
+        """The hook name of `scale_site` (for ``run_with_cache(names=...)`` and the like)."""
+        return self.scale_site(layer).hook_name
 
 
 _PRE_NORMS = (NormSite("ln1", "attn_input"), NormSite("ln2", "mlp_input"))

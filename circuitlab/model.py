@@ -6,7 +6,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -17,7 +17,11 @@ from transformer_lens.model_bridge import TransformerBridge
 from circuitlab import hf_compat
 from circuitlab.architecture import ArchitectureInfo, check_supported
 from circuitlab.errors import CircuitlabError, IncompatibleVersionError, InputError
+from circuitlab.sites import Site, hook_name_of
 from circuitlab.tokenization import TokenBatch, encode_prompts, single_token_id
+
+if TYPE_CHECKING:
+    from circuitlab.interventions.edits import ResolvedInterventions
 
 __all__ = ["ModelHandle", "Prompts", "TokenPrediction"]
 
@@ -25,6 +29,8 @@ Prompts = str | Sequence[str] | TokenBatch
 """One prompt, several prompts, or an already tokenized batch."""
 
 HookFn = Callable[..., Any]
+HookSite = Site | str | Callable[[str], bool]
+"""Where a hook attaches: a `circuitlab.sites.Site`, a hook name, or a filter on names."""
 _BOOTED_FLAG = "_circuitlab_bridge_booted"
 
 
@@ -100,6 +106,7 @@ class ModelHandle:
         self.bridge.eval()
         hf_compat.adapt_bridge_to_cache_keyword(self.bridge, hf_model)
         self._kv_cache_verdict: str | None = None  # "ok" or the problem, once probed
+        self._interventions: list[ResolvedInterventions] = []  # in force, innermost last
         self.arch = ArchitectureInfo.from_bridge(self.bridge, hf_model)
         self.pad_token_id = self._pick_pad_id()
 
@@ -296,28 +303,33 @@ class ModelHandle:
         ]
 
     def run_with_hooks(
-        self, prompts: Prompts, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]
+        self, prompts: Prompts, fwd_hooks: Sequence[tuple[HookSite, HookFn]]
     ) -> Float[Tensor, "batch pos d_vocab"]:
-        """Forward pass with temporary hooks (removed afterwards, even on error); returns logits."""
-        self._check_hook_names([name for name, _ in fwd_hooks])
+        """Forward pass with temporary hooks (removed afterwards, even on error); returns logits.
+
+        Each hook is ``(site, function)``: a `circuitlab.sites.Site`, a hook name or a filter.
+        """
+        hooks = self._resolved_hooks(fwd_hooks)
         batch = self._inputs(prompts)
         return self.bridge.run_with_hooks(
-            batch.input_ids, fwd_hooks=list(fwd_hooks), attention_mask=batch.attention_mask
+            batch.input_ids, fwd_hooks=hooks, attention_mask=batch.attention_mask
         )
 
     def run_with_cache(
         self,
         prompts: Prompts,
-        names: str | Sequence[str] | Callable[[str], bool] | None = None,
+        names: HookSite | Sequence[Site | str] | None = None,
     ) -> tuple[Float[Tensor, "batch pos d_vocab"], Any]:
         """Forward pass that records activations; pass ``names`` to cache only those hooks.
 
-        A full cache holds ~1,400 tensors on a 30-layer model: prefer a list of names.
+        ``names`` are `circuitlab.sites.Site` values or hook names (the cache is keyed by hook
+        name: ``cache[site.hook_name]``), or a filter on names. A full cache holds ~1,400
+        tensors on a 30-layer model: prefer a list.
         """
         batch = self._inputs(prompts)
-        names_filter = [names] if isinstance(names, str) else names
+        names_filter = [names] if isinstance(names, (str, Site)) else names
         if isinstance(names_filter, Sequence):
-            names_filter = list(names_filter)
+            names_filter = [hook_name_of(name) for name in names_filter]
             self._check_hook_names(names_filter)
         with torch.no_grad():
             return self.bridge.run_with_cache(
@@ -338,13 +350,35 @@ class ModelHandle:
             )
 
     @contextlib.contextmanager
-    def hooks(
-        self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]
-    ) -> Iterator[ModelHandle]:
-        """Context manager: hooks stay on for every forward pass inside, and are removed after."""
-        self._check_hook_names([name for name, _ in fwd_hooks])
-        with self.bridge.hooks(fwd_hooks=list(fwd_hooks)):
+    def hooks(self, fwd_hooks: Sequence[tuple[HookSite, HookFn]]) -> Iterator[ModelHandle]:
+        """Context manager: hooks stay on for every forward pass inside, and are removed after.
+
+        Each hook is ``(site, function)``: a `circuitlab.sites.Site`, a hook name or a filter.
+        """
+        with self.bridge.hooks(fwd_hooks=self._resolved_hooks(fwd_hooks)):
             yield self
+
+    def _resolved_hooks(
+        self, fwd_hooks: Sequence[tuple[HookSite, HookFn]]
+    ) -> list[tuple[str | Callable[[str], bool], HookFn]]:
+        """Hooks keyed by hook name (sites spelled out), every name checked."""
+        resolved = [(hook_name_of(site), function) for site, function in fwd_hooks]
+        self._check_hook_names([name for name, _ in resolved])
+        return resolved
+
+    @property
+    def active_interventions(self) -> tuple[ResolvedInterventions, ...]:
+        """The resolved interventions in force on this model, innermost last (see `intervene`)."""
+        return tuple(self._interventions)
+
+    @contextlib.contextmanager
+    def interventions_in_force(self, resolved: ResolvedInterventions) -> Iterator[None]:
+        """Record ``resolved`` as in force for the block (its hooks are `applied`'s job)."""
+        self._interventions.append(resolved)
+        try:
+            yield
+        finally:
+            self._interventions.remove(resolved)
 
     def intervene(self, *interventions: Any) -> contextlib.AbstractContextManager[Any]:
         """Context manager: apply interventions (Ablate, Scale, ...) inside, undo them after.

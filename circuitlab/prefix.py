@@ -81,10 +81,8 @@ class SharedPrefix:
         )
 
     def _active(self) -> tuple[Any, ...]:
-        """The resolved interventions in force on the model (imported late: no cycle)."""
-        from circuitlab.interventions.apply import active_edits
-
-        return tuple(active_edits(self.model))
+        """The resolved interventions in force on the model."""
+        return self.model.active_interventions
 
     def _enabled(self) -> bool:
         """Sharing is exact unless an active edit depends on absolute positions."""

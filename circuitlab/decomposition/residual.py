@@ -25,9 +25,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitlab import sites
 from circuitlab.components import Component, all_components
 from circuitlab.decomposition.positions import Positions, position_chunks, resolve_positions
 from circuitlab.errors import InputError
+from circuitlab.interventions.edits import ForwardState, position_mask
 from circuitlab.model import ModelHandle, Prompts
 from circuitlab.prefix import SharedPrefix
 from circuitlab.tokenization import TokenBatch
@@ -83,15 +85,15 @@ class _PositionRecorder:
 def _hook_names(model: ModelHandle) -> dict[str, list[str] | str]:
     layers = range(model.n_layers)
     names: dict[str, list[str] | str] = {
-        "embed": "blocks.0.hook_resid_pre",
-        "z": [f"blocks.{layer}.attn.hook_z" for layer in layers],
-        "mlp": [f"blocks.{layer}.hook_mlp_out" for layer in layers],
-        "final_scale": model.arch.norm("final").scale_hook(),
-        "residual": f"blocks.{model.n_layers - 1}.hook_resid_post",
+        "embed": sites.resid_pre(0).hook_name,
+        "z": [sites.z(layer).hook_name for layer in layers],
+        "mlp": [sites.mlp_out(layer).hook_name for layer in layers],
+        "final_scale": model.arch.norm("final").scale_site().hook_name,
+        "residual": sites.resid_post(model.n_layers - 1).hook_name,
     }
     attn_out_norm = model.arch.norm("attn_output")
     if attn_out_norm is not None:
-        names["attn_out_scale"] = [attn_out_norm.scale_hook(layer) for layer in layers]
+        names["attn_out_scale"] = [attn_out_norm.scale_site(layer).hook_name for layer in layers]
     return names
 
 
@@ -164,16 +166,14 @@ def _attention_write_factors(
     that adds a vector no component owns (steering, mean or resampled branch writes) cannot be
     attributed and is refused.
     """
-    from circuitlab.interventions.apply import active_edits
-    from circuitlab.interventions.edits import ForwardState, position_mask
-
     factors = None
     rows = torch.arange(len(chosen))
-    for resolved in active_edits(model):
+    for resolved in model.active_interventions:
         for edit in resolved.edits:
-            if edit.kind in ("head_z", "mlp_write"):
+            kind = edit.site.kind
+            if kind in ("z", "mlp_out"):
                 continue
-            if edit.kind != "attn_write" or edit.constant is not None or edit.resample is not None:
+            if kind != "attn_out" or edit.constant is not None or edit.resample is not None:
                 raise InputError(
                     f"The decomposition cannot attribute the active intervention "
                     f"{edit.source!r}: it adds to the residual stream something that belongs "

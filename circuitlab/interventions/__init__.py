@@ -1,6 +1,6 @@
 """Interventions: ablate, scale, steer and prune components, by hooks or baked into weights."""
 
-from circuitlab.interventions.apply import active_edits, intervene
+from circuitlab.interventions.apply import intervene
 from circuitlab.interventions.bake import BakeError
 from circuitlab.interventions.export import check_export, export_hf
 from circuitlab.interventions.serialize import (
@@ -32,7 +32,6 @@ __all__ = [
     "Scale",
     "SteerHead",
     "SteerResidual",
-    "active_edits",
     "check_export",
     "export_hf",
     "from_spec",

@@ -9,15 +9,7 @@ from circuitlab.interventions.edits import ForwardState, ResolvedInterventions, 
 from circuitlab.interventions.spec import Intervention
 from circuitlab.model import ModelHandle
 
-__all__ = ["active_edits", "applied", "intervene"]
-
-_ACTIVE = "_circuitlab_active_interventions"
-
-
-def active_edits(model: ModelHandle) -> list[ResolvedInterventions]:
-    """The interventions in force on ``model`` (innermost last)."""
-    return list(getattr(model, _ACTIVE, []))
-
+__all__ = ["applied", "intervene"]
 
 @contextlib.contextmanager
 def intervene(
@@ -49,14 +41,11 @@ def applied(model: ModelHandle, resolved: ResolvedInterventions) -> Iterator[Res
     """
     state = ForwardState()
     handle = model.hf_model.register_forward_pre_hook(state.capture, with_kwargs=True)
-    stack = getattr(model, _ACTIVE, [])
-    setattr(model, _ACTIVE, stack)
     try:
-        with model.bridge.hooks(fwd_hooks=[edit.hook(state) for edit in resolved.edits]):
-            stack.append(resolved)
-            try:
-                yield resolved
-            finally:
-                stack.remove(resolved)
+        with (
+            model.bridge.hooks(fwd_hooks=[edit.hook(state) for edit in resolved.edits]),
+            model.interventions_in_force(resolved),
+        ):
+            yield resolved
     finally:
         handle.remove()

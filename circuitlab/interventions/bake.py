@@ -28,7 +28,7 @@ from torch import Tensor
 
 from circuitlab.components import Head
 from circuitlab.errors import CircuitlabError
-from circuitlab.interventions.edits import ResolvedInterventions, SiteEdit
+from circuitlab.interventions.edits import EDITABLE_KINDS, ResolvedInterventions, SiteEdit
 from circuitlab.model import ModelHandle
 
 __all__ = ["BakeError", "BakedModel", "bake"]
@@ -246,20 +246,20 @@ def bake(model: ModelHandle, resolved: ResolvedInterventions, config: Any) -> Ba
     groups: dict[tuple[str, int, int | None], list[SiteEdit]] = {}
     for edit in resolved.edits:
         if edit.layer not in pruned:
-            groups.setdefault((edit.kind, edit.layer, edit.head), []).append(edit)
+            groups.setdefault((edit.site.kind, edit.layer, edit.head), []).append(edit)
     # site order within a layer follows the forward pass
-    order = {"head_z": 0, "head_out": 1, "attn_write": 2, "mlp_write": 3, "resid_post": 4}
+    order = {kind: rank for rank, kind in enumerate(EDITABLE_KINDS)}
     for kind, layer, head in sorted(groups, key=lambda k: (k[1], order[k[0]], k[2] or 0)):
         edits = groups[(kind, layer, head)]
         multiplier, constant = _composed(edits)
         with torch.no_grad():
-            if kind == "head_z":
+            if kind == "z":
                 baker.head_z(layer, head or 0, multiplier, constant, edits[-1])
-            elif kind == "head_out":
+            elif kind == "o_out":
                 baker.head_out(layer, constant, edits[-1])
-            elif kind == "attn_write":
+            elif kind == "attn_out":
                 baker.branch(layer, "o", multiplier, constant, edits[-1])
-            elif kind == "mlp_write":
+            elif kind == "mlp_out":
                 baker.branch(layer, "down", multiplier, constant, edits[-1])
             else:
                 baker.resid_post(layer, constant, edits[-1])

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from circuitlab import sites
 from circuitlab.components import Head, Layer, Mlp
 from circuitlab.errors import InputError
 from circuitlab.hf_compat import kv_cache_in, kv_cache_length
@@ -29,17 +30,19 @@ from circuitlab.interventions.spec import (
     SteerResidual,
 )
 from circuitlab.model import ModelHandle
+from circuitlab.sites import Site
 
-__all__ = ["ForwardState", "ResolvedInterventions", "SiteEdit", "position_mask", "resolve"]
+__all__ = [
+    "EDITABLE_KINDS",
+    "ForwardState",
+    "ResolvedInterventions",
+    "SiteEdit",
+    "position_mask",
+    "resolve",
+]
 
-SiteKind = Literal["head_z", "head_out", "attn_write", "mlp_write", "resid_post"]
-_HOOKS: dict[str, str] = {
-    "head_z": "blocks.{layer}.attn.hook_z",
-    "head_out": "blocks.{layer}.attn.o.hook_out",
-    "attn_write": "blocks.{layer}.hook_attn_out",
-    "mlp_write": "blocks.{layer}.hook_mlp_out",
-    "resid_post": "blocks.{layer}.hook_resid_post",
-}
+EDITABLE_KINDS = ("z", "o_out", "attn_out", "mlp_out", "resid_post")
+"""Site kinds an intervention edits, in forward order within a layer."""
 
 
 @dataclass
@@ -66,10 +69,10 @@ class ResampleSource:
 
 @dataclass(eq=False)
 class SiteEdit:
-    """``x := multiplier * x + constant`` (or resampled) at one hook point."""
+    """``x := multiplier * x + constant`` (or resampled) at one site (one head's slice of it
+    when ``head`` is set)."""
 
-    kind: SiteKind
-    layer: int
+    site: Site
     head: int | None
     multiplier: float = 1.0
     constant: Tensor | None = None
@@ -78,8 +81,14 @@ class SiteEdit:
     source: Intervention | None = None
 
     @property
+    def layer(self) -> int:
+        """The block the edited site sits in."""
+        assert self.site.layer is not None  # every editable site is per block
+        return self.site.layer
+
+    @property
     def hook_name(self) -> str:
-        return _HOOKS[self.kind].format(layer=self.layer)
+        return self.site.hook_name
 
     def hook(self, state: ForwardState) -> tuple[str, Any]:
         def apply(activation: Tensor, hook: object) -> Tensor:
@@ -177,12 +186,13 @@ def _check_vector(model: ModelHandle, vector: Tensor, what: Intervention) -> Non
         )
 
 
-def _sites(component: Head | Mlp | Layer) -> list[tuple[SiteKind, int | None]]:
+def _sites(component: Head | Mlp | Layer) -> list[tuple[Site, int | None]]:
+    """Where ablating or scaling a component acts, with the head index for a head's slice."""
     if isinstance(component, Head):
-        return [("head_z", component.head)]
+        return [(sites.z(component.layer), component.head)]
     if isinstance(component, Mlp):
-        return [("mlp_write", None)]
-    return [("attn_write", None), ("mlp_write", None)]
+        return [(sites.mlp_out(component.layer), None)]
+    return [(sites.attn_out(component.layer), None), (sites.mlp_out(component.layer), None)]
 
 
 def resolve(model: ModelHandle, interventions: Sequence[Intervention]) -> ResolvedInterventions:
@@ -198,10 +208,9 @@ def resolve(model: ModelHandle, interventions: Sequence[Intervention]) -> Resolv
     for item in interventions:
         if isinstance(item, (Ablate, Scale)):
             component = item.component.check(model.arch)
-            for kind, head in _sites(component):
+            for site, head in _sites(component):
                 edit = SiteEdit(
-                    kind,
-                    component.layer,
+                    site,
                     head,
                     multiplier=item.factor if isinstance(item, Scale) else 0.0,
                     positions=item.positions,
@@ -215,8 +224,7 @@ def resolve(model: ModelHandle, interventions: Sequence[Intervention]) -> Resolv
             _check_vector(model, item.vector, item)
             result.edits.append(
                 SiteEdit(
-                    "head_out",
-                    item.head.layer,
+                    sites.o_out(item.head.layer),
                     None,
                     constant=item.vector,
                     positions=item.positions,
@@ -228,8 +236,7 @@ def resolve(model: ModelHandle, interventions: Sequence[Intervention]) -> Resolv
             _check_vector(model, item.vector, item)
             result.edits.append(
                 SiteEdit(
-                    "resid_post",
-                    item.layer,
+                    sites.resid_post(item.layer),
                     None,
                     constant=item.vector,
                     positions=item.positions,
@@ -240,13 +247,13 @@ def resolve(model: ModelHandle, interventions: Sequence[Intervention]) -> Resolv
             for layer in item.layers:
                 _check_layer(model, layer, item)
                 pruned_layers.add(layer)
-                for kind in ("attn_write", "mlp_write"):
-                    result.edits.append(SiteEdit(kind, layer, None, 0.0, source=item))
+                for site in (sites.attn_out(layer), sites.mlp_out(layer)):
+                    result.edits.append(SiteEdit(site, None, 0.0, source=item))
         elif isinstance(item, PruneHeads):
             for head in item.heads:
                 head.check(model.arch)
                 pruned_heads.add(head)
-                result.edits.append(SiteEdit("head_z", head.layer, head.head, 0.0, source=item))
+                result.edits.append(SiteEdit(sites.z(head.layer), head.head, 0.0, source=item))
         else:
             raise InputError(
                 f"Not an intervention: {item!r}. Use Ablate, Scale, SteerHead, SteerResidual, "

@@ -17,17 +17,19 @@ Padding never counts. Higher always means more important; pruning removes the lo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from circuitlab import sites
 from circuitlab.errors import InputError
 from circuitlab.layers.scores import LayerScores
 from circuitlab.layers.statistics import CosineStatistics, MomentStatistics
 from circuitlab.model import ModelHandle
+from circuitlab.sites import Site
 from circuitlab.tokenization import TokenBatch, pad_rows, token_windows
 from circuitlab.vocabulary import DEFAULT_EPSILON, SCORE_METHODS, SCORE_SITES
 
@@ -46,19 +48,11 @@ DEFAULT_SPARSITY_FLOOR = 1e-6
 """AVSS divides by ``max(sparsity, floor)``: a layer with no near-zero activation gets a large
 but finite score instead of inf (and a note in the result)."""
 
-SITES: dict[str, str] = dict(
-    zip(
-        SCORE_SITES,
-        (
-            "blocks.{layer}.hook_resid_post",
-            "blocks.{layer}.hook_attn_out",
-            "blocks.{layer}.hook_mlp_out",
-        ),
-        strict=True,
-    )
+SITES: dict[str, Callable[[int], Site]] = dict(
+    zip(SCORE_SITES, (sites.resid_post, sites.attn_out, sites.mlp_out), strict=True)
 )
-"""Hook of each site name (`circuitlab.vocabulary.SCORE_SITES`): the block's output (the
-paper's), or what its attention or MLP writes into the residual stream."""
+"""The site of each name in `circuitlab.vocabulary.SCORE_SITES`, per layer: the block's output
+(the paper's), or what its attention or MLP writes into the residual stream."""
 
 _PASS_METHODS = {"avss", "block_influence", "angular_distance"}
 
@@ -183,13 +177,13 @@ def _stream(
 
         return hook
 
-    hooks: list[tuple[str, Any]] = []
+    hooks: list[tuple[Site, Any]] = []
     for layer in range(n_layers):
         if with_cosines:
-            hooks.append((f"blocks.{layer}.hook_resid_pre", on_input(layer)))
-            hooks.append((f"blocks.{layer}.hook_resid_post", on_output(layer)))
+            hooks.append((sites.resid_pre(layer), on_input(layer)))
+            hooks.append((sites.resid_post(layer), on_output(layer)))
         if site != "block" or not with_cosines:
-            hooks.append((SITES[site].format(layer=layer), on_site(layer)))
+            hooks.append((SITES[site](layer), on_site(layer)))
     kwargs = {"logits_to_keep": 1} if model.supports_logits_to_keep else {}
     n_tokens = 0
     with model.hooks(hooks), torch.no_grad():
