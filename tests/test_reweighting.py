@@ -24,8 +24,8 @@ from circuitlab.components import Head, Mlp
 from circuitlab.hf_compat import kv_cache_in
 from circuitlab.prefix import SharedPrefix, common_prefix_length
 from circuitlab.reweighting.study import draw_examples, split_pool_test
-from circuitlab.reweighting.training import fit_full_batch
 from circuitlab.testing import tiny_hf_model, tiny_model
+from circuitlab.training import Stopping, classification_objective, train
 
 WORDS = "good great bad terrible".split()
 
@@ -168,15 +168,24 @@ def test_fit_learns_the_informative_component() -> None:
 def test_early_stopping_rules() -> None:
     labels = torch.tensor([0, 1])
     perfect = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
+    stopping = Stopping(max_epochs=100, patience=3, check_done_every=100)
     w = torch.ones(1)
-    history = fit_full_batch(
-        w, lambda v: perfect * v, labels, learning_rate=0.05, max_epochs=100, patience=3
+    history = train(
+        [w],
+        classification_objective(lambda: perfect * w, labels),
+        learning_rate=0.05,
+        stopping=stopping,
+        done_reason="perfect_train_accuracy",
     )
     assert history.stopped == "perfect_train_accuracy" and history.epochs == 0
     wrong = torch.tensor([[0.0, 5.0], [5.0, 0.0]])
     # a negligible step leaves the loss unchanged: every epoch after the first is a strike
-    history = fit_full_batch(
-        torch.ones(1), lambda v: wrong * v, labels, learning_rate=1e-12, max_epochs=100, patience=3
+    v = torch.ones(1)
+    history = train(
+        [v],
+        classification_objective(lambda: wrong * v, labels),
+        learning_rate=1e-12,
+        stopping=stopping,
     )
     assert history.stopped == "patience" and history.epochs == 4
 

@@ -16,7 +16,13 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.errors import InputError
-from circuitlab.reweighting.training import check_settings, fit_full_batch
+from circuitlab.training import (
+    Stopping,
+    accuracy,
+    check_learning_rate,
+    classification_objective,
+    train,
+)
 
 __all__ = ["CalibPlus"]
 
@@ -52,7 +58,8 @@ class CalibPlus:
     def __init__(
         self, *, learning_rate: float = 0.05, max_epochs: int = 5000, patience: int = 3
     ) -> None:
-        check_settings(learning_rate=learning_rate, max_epochs=max_epochs, patience=patience)
+        check_learning_rate(learning_rate)
+        Stopping(max_epochs=max_epochs, patience=patience)  # validates both
         self.learning_rate = float(learning_rate)
         self.max_epochs = int(max_epochs)
         self.patience = int(patience)
@@ -74,13 +81,15 @@ class CalibPlus:
                 f"needs every class. Add examples of those classes."
             )
         weights = torch.ones(probabilities.shape[1])
-        self.history_ = fit_full_batch(
-            weights,
-            lambda v: probabilities * v,
-            labels,
+        history = train(
+            [weights],
+            classification_objective(lambda: probabilities * weights, labels),
             learning_rate=self.learning_rate,
-            max_epochs=self.max_epochs,
-            patience=self.patience,
+            stopping=Stopping(self.max_epochs, self.patience, check_done_every=100),
+            done_reason="perfect_train_accuracy",
+        )
+        self.history_ = history.with_metrics(
+            train_accuracy=accuracy(probabilities * weights, labels)
         )
         self.weights_ = weights.detach()
         return self

@@ -33,7 +33,15 @@ from circuitlab.reweighting.contributions import (
     label_contributions,
     model_fingerprint,
 )
-from circuitlab.reweighting.training import FitHistory, check_settings, fit_full_batch
+from circuitlab.training import (
+    Stopping,
+    TrainingHistory,
+    accuracy,
+    check_learning_rate,
+    check_number,
+    classification_objective,
+    train,
+)
 
 __all__ = ["COMPONENT_SETS", "ComponentReweighting"]
 
@@ -67,7 +75,8 @@ class ComponentReweighting:
         label_words_: the label words the weights were fitted for.
         fingerprint_: `model_fingerprint` of the model the contributions came from.
         model_name_: that model's name.
-        history_: the `FitHistory`.
+        history_: the `circuitlab.training.TrainingHistory` (its ``metrics`` hold
+            ``train_accuracy``).
 
     Example:
         >>> train = label_contributions(model, train_task, demos=demos)
@@ -86,7 +95,11 @@ class ComponentReweighting:
         clip: bool = False,
         components: str | Sequence[str | Component] = "heads+mlps",
     ) -> None:
-        check_settings(learning_rate=learning_rate, max_epochs=max_epochs, patience=patience, l1=l1)
+        check_number(
+            "l1", l1, lambda v: v >= 0, "0 or more (0.01 in the authors' code, 0.1 in the paper)"
+        )
+        check_learning_rate(learning_rate)
+        Stopping(max_epochs=max_epochs, patience=patience)  # validates both
         if isinstance(components, str) and components not in COMPONENT_SETS:
             raise InputError(
                 f"Unknown component set {components!r}. Use one of {sorted(COMPONENT_SETS)} "
@@ -149,16 +162,19 @@ class ComponentReweighting:
         components = self._chosen(X)
         values = X.select(components).to(torch.float32)
         weights = torch.ones(len(components), dtype=torch.float32)
-        penalty = (lambda w: self.l1 * w.abs().sum()) if self.l1 > 0 else None
-        history = fit_full_batch(
-            weights,
-            lambda w: self._combine(values, w),
-            labels,
+        penalty = (lambda: self.l1 * weights.abs().sum()) if self.l1 > 0 else None
+        history = train(
+            [weights],
+            classification_objective(lambda: self._combine(values, weights), labels),
             learning_rate=self.learning_rate,
-            max_epochs=self.max_epochs,
-            patience=self.patience,
+            stopping=Stopping(self.max_epochs, self.patience, check_done_every=100),
             penalty=penalty,
+            done_reason="perfect_train_accuracy",
         )
+        with torch.no_grad():
+            history = history.with_metrics(
+                train_accuracy=accuracy(self._combine(values, weights), labels)
+            )
         self.weights_ = weights.detach()
         self.components_ = components
         self.label_words_ = X.label_words
@@ -340,13 +356,7 @@ class ComponentReweighting:
         rw.label_words_ = tuple(meta["label_words"])
         rw.fingerprint_ = meta["fingerprint"]
         rw.model_name_ = meta["model_name"]
-        history = meta["history"]
-        rw.history_ = FitHistory(
-            epochs=history["epochs"],
-            stopped=history["stopped"],
-            losses=tuple(history["losses"]),
-            train_accuracy=history["train_accuracy"],
-        )
+        rw.history_ = TrainingHistory.from_dict(meta["history"])
         return rw
 
 

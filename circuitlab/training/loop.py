@@ -1,0 +1,204 @@
+"""The training loop: parameters, batches, an objective and a stopping rule in; a history out.
+
+Every learned thing in circuitlab trains here: component weights and Calib+ class weights
+(full batch: one batch, the whole training set), and what comes later (probes, masks, LoRA
+updates through the model). The loop takes the parameters to learn, the batches of one epoch,
+an objective that maps a batch to a `Step` (the loss, and optionally the objective's own
+signal that training is done), and a `Stopping` rule:
+
+- ``max_epochs``: the most epochs;
+- ``patience``: stop once this many epochs (counted in total, not in a row) failed to beat
+  the best epoch loss so far, as the component-reweighting authors' code does;
+- ``check_done_every``: epochs between looks at the objective's ``done`` signal (a done
+  signal stops training before that batch's step).
+
+`classification_objective` (in `circuitlab.training.objectives`) is the cross-entropy
+objective of the classifiers; its ``done`` is "every training example right".
+
+Example:
+    >>> w = torch.ones(3)
+    >>> history = train([w], lambda batch: Step(((x @ w) - y).pow(2).mean()),
+    ...                 learning_rate=0.1, stopping=Stopping(max_epochs=200, patience=5))
+    >>> history.stopped
+    'patience'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from circuitlab.errors import InputError
+
+__all__ = ["Step", "Stopping", "TrainingHistory", "check_learning_rate", "check_number", "train"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What an objective returns for one batch.
+
+    Attributes:
+        loss: the scalar loss to minimise; its value is what the stopping rule watches.
+        done: the objective's own signal that nothing is left to learn (e.g. every training
+            example classified correctly), or a function computing it, called only on the
+            epochs the stopping rule consults it (every ``check_done_every``).
+    """
+
+    loss: Tensor
+    done: bool | Callable[[], bool] = False
+
+
+def check_number(name: str, value: Any, ok: Callable[[float], bool], valid: str) -> None:
+    """Refuse a setting that is not a finite number or fails ``ok``; the error says ``valid``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{name} must be a number, got {value!r}.")
+    if not math.isfinite(value) or not ok(value):
+        raise InputError(f"{name}={value!r} is invalid: it must be {valid}.")
+
+
+def check_learning_rate(learning_rate: float) -> None:
+    """Refuse a learning rate that cannot train (the error names a valid value)."""
+    check_number("learning_rate", learning_rate, lambda v: v > 0, "positive, e.g. 0.05")
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """When training stops (see the module docstring). Validated on construction."""
+
+    max_epochs: int
+    patience: int | None = None
+    check_done_every: int = 1
+
+    def __post_init__(self) -> None:
+        check_number("max_epochs", self.max_epochs, lambda v: v >= 1, "at least 1, e.g. 2000")
+        if self.patience is not None:
+            check_number("patience", self.patience, lambda v: v >= 1, "at least 1, e.g. 3")
+        check_number(
+            "check_done_every", self.check_done_every, lambda v: v >= 1, "at least 1"
+        )
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """How a training run went.
+
+    Attributes:
+        epochs: epochs whose steps were taken.
+        stopped: why training stopped: ``"patience"``, ``"done"`` (the objective's signal;
+            callers may name it, e.g. ``"perfect_train_accuracy"``) or ``"max_epochs"``.
+        losses: the epoch loss (mean over its batches, before their steps) of every epoch run.
+        metrics: measurements taken after training (e.g. ``train_accuracy``, 0..1).
+    """
+
+    epochs: int
+    stopped: str
+    losses: tuple[float, ...]
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def with_metrics(self, **metrics: float) -> TrainingHistory:
+        """The same history with more after-training measurements."""
+        return replace(self, metrics={**self.metrics, **metrics})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-serialisable); metrics sit beside the other fields."""
+        return {
+            "epochs": self.epochs,
+            "stopped": self.stopped,
+            "losses": list(self.losses),
+            **self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingHistory:
+        """Inverse of `to_dict`."""
+        core = {"epochs", "stopped", "losses"}
+        return cls(
+            epochs=int(data["epochs"]),
+            stopped=str(data["stopped"]),
+            losses=tuple(float(loss) for loss in data["losses"]),
+            metrics={key: float(value) for key, value in data.items() if key not in core},
+        )
+
+
+def _is_done(step: Step) -> bool:
+    return bool(step.done() if callable(step.done) else step.done)
+
+
+def train(
+    parameters: Sequence[Tensor],
+    objective: Callable[[Any], Step],
+    batches: Iterable[Any] | Callable[[], Iterable[Any]] = (None,),
+    *,
+    learning_rate: float,
+    stopping: Stopping,
+    penalty: Callable[[], Tensor] | None = None,
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD,
+    done_reason: str = "done",
+) -> TrainingHistory:
+    """Train ``parameters`` in place to minimise ``objective`` over ``batches``.
+
+    Args:
+        parameters: the tensors to learn (leaf tensors; gradients are switched on for the run
+            and their former ``requires_grad`` restored after).
+        objective: maps one batch to a `Step`.
+        batches: the batches of one epoch, or a function returning them afresh each epoch
+            (default: one ``None`` batch, for full-batch objectives that close over their data).
+        learning_rate: the optimiser's step size.
+        stopping: the `Stopping` rule.
+        penalty: an extra term added to every batch's loss for the gradient (e.g. an L1 norm
+            of the weights); the stopping rule does not see it.
+        optimizer: builds the optimiser from ``(parameters, lr=learning_rate)`` (SGD).
+        done_reason: the ``stopped`` value recorded when the objective signals done.
+
+    Returns:
+        The `TrainingHistory`.
+    """
+    check_learning_rate(learning_rate)
+    parameters = list(parameters)
+    if not parameters:
+        raise InputError("train() got no parameters to learn.")
+    grad_before = [parameter.requires_grad for parameter in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimiser = optimizer(parameters, lr=learning_rate)
+    losses: list[float] = []
+    best, strikes, stopped, steps = math.inf, 0, "max_epochs", 0
+    try:
+        for epoch in range(stopping.max_epochs):
+            epoch_batches = batches() if callable(batches) else batches
+            batch_losses: list[float] = []
+            done = False
+            for batch in epoch_batches:
+                optimiser.zero_grad()
+                step = objective(batch)
+                batch_losses.append(float(step.loss.detach()))
+                if epoch % stopping.check_done_every == 0 and _is_done(step):
+                    done = True
+                    break
+                total = step.loss if penalty is None else step.loss + penalty()
+                total.backward()
+                optimiser.step()
+            if not batch_losses:
+                raise InputError("train() got an epoch with no batches; pass at least one.")
+            losses.append(sum(batch_losses) / len(batch_losses))
+            if done:
+                stopped = done_reason
+                break
+            steps += 1
+            if losses[-1] >= best:
+                strikes += 1
+            else:
+                best = losses[-1]
+            if stopping.patience is not None and strikes >= stopping.patience:
+                stopped = "patience"
+                break
+    finally:
+        for parameter, before in zip(parameters, grad_before, strict=True):
+            parameter.requires_grad_(before)
+            parameter.grad = None
+    return TrainingHistory(epochs=steps, stopped=stopped, losses=tuple(losses))
