@@ -8,27 +8,32 @@ module names (the bridge's ``._original_component`` wrappers are removed), so th
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
-from safetensors.torch import save_file
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from circuitlab.errors import InputError
 from circuitlab.hf_compat import peft_adapter_state_dict
 from circuitlab.model import ModelHandle
 from circuitlab.output_folder import check_writable_folder, staged_folder
 
-__all__ = ["LoraAdapter", "add_lora"]
+__all__ = ["LoraAdapter", "adapted", "add_lora", "load_lora", "lora_delta"]
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "gpt2": ("c_fc", "c_proj"),  # MLP only: the bridge replaces GPT-2's fused c_attn
 }
 _DECODER_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _WRAPPER = "._original_component"
+_ADAPTER = "default"  # the adapter name inject_adapter_in_model uses
 
 
 @dataclass
@@ -42,6 +47,7 @@ class LoraAdapter:
 
     model: ModelHandle
     config: LoraConfig
+    _grad_before: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The trainable adapter parameters (everything else is frozen)."""
@@ -63,6 +69,20 @@ class LoraAdapter:
             self.config.save_pretrained(staging)
             save_file(self.state_dict(), staging / "adapter_model.safetensors")
         return target
+
+    def remove(self) -> None:
+        """Take the adapter out of the model: every wrapped module gets its base layer back and
+        every weight its former ``requires_grad``. The model then computes what it did before
+        `add_lora` (bit for bit)."""
+        hf_model = self.model.hf_model
+        for parent in list(hf_model.modules()):
+            for child_name, child in list(parent.named_children()):
+                if isinstance(child, LoraLayer):
+                    setattr(parent, child_name, child.get_base_layer())
+        for name, parameter in hf_model.named_parameters():
+            parameter.requires_grad_(self._grad_before.get(name, parameter.requires_grad))
+        if hasattr(hf_model, "peft_config"):  # set by inject_adapter_in_model
+            del hf_model.peft_config
 
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.parameters())
@@ -131,6 +151,9 @@ def add_lora(
         init_lora_weights=init,
         fan_in_fan_out=fan_in_fan_out,
     )
+    grad_before = {
+        name: parameter.requires_grad for name, parameter in model.hf_model.named_parameters()
+    }
     inject_adapter_in_model(injected, model.hf_model)
     for name, parameter in model.hf_model.named_parameters():
         parameter.requires_grad_("lora_" in name)
@@ -152,4 +175,96 @@ def add_lora(
         task_type="CAUSAL_LM",
         **targets,
     )
-    return LoraAdapter(model, clean)
+    return LoraAdapter(model, clean, grad_before)
+
+
+@contextlib.contextmanager
+def adapted(model: ModelHandle, layers: Sequence[int], **options: Any) -> Iterator[LoraAdapter]:
+    """Context manager: a LoRA adapter (`add_lora`) on the model inside, removed after.
+
+    Example:
+        >>> with adapted(model, layers=[10, 11], r=4) as adapter:
+        ...     train(adapter.parameters(), objective, batches, ...)
+        ...     adapter.save("adapter/")
+    """
+    adapter = add_lora(model, layers, **options)
+    try:
+        yield adapter
+    finally:
+        adapter.remove()
+
+
+def load_lora(model: ModelHandle, path: str | Path) -> LoraAdapter:
+    """Put an adapter written by `LoraAdapter.save` (or peft, for these modules) on ``model``.
+
+    Args:
+        model: the handle (without an adapter yet).
+        path: folder with ``adapter_config.json`` and ``adapter_model.safetensors``.
+
+    Returns:
+        The `LoraAdapter`, its weights loaded (trainable, like a new one).
+    """
+    folder = Path(path)
+    files = [folder / "adapter_config.json", folder / "adapter_model.safetensors"]
+    missing = [str(file) for file in files if not file.is_file()]
+    if missing:
+        raise InputError(
+            f"{folder} is not a saved LoRA adapter: {', '.join(missing)} not found. Save one "
+            f"with adapter.save(folder)."
+        )
+    config = LoraConfig.from_pretrained(str(folder))
+    layers, modules = _layers_and_modules(config, folder)
+    adapter = add_lora(
+        model, layers, modules, r=config.r, alpha=config.lora_alpha, dropout=config.lora_dropout
+    )
+    saved = load_file(files[1])
+    own = {
+        "base_model.model."
+        + name.replace(f".{_ADAPTER}.", ".").replace(_WRAPPER, ""): parameter
+        for name, parameter in model.hf_model.named_parameters()
+        if "lora_" in name
+    }
+    if set(saved) != set(own):
+        adapter.remove()
+        unexpected = sorted(set(saved) - set(own))[:3]
+        absent = sorted(set(own) - set(saved))[:3]
+        raise InputError(
+            f"The adapter in {folder} does not fit {model.name}: unexpected tensors {unexpected}, "
+            f"missing {absent}. Load it on the model it was trained on."
+        )
+    with torch.no_grad():
+        for key, parameter in own.items():
+            parameter.copy_(saved[key].to(parameter.dtype))
+    return adapter
+
+
+def _layers_and_modules(config: LoraConfig, folder: Path) -> tuple[list[int], list[str]]:
+    """The layers and module names an adapter config targets (both layouts `add_lora` writes)."""
+    target = config.target_modules
+    if isinstance(target, str):  # GPT-2: r".*\.h\.(0|1)\.mlp\.(c_fc|c_proj)"
+        match = re.fullmatch(r"\.\*\\\.h\\\.\(([\d|]+)\)\\\.mlp\\\.\(([\w|]+)\)", target)
+        if match is None:
+            raise InputError(
+                f"The adapter in {folder} targets {target!r}, a pattern not understood."
+            )
+        return [int(x) for x in match[1].split("|")], match[2].split("|")
+    layers = config.layers_to_transform
+    if layers is None:
+        raise InputError(f"The adapter in {folder} names no layers (layers_to_transform).")
+    layers = [layers] if isinstance(layers, int) else list(layers)
+    return layers, sorted(target)
+
+
+def lora_delta(module: Any) -> Tensor | None:
+    """The weight update ΔW = scale · B A of a peft LoRA layer's active, unmerged adapters.
+
+    Returns ``None`` for any other module. ΔW has the wrapped weight's layout, so
+    ``base.weight + lora_delta(module)`` is the weight the adapted model computes with. The weight
+    views of the decomposition and baking for export both use it.
+    """
+    if not isinstance(module, LoraLayer) or module.merged:
+        return None
+    deltas = [module.get_delta_weight(adapter).detach() for adapter in module.active_adapters]
+    if not deltas:
+        return None
+    return torch.stack(deltas).sum(dim=0)

@@ -263,11 +263,15 @@ class ModelHandle:
     def _inputs(self, prompts: Prompts) -> TokenBatch:
         return self.tokenize(prompts).to(self.device)
 
-    @torch.no_grad()
-    def logits(self, prompts: Prompts) -> Float[Tensor, "batch pos d_vocab"]:
-        """Logits at every position (padding positions hold meaningless values)."""
+    def logits(self, prompts: Prompts, *, grad: bool = False) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits at every position (padding positions hold meaningless values).
+
+        ``grad=True`` keeps the autograd graph, to train through the model (a LoRA adapter,
+        say) with hooks and interventions in force.
+        """
         batch = self._inputs(prompts)
-        return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+        with torch.set_grad_enabled(grad):
+            return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
 
     @torch.no_grad()
     def next_token_logits(self, prompts: Prompts) -> Float[Tensor, "batch d_vocab"]:

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 import einops
 import torch
 from jaxtyping import Float
-from peft.tuners.lora import LoraLayer
 from torch import Tensor
+
+from circuitlab.lora import lora_delta
 
 if TYPE_CHECKING:
     from circuitlab.architecture import NormSite
@@ -61,11 +62,11 @@ def output_projection(
     """
     attention = model.bridge.blocks[layer].attn
     projection = attention.o.original_component
-    if isinstance(projection, LoraLayer) and not projection.merged:
+    delta = lora_delta(projection)
+    if delta is not None:
         # the bridge's W_O misreads a peft-wrapped projection's layout: build it here
         weight = projection.get_base_layer().weight.detach()  # [d_model, head * d_head]
-        for adapter in projection.active_adapters:
-            weight = weight + projection.get_delta_weight(adapter).detach().to(weight.dtype)
+        weight = weight + delta.to(weight.dtype)
         w_o = einops.rearrange(weight, "m (h d) -> h d m", h=model.n_heads)
     else:
         w_o = attention.W_O.detach()

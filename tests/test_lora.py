@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from circuitlab import InputError, TokenBatch, decompose_residual
+from circuitlab import InputError, TokenBatch, decompose_residual, sites
 from circuitlab.interventions import Ablate
 from circuitlab.interventions.export import export_hf
-from circuitlab.lora import add_lora
+from circuitlab.lora import adapted, add_lora, load_lora, lora_delta
 from circuitlab.testing import tiny_model
+from circuitlab.training import Step, Stopping, train
 
 PROMPTS = ["the cat sat on the mat", "a dog ."]
 
@@ -32,17 +34,17 @@ def test_adapter_trains_through_hooks_and_reloads_with_plain_peft(
     before = model.logits(batch)
     adapter = add_lora(model, layers=[1], r=4)
     torch.testing.assert_close(model.logits(batch), before, atol=1e-6, rtol=0)  # B starts at 0
-    optimiser = torch.optim.SGD(adapter.parameters(), lr=0.02)
     seen: dict[str, torch.Tensor] = {}
-    for _ in range(3):  # a few steps on a loss read from a hook point
-        optimiser.zero_grad()
-        model.bridge.run_with_hooks(
-            batch.input_ids,
-            attention_mask=batch.attention_mask,
-            fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: seen.update(r=x))],
+
+    def objective(batch: object) -> Step:  # a loss read from a hook point, through the handle
+        model.logits(batch, grad=True)
+        return Step(seen["r"].pow(2).mean())
+
+    with model.hooks([(sites.resid_post(1), lambda x, hook: seen.update(r=x))]):
+        history = train(
+            adapter.parameters(), objective, [batch], learning_rate=0.02, stopping=Stopping(3)
         )
-        seen["r"].pow(2).mean().backward()
-        optimiser.step()
+    assert history.epochs == 3 and history.losses[-1] < history.losses[0]
     after = model.logits(batch)
     assert (after - before).abs().max() > 1e-3
     assert all(
@@ -89,3 +91,49 @@ def test_decomposition_stays_exact_with_an_adapter_on_the_output_projection(
     assert len(adapter.parameters()) == 8
     parts = decompose_residual(model, PROMPTS)
     torch.testing.assert_close(parts.total(), parts.residual, atol=1e-5, rtol=0)
+
+
+def test_an_adapter_saved_loads_back_and_adapted_removes_it(
+    tiny_architecture: str, tmp_path: Path
+) -> None:
+    model = tiny_model(tiny_architecture)
+    batch = model.tokenize(PROMPTS)
+    before = model.logits(batch)
+    grads_before = {n: p.requires_grad for n, p in model.hf_model.named_parameters()}
+    modules = ["c_fc"] if tiny_architecture == "gpt2" else ["q_proj", "down_proj"]
+    with adapted(model, layers=[0, 1], modules=modules, r=2, init="gaussian") as adapter:
+        with torch.no_grad():
+            for parameter in adapter.parameters():  # B starts at 0: give it a value
+                parameter.add_(0.05 * torch.randn_like(parameter))
+        during = model.logits(batch)
+        assert (during - before).abs().max() > 1e-4
+        adapter.save(tmp_path / "adapter")
+        deltas = [lora_delta(m) for m in model.hf_model.modules()]
+        assert sum(delta is not None for delta in deltas) == 2 * len(modules)
+    assert not any("lora_" in n for n, _ in model.hf_model.named_parameters())
+    assert {n: p.requires_grad for n, p in model.hf_model.named_parameters()} == grads_before
+    torch.testing.assert_close(model.logits(batch), before, atol=0, rtol=0)
+
+    loaded = load_lora(model, tmp_path / "adapter")
+    torch.testing.assert_close(model.logits(batch), during, atol=1e-6, rtol=0)
+    assert loaded.config.r == 2
+    loaded.remove()
+    torch.testing.assert_close(model.logits(batch), before, atol=0, rtol=0)
+
+
+def test_loading_something_that_is_not_an_adapter_is_a_clear_error(tmp_path: Path) -> None:
+    model = tiny_model("llama")
+    with pytest.raises(InputError, match="is not a saved LoRA adapter"):
+        load_lora(model, tmp_path)
+    with adapted(model, layers=[1], modules=["q_proj", "v_proj"], r=2) as adapter:
+        adapter.save(tmp_path / "adapter")
+    with pytest.raises(InputError, match="Unknown module names"):
+        load_lora(tiny_model("gpt2"), tmp_path / "adapter")  # GPT-2 has no q_proj
+    tensors = load_file(tmp_path / "adapter" / "adapter_model.safetensors")
+    save_file(
+        {k: v for k, v in tensors.items() if "v_proj" not in k},
+        tmp_path / "adapter" / "adapter_model.safetensors",
+    )
+    with pytest.raises(InputError, match="does not fit"):
+        load_lora(model, tmp_path / "adapter")
+    assert not any("lora_" in n for n, _ in model.hf_model.named_parameters())  # taken out

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from peft.tuners.lora import LoraLayer
 from torch import Tensor
 
 from circuitlab.components import Head
 from circuitlab.errors import CircuitlabError
 from circuitlab.interventions.edits import EDITABLE_KINDS, ResolvedInterventions, SiteEdit
+from circuitlab.lora import lora_delta
 from circuitlab.model import ModelHandle
 
 __all__ = ["BakeError", "BakedModel", "bake"]
@@ -109,11 +109,10 @@ def clean_state_dict(model: ModelHandle) -> dict[str, Tensor]:
     merged: set[str] = set()
     for name, module in model.hf_model.named_modules(remove_duplicate=False):
         plain = name.replace("._original_component", "") + ".weight"
-        if isinstance(module, LoraLayer) and not module.merged and plain not in merged:
+        delta = lora_delta(module) if plain not in merged else None
+        if delta is not None:
             merged.add(plain)
-            for adapter in module.active_adapters:
-                delta = module.get_delta_weight(adapter).detach()
-                clean[plain] = clean[plain] + delta.to(clean[plain].dtype)
+            clean[plain] = clean[plain] + delta.to(clean[plain].dtype)
     return clean
 
 
