@@ -344,7 +344,8 @@ def test_reweight_command_fits_evaluates_and_saves(
     args = ["reweight", "--model", str(tiny_folder), "--task", "sentiment"]
     args += ["--label-words", "no", "yes", "--k", "6", "8", "--demos", "2", "--n-test", "8"]
     args += ["--demo-sets", "2", "--templates", "0", "1", "--save", str(weights)]
-    assert main([*args, "--json", str(out), "--csv", str(table)]) == 0
+    checkpoint = ["--checkpoint", str(tmp_path / "runs.json")]
+    assert main([*args, *checkpoint, "--json", str(out), "--csv", str(table)]) == 0
     printed = capsys.readouterr().out
     assert "4 run(s), K' = 2 demonstrations, 8 balanced test examples" in printed
     assert "CompRW" in printed and "ICL K-shot" in printed
@@ -361,6 +362,11 @@ def test_reweight_command_fits_evaluates_and_saves(
 
     loaded = ComponentReweighting.load(weights)
     assert loaded.label_words_ == ("no", "yes") and len(loaded.weights_) == 2 * 4 + 2
+    # the rerun reads every run back from the checkpoint
+    assert len(json.loads((tmp_path / "runs.json").read_text())["entries"]) == 4
+    again = tmp_path / "again.json"
+    assert main([*args, *checkpoint, "--json", str(again)]) == 0
+    assert json.loads(again.read_text())["records"] == report["records"]
 
 
 def test_reweight_bad_input_exits_2_with_a_message(

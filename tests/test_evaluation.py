@@ -218,7 +218,7 @@ def test_pruning_study_resumes_from_its_checkpoint(
         model, rankings, percents=[25, 40], suite=TINY_SUITE, checkpoint=checkpoint
     )
     # 2 layers: every k removes one layer, so only 3 distinct evaluations exist
-    assert len(json.loads(checkpoint.read_text())["evaluations"]) == 3
+    assert len(json.loads(checkpoint.read_text())["entries"]) == 3
     assert set(study.scores) == {"drop_last", "random", "ground_truth"}
     frame = study.to_dataframe()
     assert len(frame) == 6 and set(frame["removed"]) == {1}

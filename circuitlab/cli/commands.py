@@ -337,6 +337,7 @@ def reweight(args: argparse.Namespace) -> None:
         seed=args.seed,
         batch_size=args.batch_size,
         progress=True,
+        checkpoint=args.checkpoint,
     )
     seconds = time.perf_counter() - started
     runs = args.demo_sets * len(args.templates)

@@ -312,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
     reweight.add_argument("--top-k", type=int, default=5, help="top-weighted components to print")
     reweight.add_argument("--save", metavar="FILE", help="write the fitted weights (safetensors)")
     reweight.add_argument("--csv", metavar="FILE", help="write the summary table as CSV")
+    reweight.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="keep every finished run in FILE (JSON); rerun with it to resume an interrupted study",
+    )
     reweight.set_defaults(handler="reweight")
 
     _add_layer_commands(sub)

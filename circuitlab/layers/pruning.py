@@ -7,7 +7,6 @@ is measured once, and with a ``checkpoint`` file each finished evaluation is wri
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -21,8 +20,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
+from circuitlab.checkpoints import CheckpointStore
 from circuitlab.errors import InputError
 from circuitlab.evaluation.suite import EVALUATION_TASKS, EvaluationSuite, retention
+from circuitlab.fingerprint import model_fingerprint
 from circuitlab.interventions import PruneLayers
 from circuitlab.json_files import read_json, write_json_atomic
 from circuitlab.layers.scores import LayerScores, layers_to_remove
@@ -33,7 +34,7 @@ __all__ = ["DEFAULT_PERCENTS", "PruningStudy", "ground_truth_scores", "pruning_s
 
 
 class _Evaluations:
-    """Suite results per removed-layer set, memoised and optionally checkpointed to JSON."""
+    """Suite results per removed-layer set, memoised in a `CheckpointStore` (a file if given)."""
 
     def __init__(
         self,
@@ -45,44 +46,31 @@ class _Evaluations:
         self.model = model
         self.suite = suite
         self.progress = progress
-        self.path = Path(checkpoint) if checkpoint is not None else None
-        self.header = {"model": model.name, "n_layers": model.n_layers, "suite": suite.settings()}
-        self.results: dict[str, dict[str, float]] = {}
-        self.seconds: dict[str, float] = {}
-        self.used: set[str] = set()
-        if self.path is not None and self.path.exists():
-            self._resume(self.path)
-
-    def _resume(self, path: Path) -> None:
-        data = read_json(path, "pruning-study checkpoint")
-        if data.get("header") != json.loads(json.dumps(self.header)):
-            raise InputError(
-                f"Checkpoint {path} was written for another model or suite "
-                f"({data.get('header')}); delete it or pass another checkpoint path."
-            )
-        self.results = data.get("evaluations", {})
-        self.seconds = data.get("seconds", {})
+        scope = {
+            "model": model.name,
+            "model_fingerprint": model_fingerprint(model),
+            "n_layers": model.n_layers,
+            "suite": suite.settings(),
+        }
+        self.store = CheckpointStore(checkpoint, kind="pruning-study", scope=scope)
+        self.used: list[dict[str, Any]] = []
 
     def __call__(self, layers: Sequence[int]) -> dict[str, float]:
-        key = ",".join(str(layer) for layer in sorted(layers))
-        self.used.add(key)
-        if key not in self.results:
-            started = time.perf_counter()
-            if layers:
-                with self.model.intervene(PruneLayers(tuple(layers))):
-                    metrics = self.suite.evaluate(self.model, progress=self.progress)
-            else:
-                metrics = self.suite.evaluate(self.model, progress=self.progress)
-            self.results[key] = metrics
-            self.seconds[key] = time.perf_counter() - started
-            self._write()
-        return dict(self.results[key])
+        key = {"removed_layers": sorted(int(layer) for layer in layers)}
+        if key not in self.used:
+            self.used.append(key)
+        return dict(self.store.compute(key, lambda: self._evaluate(layers)))
 
-    def _write(self) -> None:
-        if self.path is None:
-            return
-        data = {"header": self.header, "evaluations": self.results, "seconds": self.seconds}
-        write_json_atomic(data, self.path)
+    def _evaluate(self, layers: Sequence[int]) -> dict[str, float]:
+        if not layers:
+            return self.suite.evaluate(self.model, progress=self.progress)
+        with self.model.intervene(PruneLayers(tuple(layers))):
+            return self.suite.evaluate(self.model, progress=self.progress)
+
+    @property
+    def seconds(self) -> float:
+        """Time the evaluations this study used took when they were computed, summed."""
+        return sum(self.store.seconds(key) for key in self.used)
 
 
 def _mean_retention(kept: Mapping[str, float]) -> float:
@@ -341,6 +329,6 @@ def pruning_study(
         rows=rows,
         seconds=time.perf_counter() - started,
         notes=notes,
-        evaluation_seconds=sum(evaluations.seconds.get(key, 0.0) for key in evaluations.used),
+        evaluation_seconds=evaluations.seconds,
         evaluations=len(evaluations.used),
     )

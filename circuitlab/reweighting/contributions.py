@@ -8,8 +8,6 @@ reweighting, calibration) runs on these cached tensors with the model frozen.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,38 +18,11 @@ from torch import Tensor
 from circuitlab.components import Component
 from circuitlab.decomposition.attribution import direct_logit_attribution
 from circuitlab.errors import InputError
+from circuitlab.fingerprint import model_fingerprint
 from circuitlab.model import ModelHandle, Prompts
 from circuitlab.tasks import ClassificationTask
 
 __all__ = ["LabelContributions", "label_contributions", "model_fingerprint"]
-
-_SAMPLES_PER_TENSOR = 2048
-
-
-def model_fingerprint(model: ModelHandle) -> str:
-    """A short hash that tells one model's weights and tokenizer from another's.
-
-    It hashes the architecture facts, the tokenizer's vocabulary size and special tokens, and
-    an evenly spaced sample of every parameter rounded to bfloat16 (so the same weights in
-    float32 and bfloat16 agree). Two different checkpoints, or a model with a trained LoRA
-    adapter, get different fingerprints. Computing it reads every parameter once (~0.1 s).
-    """
-    digest = hashlib.sha256()
-    card = model.model_card()
-    facts = {key: card[key] for key in ("architecture", "n_layers", "n_heads", "d_model")}
-    tokenizer = model.tokenizer
-    facts["vocab"] = len(tokenizer)
-    facts["special"] = sorted(str(token) for token in tokenizer.all_special_tokens)
-    digest.update(json.dumps(facts, sort_keys=True).encode())
-    with torch.no_grad():
-        for name, parameter in sorted(model.hf_model.named_parameters()):
-            flat = parameter.detach().reshape(-1)
-            step = max(1, flat.numel() // _SAMPLES_PER_TENSOR)
-            sample = flat[::step][:_SAMPLES_PER_TENSOR].to("cpu", torch.bfloat16)
-            digest.update(name.encode())
-            digest.update(sample.view(torch.int16).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
 
 @dataclass(frozen=True)
 class LabelContributions:

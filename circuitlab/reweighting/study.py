@@ -28,6 +28,7 @@ import copy
 import itertools
 import json
 import math
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,8 +40,10 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from circuitlab.checkpoints import CheckpointStore
 from circuitlab.components import Component, parse_components
 from circuitlab.errors import InputError
+from circuitlab.fingerprint import data_fingerprint, model_fingerprint
 from circuitlab.model import ModelHandle
 from circuitlab.models.cache import atomic_file
 from circuitlab.reweighting.calibration import CalibPlus
@@ -334,6 +337,7 @@ def reweighting_study(
     seed: int = 0,
     batch_size: int = 8,
     progress: bool = False,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ReweightingStudy:
     """Run the paper's few-shot protocol on one task.
 
@@ -352,6 +356,8 @@ def reweighting_study(
         seed: seed of the pool/test split and of every draw.
         batch_size: prompts per forward pass.
         progress: show a progress bar over the runs.
+        checkpoint: JSON file keeping every finished run (demonstration set x template);
+            rerunning with the same path resumes from it, also after the process was killed.
 
     Returns:
         A `ReweightingStudy`.
@@ -370,67 +376,40 @@ def reweighting_study(
         task.prompt("x", template=template)  # a clear error for a missing template
     pool, test = split_pool_test(task, max(ks), pool_size=pool_size, n_test=n_test, seed=seed)
     pool_size, n_test = len(pool), len(test)
-    labels = torch.tensor(test.labels)
     reweighting = reweighting or ComponentReweighting()
 
+    settings = {
+        "ks": ks,
+        "n_demos": n_demos,
+        "pool_size": pool_size,
+        "n_test": n_test,
+        "seed": seed,
+        "reweighting": reweighting.get_params(),
+        "run_icl_all": run_icl_all,
+    }
+    store = CheckpointStore(
+        checkpoint,
+        kind="reweighting-study",
+        scope={"model_fingerprint": model_fingerprint(model), "task": _task_fingerprint(task)},
+    )
     records: list[dict[str, Any]] = []
     notes: list[str] = []
     accuracy_runs, weight_runs = [], []
     components: tuple[Component, ...] = ()
     runs = list(itertools.product(range(n_demo_sets), templates))
     for demo_set, template in tqdm(runs, desc=f"{task.name} runs", disable=not progress):
-        demo_idx, train_idx = _draw(pool, max(ks), n_demos, seed * 1000 + demo_set)
-        demos = [(pool.texts[i], pool.labels[i]) for i in demo_idx]
-        train_c = label_contributions(
-            model, pool.subset(train_idx), template=template, demos=demos, batch_size=batch_size
-        )
-        test_c = label_contributions(
-            model, test, template=template, demos=demos, batch_size=batch_size
-        )
-        base = {"demo_set": demo_set, "template": template}
-        chosen = components = reweighting._chosen(test_c)
-        component_acc = (test_c.select(chosen).argmax(dim=-1) == labels[:, None]).float().mean(0)
-        accuracy_runs.append(component_acc)
-        best, worst = int(component_acc.argmax()), int(component_acc.argmin())
-        icl_demos = float((test_c.logits.argmax(dim=-1) == labels).float().mean())
-        run_weights = []
-        for k in ks:
-            train_k = train_c.subset(list(range(k - n_demos)))
-            rw = copy.deepcopy(reweighting).fit(train_k)
-            run_weights.append(rw.effective_weights_)
-            code_rw = ComponentReweighting(l1=0.01, clip=True, components=reweighting.components)
-            calib = CalibPlus().fit(train_k)
-            icl_all = float("nan")
-            if run_icl_all:
-                icl_all = _icl_all(
-                    model,
-                    task,
-                    pool,
-                    test,
-                    demo_idx,
-                    train_idx,
-                    k,
-                    n_demos,
-                    template,
-                    seed * 1000 + demo_set,
-                    batch_size,
-                    notes,
-                )
-            found = {
-                "icl_demos": icl_demos,
-                "icl_all": icl_all,
-                "calib_plus": calib.score(test_c),
-                "comp_rw": rw.score(test_c),
-                "comp_rw_code": code_rw.fit(train_k).score(test_c),
-                "oracle_best": float(component_acc[best]),
-                "oracle_worst": float(component_acc[worst]),
-            }
-            for method, accuracy in found.items():
-                record = {**base, "k": k, "method": method, "accuracy": accuracy}
-                if method.startswith("oracle"):
-                    record["component"] = str(chosen[best if method == "oracle_best" else worst])
-                records.append(record)
-        weight_runs.append(torch.stack(run_weights))
+        run = store.compute(
+            {"demo_set": demo_set, "template": template, **settings},
+            lambda demo_set=demo_set, template=template: _run(
+                model, task, pool, test, reweighting, ks, n_demos, demo_set, template, seed,
+                run_icl_all, batch_size,
+            ),
+        )  # fmt: skip
+        records.extend(run["records"])
+        notes.extend(run["notes"])
+        components = tuple(parse_components(run["components"]))
+        accuracy_runs.append(torch.tensor(run["component_accuracy"]))
+        weight_runs.append(torch.tensor(run["weights"]))
     n_templates = len(templates)
     return ReweightingStudy(
         task=task.name,
@@ -451,6 +430,96 @@ def reweighting_study(
         component_accuracy=torch.stack(accuracy_runs).reshape(n_demo_sets, n_templates, -1),
         weights=torch.stack(weight_runs).reshape(n_demo_sets, n_templates, len(ks), -1),
         notes=tuple(dict.fromkeys(notes)),
+    )
+
+
+def _run(
+    model: ModelHandle,
+    task: ClassificationTask,
+    pool: ClassificationTask,
+    test: ClassificationTask,
+    reweighting: ComponentReweighting,
+    ks: list[int],
+    n_demos: int,
+    demo_set: int,
+    template: int,
+    seed: int,
+    run_icl_all: bool,
+    batch_size: int,
+) -> dict[str, Any]:
+    """One run (a demonstration set and a template) as plain data: records, component
+    accuracies, CompRW weights per K, components and notes."""
+    labels = torch.tensor(test.labels)
+    records: list[dict[str, Any]] = []
+    notes: list[str] = []
+    demo_idx, train_idx = _draw(pool, max(ks), n_demos, seed * 1000 + demo_set)
+    demos = [(pool.texts[i], pool.labels[i]) for i in demo_idx]
+    train_c = label_contributions(
+        model, pool.subset(train_idx), template=template, demos=demos, batch_size=batch_size
+    )
+    test_c = label_contributions(
+        model, test, template=template, demos=demos, batch_size=batch_size
+    )
+    base = {"demo_set": demo_set, "template": template}
+    chosen = reweighting._chosen(test_c)
+    component_acc = (test_c.select(chosen).argmax(dim=-1) == labels[:, None]).float().mean(0)
+    best, worst = int(component_acc.argmax()), int(component_acc.argmin())
+    icl_demos = float((test_c.logits.argmax(dim=-1) == labels).float().mean())
+    run_weights = []
+    for k in ks:
+        train_k = train_c.subset(list(range(k - n_demos)))
+        rw = copy.deepcopy(reweighting).fit(train_k)
+        run_weights.append(rw.effective_weights_)
+        code_rw = ComponentReweighting(l1=0.01, clip=True, components=reweighting.components)
+        calib = CalibPlus().fit(train_k)
+        icl_all = float("nan")
+        if run_icl_all:
+            icl_all = _icl_all(
+                model,
+                task,
+                pool,
+                test,
+                demo_idx,
+                train_idx,
+                k,
+                n_demos,
+                template,
+                seed * 1000 + demo_set,
+                batch_size,
+                notes,
+            )
+        found = {
+            "icl_demos": icl_demos,
+            "icl_all": icl_all,
+            "calib_plus": calib.score(test_c),
+            "comp_rw": rw.score(test_c),
+            "comp_rw_code": code_rw.fit(train_k).score(test_c),
+            "oracle_best": float(component_acc[best]),
+            "oracle_worst": float(component_acc[worst]),
+        }
+        for method, accuracy in found.items():
+            record = {**base, "k": k, "method": method, "accuracy": accuracy}
+            if method.startswith("oracle"):
+                record["component"] = str(chosen[best if method == "oracle_best" else worst])
+            records.append(record)
+    return {
+        "records": records,
+        "notes": notes,
+        "components": [str(c) for c in chosen],
+        "component_accuracy": component_acc.tolist(),
+        "weights": torch.stack(run_weights).tolist(),
+    }
+
+
+def _task_fingerprint(task: ClassificationTask) -> str:
+    """What a study's runs depend on in a task: its texts, labels, templates and label words."""
+    return data_fingerprint(
+        {
+            "texts": list(task.texts),
+            "labels": list(task.labels),
+            "templates": [str(template) for template in task.templates],
+            "label_words": list(task.label_words),
+        }
     )
 
 
