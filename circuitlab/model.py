@@ -16,6 +16,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuitlab import hf_compat
 from circuitlab.architecture import ArchitectureInfo, check_supported
+from circuitlab.decoding import greedy_decode
 from circuitlab.errors import CircuitlabError, IncompatibleVersionError, InputError
 from circuitlab.sites import Site, hook_name_of
 from circuitlab.tokenization import TokenBatch, encode_prompts, single_token_id
@@ -394,38 +395,24 @@ class ModelHandle:
         return intervene(self, *interventions)
 
     # ------------------------------------------------------------ generation
-    @torch.no_grad()
     def generate_ids(
         self, prompts: str | Sequence[str], max_new_tokens: int = 20, *, stop_at_eos: bool = True
     ) -> list[list[int]]:
         """Greedy continuation token ids for each prompt (KV-cached, one prompt at a time).
 
-        Hooks active on the bridge (e.g. inside `hooks`) apply to every step.
+        With ``stop_at_eos`` a row ends with the end-of-sequence token (included). Hooks active
+        on the bridge (e.g. inside `hooks`) apply to every step. See
+        `circuitlab.decoding.greedy_decode`, the decoder this uses.
         """
-        if max_new_tokens < 0:
-            raise InputError(f"max_new_tokens must be >= 0, got {max_new_tokens}.")
-        batch = self.tokenize(prompts if not isinstance(prompts, str) else [prompts])
-        eos = self.tokenizer.eos_token_id
-        results: list[list[int]] = []
-        for index in range(len(batch)):
-            tokens = batch.row(index)[None].to(self.device)
-            if tokens.shape[1] + max_new_tokens > self.arch.n_ctx:
-                raise InputError(
-                    f"Prompt {index} ({tokens.shape[1]} tokens) plus {max_new_tokens} new tokens "
-                    f"exceeds the model's context of {self.arch.n_ctx} tokens."
-                )
-            new: list[int] = []
-            cache = self.new_kv_cache()
-            step_input = tokens
-            for _ in range(max_new_tokens):
-                logits = self.forward_with_kv_cache(step_input, cache)
-                next_id = int(logits[0, -1].argmax())
-                new.append(next_id)
-                if stop_at_eos and eos is not None and next_id == eos:
-                    break
-                step_input = torch.tensor([[next_id]], device=self.device)
-            results.append(new)
-        return results
+        return greedy_decode(
+            self,
+            prompts,
+            max_new_tokens=max_new_tokens,
+            stop_at_eos=stop_at_eos,
+            keep_eos=True,
+            batch_size=1,
+            share_prefix=False,
+        )
 
     def generate(
         self, prompts: str | Sequence[str], max_new_tokens: int = 20, *, stop_at_eos: bool = True

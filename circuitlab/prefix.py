@@ -16,15 +16,17 @@ positions or resamples, since those count from the start of the prompt.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
 from circuitlab.hf_compat import crop_kv_cache, repeat_kv_cache
-from circuitlab.model import ModelHandle
 from circuitlab.tokenization import TokenBatch
+
+if TYPE_CHECKING:
+    from circuitlab.model import ModelHandle
 
 __all__ = ["MIN_SHARED_PREFIX", "SharedPrefix", "common_prefix_length"]
 
