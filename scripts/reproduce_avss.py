@@ -101,7 +101,7 @@ def _pct(value: float) -> str:
 
 
 def _model_section(study: PruningStudy) -> list[str]:
-    frame = study.to_dataframe()
+    frame = study.to_frame()
     original = study.original
     lines = [
         f"## {study.model} ({study.n_layers} layers)",
@@ -181,7 +181,7 @@ def _names(methods: list[str]) -> str:
 
 
 def _study_findings(study: PruningStudy) -> list[str]:
-    frame = study.to_dataframe()
+    frame = study.to_frame()
     at25 = frame[frame["k"] == 25.0].set_index("method")
     avss = at25.loc["avss"]
     kept = [avss.retention_qa, avss.retention_perplexity, avss.retention_sentiment]
@@ -311,7 +311,7 @@ def render() -> None:
     for study in studies:
         for suffix, figure in (
             ("scores", study.scores["avss"].plot(25.0)),
-            ("retention", study.plot_retention()),
+            ("retention", study.plot()),
         ):
             with atomic_file(FIGURES / f"avss-{study.model}-{suffix}.png") as tmp:
                 figure.savefig(tmp, dpi=110, format="png")

@@ -116,7 +116,7 @@ def test_groups_expand_in_model_order_and_the_model_is_untouched() -> None:
 def test_result_table_figure_and_file_round_trip(tmp_path: Path) -> None:
     model = tiny_model("llama")
     result = ablation_study(model, PROMPTS, "mat")
-    table = result.to_dataframe()
+    table = result.to_frame()
     assert list(table.columns) == [
         "component",
         "kind",

@@ -415,7 +415,9 @@ def test_prune_study_command_evaluates_resumes_and_exports(
         assert (out / name).is_file()
     assert (out / "retention.png").is_file() and (out / "ground_truth.png").is_file()
     study = json.loads((out / "study.json").read_text())
-    assert {row["method"] for row in study["rows"]} == {"avss", "drop_last", "ground_truth"}
+    assert study["header"]["kind"] == "PruningStudy"
+    rows = study["fields"]["rows"]
+    assert {row["method"] for row in rows} == {"avss", "drop_last", "ground_truth"}
     assert "exported" in printed and "plain transformers reloads it within" in printed
     config = json.loads((export / "config.json").read_text())
     assert config["num_hidden_layers"] == 1  # 40% of 2 layers: one removed

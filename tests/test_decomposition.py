@@ -139,7 +139,7 @@ def test_attribution_tables_files_and_figures(tmp_path: Path) -> None:
         float(scores[result.components.index(Head(1, 2))])
     )
     assert result.head_matrix(1).shape == (2, 4)
-    frame = result.to_dataframe()
+    frame = result.to_frame()
     assert len(frame) == len(PROMPTS) * len(result.components) * 2
     assert set(frame.columns) == {"prompt", "component", "target", "attribution"}
     path = result.save(tmp_path / "dla.safetensors")
@@ -155,7 +155,7 @@ def test_attribution_tables_files_and_figures(tmp_path: Path) -> None:
     low, high = colorbar.get_ylim()
     assert low == pytest.approx(-high)  # diverging, centred on zero
     heatmap.savefig(tmp_path / "heads.png")
-    bars = result.plot_top(5, column=1)
+    bars = result.plot(5, column=1)
     assert len(bars.axes[0].patches) == 5
     bars.savefig(tmp_path / "top.png")
     assert (tmp_path / "heads.png").stat().st_size > 1000

@@ -220,14 +220,14 @@ def test_pruning_study_resumes_from_its_checkpoint(
     # 2 layers: every k removes one layer, so only 3 distinct evaluations exist
     assert len(json.loads(checkpoint.read_text())["entries"]) == 3
     assert set(study.scores) == {"drop_last", "random", "ground_truth"}
-    frame = study.to_dataframe()
+    frame = study.to_frame()
     assert len(frame) == 6 and set(frame["removed"]) == {1}
     row = frame[(frame["method"] == "drop_last") & (frame["k"] == 25)].iloc[0]
     assert row["layers"] == "1"
     assert row["retention_perplexity"] == pytest.approx(
         study.original["perplexity"] / row["perplexity"]
     )
-    assert isinstance(study.plot_retention(), Figure)
+    assert isinstance(study.plot(), Figure)
     assert list(study.retention_table(25).index) == ["drop_last", "random", "ground_truth"]
     assert set(study.spearman()["method"]) == {"drop_last", "random"}
     calls = []

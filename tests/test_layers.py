@@ -169,7 +169,7 @@ def test_layer_scores_ranking_selection_and_storage(tmp_path: Path) -> None:
     assert scores.highest(25) == (2, 7)
     assert scores.lowest(10) == (1,)  # 0.8 layers rounds to one, never zero
     assert scores.pruning(25).layers == (1, 3)
-    frame = scores.to_dataframe()
+    frame = scores.to_frame()
     assert list(frame["rank"]) == [4, 0, 7, 1, 3, 5, 2, 6]
     figure = scores.plot(25)
     assert isinstance(figure, Figure)

@@ -162,7 +162,7 @@ def test_fit_learns_the_informative_component() -> None:
     probabilities = rw.predict_proba(test)
     torch.testing.assert_close(probabilities.sum(dim=-1), torch.ones(len(test)))
     assert rw.weight_of("L0H2") == rw.top_components(1)[0][1]
-    assert list(rw.to_dataframe().columns) == ["component", "weight"]
+    assert list(rw.to_frame().columns) == ["component", "weight"]
 
 
 def test_early_stopping_rules() -> None:
@@ -345,7 +345,7 @@ def test_study_on_a_tiny_model(tmp_path: Path) -> None:
         model, task, ks=(6, 8), n_demos=2, n_demo_sets=2, templates=(0, 1), n_test=8
     )
     assert len(study.records) == 2 * 2 * 2 * 7
-    summary = study.summary()
+    summary = study.to_frame()
     assert set(summary["runs"]) == {4}
     # the K'-shot ICL accuracy is the model's own, computed independently
     pool, test = split_pool_test(task, 8, n_test=8, seed=0)

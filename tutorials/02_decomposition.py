@@ -33,7 +33,7 @@ heads_only = [(str(c), round(v, 2)) for c, v in result.top(60) if isinstance(c, 
 print("top heads:", heads_only[:4])
 print("' Paris' over ' London':", [(str(c), round(v, 2)) for c, v in result.top(3, column=1)])
 result.plot_heads().savefig(output / "paris_heads.png", dpi=120)
-result.plot_top(12).savefig(output / "paris_top.png", dpi=120)
+result.plot(12).savefig(output / "paris_top.png", dpi=120)
 
 # 2. Every component as a classifier: sentiment, 4 in-context demonstrations.
 demos, rest = load_task("sentiment").split(20, seed=0)  # demonstrations never tested on
@@ -49,5 +49,5 @@ print(
     f"e.g. {types['label_biased'][:3]}"
 )
 scores.plot_heads().savefig(output / "sentiment_accuracy.png", dpi=120)
-print(scores.to_dataframe().sort_values("accuracy", ascending=False).head())
+print(scores.to_frame().sort_values("accuracy", ascending=False).head())
 print(f"figures in {output}")

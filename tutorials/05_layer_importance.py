@@ -34,7 +34,7 @@ print(
     f"in {time.perf_counter() - started:.1f} s"
 )
 avss = scores["avss"]
-print(avss.to_dataframe()[["layer", "avss", "variance", "sparsity", "cavss"]].round(4).head(8))
+print(avss.to_frame()[["layer", "avss", "variance", "sparsity", "cavss"]].round(4).head(8))
 for method, result in scores.items():
     print(f"  {method:<17} 25% lowest: {list(result.lowest(25))}")
 print("Block Influence vs AVSS, Spearman:", round(scores["block_influence"].spearman(avss), 2))

@@ -82,7 +82,7 @@ class AblationEffects(ComponentTable):
             f"intact {self.baseline_value:.3g}"
         )
 
-    def to_dataframe(self) -> Any:
+    def to_frame(self) -> Any:
         """One row per component: kind, layer, head, ablated metric, effect and its error."""
         import pandas as pd
 

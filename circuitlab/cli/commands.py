@@ -203,7 +203,7 @@ def component_accuracy(args: argparse.Namespace) -> None:
     if args.plot:
         _save_figure(result.plot_heads(), args.plot)
     if args.csv:
-        _save_table(result.to_dataframe(), args.csv)
+        _save_table(result.to_frame(), args.csv)
     if args.json:
         write_json(
             {
@@ -296,11 +296,11 @@ def ablate(args: argparse.Namespace) -> None:
     if args.plot:
         _save_figure(result.plot(), args.plot)
     if args.csv:
-        _save_table(result.to_dataframe(), args.csv)
+        _save_table(result.to_frame(), args.csv)
     if args.save:
         print(f"wrote {result.save(args.save)}")
     if args.json:
-        table = result.to_dataframe()
+        table = result.to_frame()
         write_json(
             {
                 "model": model.name,
@@ -345,7 +345,7 @@ def reweight(args: argparse.Namespace) -> None:
         f"{model.name} on {task.name!r}: {runs} run(s), K' = {study.settings['n_demos']} "
         f"demonstrations, {study.settings['n_test']} balanced test examples, {seconds:.1f} s"
     )
-    summary = study.summary()
+    summary = study.to_frame()
     for k in study.settings["ks"]:
         print(f"  K = {k}:")
         for row in summary[summary["k"] == k].itertuples():

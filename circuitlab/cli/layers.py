@@ -74,7 +74,7 @@ def _write_text(text: str, path: Path) -> None:
 
 
 def _scores_table(scores: dict[str, LayerScores]) -> str:
-    frames = [s.to_dataframe().set_index("layer")[[s.method]] for s in scores.values()]
+    frames = [s.to_frame().set_index("layer")[[s.method]] for s in scores.values()]
     return frames[0].join(frames[1:]).reset_index().to_csv(index=False)
 
 
@@ -154,10 +154,10 @@ def prune_study(args: argparse.Namespace, model: ModelHandle, texts: list[str]) 
             + ", ".join(f"{row.method} {row.spearman:+.2f}" for row in spearman.itertuples())
         )
     study.save(folder / "study.json")
-    _write_text(study.to_dataframe().to_csv(index=False), folder / "retention.csv")
+    _write_text(study.to_frame().to_csv(index=False), folder / "retention.csv")
     _write_text(spearman.to_csv(index=False), folder / "spearman.csv")
     _write_text(_scores_table(study.scores), folder / "layer_scores.csv")
-    _write_figure(study.plot_retention(), folder / "retention.png")
+    _write_figure(study.plot(), folder / "retention.png")
     for method, result in study.scores.items():
         _write_figure(
             result.plot(min(study.percents, key=lambda p: abs(p - 25))), folder / f"{method}.png"

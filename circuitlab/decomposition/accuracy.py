@@ -117,7 +117,7 @@ class ComponentAccuracy(ComponentTable):
             "label_biased_fraction": len(biased) / len(self.components),
         }
 
-    def to_dataframe(self) -> Any:
+    def to_frame(self) -> Any:
         """One row per component: accuracy, majority label and whether it is label-biased."""
         import pandas as pd
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import einops
 import torch
@@ -32,6 +33,7 @@ from circuitlab.errors import InputError
 from circuitlab.interventions.edits import ForwardState, position_mask
 from circuitlab.model import ModelHandle, Prompts
 from circuitlab.prefix import SharedPrefix
+from circuitlab.results import Result
 from circuitlab.tokenization import TokenBatch
 from circuitlab.weights import norm_gain, output_projection
 
@@ -39,7 +41,7 @@ __all__ = ["DecompositionWeights", "ResidualDecomposition", "decompose_batch", "
 
 
 @dataclass(frozen=True)
-class ResidualDecomposition:
+class ResidualDecomposition(Result):
     """The final residual stream at one position per prompt, split into components.
 
     Attributes:
@@ -65,6 +67,43 @@ class ResidualDecomposition:
 
     def __len__(self) -> int:
         return int(self.contributions.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"ResidualDecomposition({len(self)} prompts x {len(self.components)} components, "
+            f"d_model {self.contributions.shape[-1]})"
+        )
+
+    def norms(self) -> Float[Tensor, "batch component"]:
+        """The L2 norm of each component's write at each prompt's position."""
+        return self.contributions.norm(dim=-1)
+
+    def to_frame(self) -> Any:
+        """One row per (prompt, component): position and the norm of the component's write."""
+        import pandas as pd
+
+        norms = self.norms()
+        return pd.DataFrame(
+            {
+                "prompt": [row for row in range(len(self)) for _ in self.components],
+                "position": [int(p) for p in self.positions for _ in self.components],
+                "component": [str(c) for _ in range(len(self)) for c in self.components],
+                "norm": norms.reshape(-1).numpy(),
+            }
+        )
+
+    def plot(self, k: int = 15, *, title: str | None = None) -> Any:
+        """Bar chart of the ``k`` components with the largest mean write norm (Figure)."""
+        from circuitlab.decomposition.plots import plot_bars
+
+        mean = self.norms().mean(dim=0)
+        order = torch.argsort(mean, descending=True)[:k]
+        return plot_bars(
+            [str(self.components[int(i)]) for i in order],
+            [float(mean[i]) for i in order],
+            title=title or f"largest writes to the final residual stream ({len(self)} prompts)",
+            value_label="mean L2 norm of the write",
+        )
 
 
 class _PositionRecorder:

@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from circuitlab.components import Component, Head, parse_components
 from circuitlab.errors import InputError
-from circuitlab.models.cache import atomic_file
+from circuitlab.results import Result
 
 __all__ = ["Attribution", "ComponentTable"]
 
 
-class ComponentTable:
+class ComponentTable(Result, abstract=True):
     """Shared behaviour of results that give each component a score.
 
-    Subclasses define ``components`` and ``scores(column)`` ([component] tensor).
+    Subclasses define ``components`` and ``scores(column)`` ([component] tensor). Saving,
+    loading and the notebook view come from `circuitlab.results.Result`.
     """
 
     components: tuple[Component, ...]
@@ -81,7 +81,7 @@ class ComponentTable:
             center=self.score_center,
         )
 
-    def plot_top(self, k: int = 15, column: int | str = 0, *, title: str | None = None) -> Any:
+    def plot(self, k: int = 15, column: int | str = 0, *, title: str | None = None) -> Any:
         """Bar chart of the ``k`` components with the largest absolute score (matplotlib Figure)."""
         from circuitlab.decomposition.plots import plot_bars
 
@@ -98,33 +98,12 @@ class ComponentTable:
     def _column_label(self, column: int | str) -> str:
         return str(column)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the result to one safetensors file (labels as JSON metadata), atomically."""
-        target = Path(path)
-        tensors, meta = {}, {"kind": type(self).__name__}
-        for field in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, field.name)
-            if isinstance(value, Tensor):
-                tensors[field.name] = value.detach().cpu().contiguous()
-            elif field.name == "components":
-                meta[field.name] = [str(component) for component in value]
-            else:
-                meta[field.name] = list(value) if isinstance(value, tuple) else value
-        with atomic_file(target) as tmp:
-            save_file(tensors, str(tmp), metadata={"circuitlab": json.dumps(meta)})
-        return target
-
     @classmethod
-    def load(cls, path: str | Path) -> Any:
-        """Read a result written by `save`."""
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = json.loads((handle.metadata() or {}).get("circuitlab", "{}"))
-            tensors = load_file(str(path))
-        except (OSError, SafetensorError, ValueError) as error:
-            raise InputError(f"Cannot read a circuitlab result from {path}: {error}") from None
+    def _from_legacy(
+        cls, data: Mapping[str, Any], tensors: Mapping[str, Tensor], path: Path
+    ) -> Any:
+        """Files of the first format: field tensors by name, the rest and ``kind`` as JSON."""
+        meta = dict(data)
         if meta.pop("kind", None) != cls.__name__:
             raise InputError(f"{path} does not hold a circuitlab {cls.__name__}.")
         meta["components"] = tuple(parse_components(meta["components"]))
@@ -189,7 +168,7 @@ class Attribution(ComponentTable):
         """Largest |sum of attributions + constant - model logit| over prompts and targets."""
         return float((self.values.sum(dim=1) + self.constant - self.logits).abs().max())
 
-    def to_dataframe(self) -> Any:
+    def to_frame(self) -> Any:
         """Long table: one row per (prompt, component, target) with the attribution."""
         import pandas as pd
 

@@ -25,9 +25,9 @@ from circuitlab.errors import InputError
 from circuitlab.evaluation.suite import EVALUATION_TASKS, EvaluationSuite, retention
 from circuitlab.fingerprint import model_fingerprint
 from circuitlab.interventions import PruneLayers
-from circuitlab.json_files import read_json, write_json_atomic
 from circuitlab.layers.scores import LayerScores, layers_to_remove
 from circuitlab.model import ModelHandle
+from circuitlab.results import Result
 from circuitlab.vocabulary import DEFAULT_PERCENTS
 
 __all__ = ["DEFAULT_PERCENTS", "PruningStudy", "ground_truth_scores", "pruning_study"]
@@ -117,7 +117,7 @@ def ground_truth_scores(
 
 
 @dataclass
-class PruningStudy:
+class PruningStudy(Result):
     """Results of `pruning_study`.
 
     Attributes:
@@ -145,7 +145,7 @@ class PruningStudy:
     evaluation_seconds: float = 0.0
     evaluations: int = 0
 
-    def to_dataframe(self) -> pd.DataFrame:
+    def to_frame(self) -> pd.DataFrame:
         """One row per (method, k): removed layers, metrics and retentions."""
         records = []
         for row in self.rows:
@@ -163,7 +163,7 @@ class PruningStudy:
 
     def retention_table(self, percent: float = 25.0) -> pd.DataFrame:
         """Retention per task (and the mean) of every method at one k, as a method x task table."""
-        frame = self.to_dataframe()
+        frame = self.to_frame()
         frame = frame[np.isclose(frame["k"], percent)]
         if frame.empty:
             raise InputError(f"The study has no k = {percent}%; it ran {self.percents}.")
@@ -175,6 +175,12 @@ class PruningStudy:
     def percents(self) -> list[float]:
         """The k values of the sweep."""
         return sorted({row["percent"] for row in self.rows})
+
+    def __repr__(self) -> str:
+        return (
+            f"PruningStudy({self.model!r}: {len(self.scores)} rankings x k = "
+            f"{self.percents} %, {self.evaluations} evaluations)"
+        )
 
     def spearman(self) -> pd.DataFrame:
         """Spearman correlation of every score with the ground truth (NaN without one)."""
@@ -189,9 +195,9 @@ class PruningStudy:
         ]
         return pd.DataFrame.from_records(records)
 
-    def plot_retention(self) -> Figure:
+    def plot(self) -> Figure:
         """Retention against k, one line per method, one panel per task and one for the mean."""
-        frame = self.to_dataframe()
+        frame = self.to_frame()
         tasks = [t for t in (*EVALUATION_TASKS, "mean") if f"retention_{t}" in frame.columns]
         figure = Figure(figsize=(3.2 * len(tasks), 3.2), layout="constrained")
         axes = np.atleast_1d(figure.subplots(1, len(tasks), sharey=True))
@@ -243,14 +249,10 @@ class PruningStudy:
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"Not pruning study data ({error!r}).") from error
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the study as JSON, atomically; returns the path."""
-        return write_json_atomic(self.to_dict(), path)
-
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PruningStudy:
-        """Read a study written by `save`."""
-        return cls.from_dict(read_json(path, "pruning study"))
+    def _from_legacy(cls, data: Mapping[str, Any], tensors: Any, path: Path) -> PruningStudy:
+        """Files written before the result protocol hold `to_dict` output."""
+        return cls.from_dict(data)
 
 
 def pruning_study(

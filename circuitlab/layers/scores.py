@@ -6,7 +6,6 @@ Convention: a higher value means a more important layer; pruning removes the low
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from circuitlab.errors import InputError
-from circuitlab.json_files import read_json, write_json_atomic
+from circuitlab.results import Result
 
 __all__ = ["LayerScores", "check_percent", "layers_to_remove"]
 
@@ -52,7 +51,7 @@ def layers_to_remove(n_layers: int, percent: float) -> int:
 
 
 @dataclass(frozen=True)
-class LayerScores:
+class LayerScores(Result):
     """Per-layer importance from one method (AVSS, Block Influence, ground truth, ...).
 
     Attributes:
@@ -128,7 +127,7 @@ class LayerScores:
         return float(spearmanr(self.values, reference).statistic)
 
     # ---------------------------------------------------------- presentation
-    def to_dataframe(self) -> pd.DataFrame:
+    def to_frame(self) -> pd.DataFrame:
         """One row per layer: layer, value, rank (0 = least important) and the details."""
         rank = np.empty(self.n_layers, dtype=int)
         rank[list(self.ranking)] = np.arange(self.n_layers)
@@ -196,11 +195,7 @@ class LayerScores:
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"Not LayerScores data ({error!r}).") from error
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the scores as JSON, atomically; returns the path."""
-        return write_json_atomic(self.to_dict(), path, indent=2)
-
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> LayerScores:
-        """Read scores written by `save`."""
-        return cls.from_dict(read_json(path, "layer scores"))
+    def _from_legacy(cls, data: Mapping[str, Any], tensors: Any, path: Path) -> LayerScores:
+        """Files written before the result protocol hold `to_dict` output."""
+        return cls.from_dict(data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -20,12 +21,13 @@ from circuitlab.decomposition.attribution import direct_logit_attribution
 from circuitlab.errors import InputError
 from circuitlab.fingerprint import model_fingerprint
 from circuitlab.model import ModelHandle, Prompts
+from circuitlab.results import Result
 from circuitlab.tasks import ClassificationTask
 
 __all__ = ["LabelContributions", "label_contributions", "model_fingerprint"]
 
 @dataclass(frozen=True)
-class LabelContributions:
+class LabelContributions(Result):
     """Each component's direct contribution to each label word's logit, per example.
 
     Attributes:
@@ -54,6 +56,35 @@ class LabelContributions:
         return (
             f"LabelContributions({len(self)} {labelled} examples x {len(self.components)} "
             f"components x {len(self.label_words)} label words, model {self.model_name!r})"
+        )
+
+    def to_frame(self) -> Any:
+        """Long table: one row per (example, component, label word) with the contribution."""
+        import pandas as pd
+
+        index = pd.MultiIndex.from_product(
+            [range(len(self)), [str(c) for c in self.components], list(self.label_words)],
+            names=["example", "component", "label_word"],
+        )
+        frame = pd.DataFrame({"contribution": self.values.reshape(-1).numpy()}, index=index)
+        return frame.reset_index()
+
+    def plot(self, k: int = 15, *, title: str | None = None) -> Any:
+        """Bar chart of the ``k`` components that separate the label words most: each one's
+        mean contribution to the first label word minus the mean over the others (logits)."""
+        from circuitlab.decomposition.plots import plot_bars
+
+        if len(self.label_words) < 2:
+            raise InputError("A plot needs at least two label words to compare.")
+        mean = self.values.mean(dim=0)  # [component, label]
+        margin = mean[:, 0] - mean[:, 1:].mean(dim=1)
+        order = torch.argsort(margin.abs(), descending=True)[:k]
+        return plot_bars(
+            [str(self.components[int(i)]) for i in order],
+            [float(margin[i]) for i in order],
+            title=title
+            or f"components separating {self.label_words[0]!r} from the other label words",
+            value_label="mean contribution difference (logits)",
         )
 
     def subset(self, indices: Sequence[int] | Tensor) -> LabelContributions:

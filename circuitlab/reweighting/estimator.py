@@ -281,7 +281,7 @@ class ComponentReweighting:
             raise InputError(f"{wanted} has no weight in this reweighting.")
         return float(self.effective_weights_[self.components_.index(wanted)])
 
-    def to_dataframe(self) -> Any:
+    def to_frame(self) -> Any:
         """One row per component: its weight (pandas DataFrame)."""
         import pandas as pd
 

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from circuitlab.components import Component, parse_components
 from circuitlab.errors import InputError
 from circuitlab.fingerprint import data_fingerprint, model_fingerprint
 from circuitlab.model import ModelHandle
-from circuitlab.models.cache import atomic_file
+from circuitlab.results import Result
 from circuitlab.reweighting.calibration import CalibPlus
 from circuitlab.reweighting.contributions import label_contributions
 from circuitlab.reweighting.estimator import ComponentReweighting
@@ -80,7 +79,7 @@ def default_demos(n_labels: int) -> int:
 
 
 @dataclass(frozen=True)
-class ReweightingStudy:
+class ReweightingStudy(Result):
     """Accuracies of every method in every run, plus what the runs learned.
 
     Attributes:
@@ -133,7 +132,7 @@ class ReweightingStudy:
         mean = sum(values) / len(values)
         return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
 
-    def summary(self) -> Any:
+    def to_frame(self) -> Any:
         """Mean and std of every method at every K (pandas DataFrame, accuracies 0..1)."""
         import pandas as pd
 
@@ -149,6 +148,26 @@ class ReweightingStudy:
             for method in METHODS
         ]
         return pd.DataFrame(rows)
+
+    def plot(self, k: int | None = None, *, title: str | None = None) -> Any:
+        """Bar chart of every method's mean test accuracy at ``k`` (default: the largest K),
+        with the standard deviation over the runs as error bars (matplotlib Figure)."""
+        from matplotlib.figure import Figure
+
+        k = max(self.settings["ks"]) if k is None else k
+        if k not in self.settings["ks"]:
+            raise InputError(f"K={k} was not part of this study; it has {self.settings['ks']}.")
+        names = list(METHODS)
+        means = [self.mean(method, k) for method in names]
+        stds = [self.std(method, k) for method in names]
+        figure = Figure(figsize=(7.0, 3.4), layout="constrained")
+        axes = figure.subplots()
+        axes.bar(range(len(names)), means, yerr=stds, color="tab:blue", capsize=3)
+        axes.set_xticks(range(len(names)), [METHODS[m] for m in names], rotation=30, ha="right")
+        axes.set_ylabel("test accuracy")
+        axes.set_ylim(0, 1)
+        axes.set_title(title or f"{self.task} on {self.model_name}, K = {k}", fontsize=10)
+        return figure
 
     def top_weighted(self, k: int | None = None, n: int = 5) -> list[tuple[Component, float]]:
         """The ``n`` components with the largest CompRW weight, averaged over the runs at ``k``."""
@@ -199,17 +218,11 @@ class ReweightingStudy:
             }
         )
 
-    def save(self, path: str | Path) -> Path:
-        """Write the study as JSON (atomically)."""
-        target = Path(path)
-        with atomic_file(target) as tmp:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1), encoding="utf-8")
-        return target
-
     @classmethod
-    def load(cls, path: str | Path) -> ReweightingStudy:
-        """Read a study written by `save`."""
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    def _from_legacy(
+        cls, data: Mapping[str, Any], tensors: Any, path: Path
+    ) -> ReweightingStudy:
+        """Files written before the result protocol hold `to_dict` output."""
         records = tuple(
             {**r, "accuracy": float("nan") if r["accuracy"] is None else r["accuracy"]}
             for r in data["records"]
@@ -364,7 +377,7 @@ def reweighting_study(
 
     Example:
         >>> study = reweighting_study(model, load_task("sentiment"), n_demo_sets=5)
-        >>> study.summary()
+        >>> study.to_frame()
     """
     ks = sorted({int(k) for k in ks})
     n_demos = default_demos(task.n_labels) if n_demos is None else int(n_demos)

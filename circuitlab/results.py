@@ -1,0 +1,272 @@
+"""The result protocol: every result object saves, loads, tabulates, plots and shows itself alike.
+
+A result is a frozen dataclass deriving from `Result`. It gets:
+
+- ``save(path)`` / ``load(path)`` through this one module. A ``.json`` path gives a readable
+  JSON file; any other path one safetensors file whose tensors are safetensors tensors and
+  whose other fields are JSON in the file's metadata. Both carry the same header: the result's
+  kind, the model's name and fingerprint, the seed (where the result knows them), and the
+  versions of circuitlab, torch, transformers, transformer-lens and peft that made it.
+  ``load`` reads either container, refuses another kind with a clear error, and reads the
+  files earlier versions wrote.
+- ``to_frame()``: a pandas DataFrame; ``plot()``: a matplotlib Figure (each class defines
+  both);
+- a short ``repr`` (each class) and a notebook view (``_repr_html_``: the repr and the first
+  rows of the frame).
+
+Example:
+    >>> result = circuitlab.direct_logit_attribution(model, "The capital of France is", " Paris")
+    >>> result.save("paris.safetensors")
+    >>> circuitlab.Attribution.load("paris.safetensors").to_frame().head()
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import importlib.metadata
+import json
+import math
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import torch
+from torch import Tensor
+
+from circuitlab.components import Component, parse_component
+from circuitlab.errors import InputError
+from circuitlab.models.cache import atomic_file
+
+__all__ = ["RESULT_FORMAT", "Result", "read_header"]
+
+RESULT_FORMAT = "circuitlab-result"
+_VERSION = 1
+_PACKAGES = ("circuitlab", "torch", "transformers", "transformer-lens", "peft")
+_KINDS: dict[str, type[Result]] = {}
+
+ResultT = TypeVar("ResultT", bound="Result")
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in _PACKAGES:
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+class Result:
+    """Base of every result class (a frozen dataclass); see the module docstring."""
+
+    kind: ClassVar[str]
+    """The name files record for this class (the class name)."""
+
+    def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
+        """Register a result class by name (``abstract=True``: a shared base, not a kind)."""
+        super().__init_subclass__(**kwargs)
+        cls.kind = cls.__name__
+        if not abstract:
+            _KINDS[cls.__name__] = cls
+
+    # ------------------------------------------------------------ per class
+    def to_frame(self) -> Any:  # pragma: no cover - every result class defines it
+        """The result as a pandas DataFrame."""
+        raise NotImplementedError(f"{type(self).__name__} defines no table.")
+
+    def plot(self, **options: Any) -> Any:  # pragma: no cover - every result class defines it
+        """The result as a matplotlib Figure."""
+        raise NotImplementedError(f"{type(self).__name__} defines no figure.")
+
+    def header_facts(self) -> dict[str, Any]:
+        """What the file header records about the result's origin (override to add)."""
+        model = getattr(self, "model_name", None) or getattr(self, "model", None)
+        settings = getattr(self, "settings", None)
+        seed = settings.get("seed") if isinstance(settings, Mapping) else None
+        return {
+            "model": model if isinstance(model, str) else None,
+            "model_fingerprint": getattr(self, "fingerprint", None),
+            "seed": seed,
+        }
+
+    # ----------------------------------------------------------- protocol
+    def header(self) -> dict[str, Any]:
+        """The file header: format, kind, model, fingerprint, seed, package versions."""
+        return {
+            "format": RESULT_FORMAT,
+            "version": _VERSION,
+            "kind": self.kind,
+            **self.header_facts(),
+            "versions": _versions(),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the result atomically: ``.json`` as JSON, anything else as safetensors."""
+        target = Path(path)
+        as_json = target.suffix.lower() == ".json"
+        tensors: dict[str, Tensor] | None = None if as_json else {}
+        fields = {
+            field.name: _encode(getattr(self, field.name), tensors)
+            for field in dataclasses.fields(self)  # type: ignore[arg-type]
+        }
+        document = {"header": self.header(), "fields": fields}
+        with atomic_file(target) as tmp:
+            if tensors is None:
+                tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+            else:
+                from safetensors.torch import save_file
+
+                save_file(tensors, str(tmp), metadata={"circuitlab": json.dumps(document)})
+        return target
+
+    @classmethod
+    def load(cls: type[ResultT], path: str | os.PathLike[str]) -> ResultT:
+        """Read a result that `save` wrote (either container); other kinds are refused."""
+        document, tensors = _read(Path(path), cls.kind)
+        if "header" not in document:  # written before the protocol
+            return cls._from_legacy(document, tensors, Path(path))
+        kind = document["header"].get("kind")
+        if kind != cls.kind:
+            raise InputError(
+                f"{path} does not hold a circuitlab {cls.kind}: it holds a {kind}; load it "
+                f"with {kind}.load."
+            )
+        return cls._decode_fields(document["fields"], tensors, Path(path))
+
+    @classmethod
+    def _decode_fields(
+        cls: type[ResultT], fields: Mapping[str, Any], tensors: Mapping[str, Tensor], path: Path
+    ) -> ResultT:
+        try:
+            values = {name: _decode(value, tensors) for name, value in fields.items()}
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as error:
+            raise InputError(f"{path} is not a readable {cls.kind} ({error!r}).") from error
+
+    @classmethod
+    def _from_legacy(
+        cls: type[ResultT], data: Mapping[str, Any], tensors: Mapping[str, Tensor], path: Path
+    ) -> ResultT:
+        """Read a file written before the protocol (override where the old layout differs)."""
+        raise InputError(f"{path} does not hold a circuitlab {cls.kind}.")
+
+    # ---------------------------------------------------------- notebooks
+    def _repr_html_(self) -> str:
+        try:
+            frame = self.to_frame()
+        except (NotImplementedError, InputError):
+            frame = None
+        table = ""
+        if frame is not None:
+            more = f"<p>{len(frame)} rows; showing the first 20.</p>" if len(frame) > 20 else ""
+            table = frame.head(20).to_html(index=False) + more
+        return f"<p><code>{html.escape(repr(self))}</code></p>{table}"
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The header of a saved result (kind, model, fingerprint, seed, versions)."""
+    document, _ = _read(Path(path), "result")
+    if "header" not in document:
+        raise InputError(f"{path} was written before results carried a header.")
+    return dict(document["header"])
+
+
+# ------------------------------------------------------------------- encoding
+def _encode(value: Any, tensors: dict[str, Tensor] | None) -> Any:
+    """Plain JSON data for ``value``; tensors go to ``tensors`` (or inline when it is None)."""
+    if isinstance(value, Tensor):
+        if tensors is None:
+            return {
+                "__tensor__": None,
+                "dtype": str(value.dtype).removeprefix("torch."),
+                "shape": list(value.shape),
+                "data": value.detach().cpu().reshape(-1).tolist(),
+            }
+        key = f"tensor{len(tensors)}"
+        tensors[key] = value.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(value, Component):
+        return {"__component__": str(value)}
+    if isinstance(value, Result):
+        return {
+            "__result__": value.kind,
+            "fields": {
+                field.name: _encode(getattr(value, field.name), tensors)
+                for field in dataclasses.fields(value)  # type: ignore[arg-type]
+            },
+        }
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(item, tensors) for item in value]}
+    if isinstance(value, list):
+        return [_encode(item, tensors) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _encode(item, tensors) for key, item in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"__float__": str(value)}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return _encode(value.item(), tensors)
+    raise TypeError(f"cannot store a {type(value).__name__} in a result file")
+
+
+def _decode(value: Any, tensors: Mapping[str, Tensor]) -> Any:
+    if isinstance(value, list):
+        return [_decode(item, tensors) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        key = value["__tensor__"]
+        if key is not None:
+            return tensors[key]
+        dtype = getattr(torch, value["dtype"])
+        return torch.tensor(value["data"], dtype=dtype).reshape(value["shape"])
+    if "__component__" in value:
+        return parse_component(value["__component__"])
+    if "__tuple__" in value:
+        return tuple(_decode(item, tensors) for item in value["__tuple__"])
+    if "__float__" in value:
+        return float(value["__float__"])
+    if "__result__" in value:
+        kind = _KINDS.get(value["__result__"])
+        if kind is None:
+            raise ValueError(f"unknown result kind {value['__result__']!r}")
+        return kind(**{name: _decode(item, tensors) for name, item in value["fields"].items()})
+    return {key: _decode(item, tensors) for key, item in value.items()}
+
+
+def _read(path: Path, what: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The JSON document and tensors of a result file of either container."""
+    if not path.is_file():
+        raise InputError(f"No {what} file at {path}.")
+    raw = path.read_bytes()
+    if not _looks_like_safetensors(raw):
+        try:
+            return json.loads(raw.decode("utf-8")), {}
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InputError(
+                f"{path} is neither a safetensors nor a JSON file ({error}); expected a {what}."
+            ) from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        (size,) = struct.unpack("<Q", raw[:8])
+        metadata = json.loads(raw[8 : 8 + size]).get("__metadata__") or {}
+        tensors = load(raw)
+        document = json.loads(metadata.get("circuitlab", "{}"))
+    except (ValueError, SafetensorError) as error:
+        raise InputError(f"Cannot read a circuitlab {what} from {path}: {error}") from None
+    return document, dict(tensors)
+
+
+def _looks_like_safetensors(raw: bytes) -> bool:
+    """A safetensors file opens with its JSON header's length (8 bytes) and then that header."""
+    if len(raw) < 10:
+        return False
+    (size,) = struct.unpack("<Q", raw[:8])
+    return 8 + size <= len(raw) and raw[8:9] == b"{"
