@@ -40,7 +40,7 @@ from circuitlab.components import Component, parse_component
 from circuitlab.errors import InputError
 from circuitlab.models.cache import atomic_file
 
-__all__ = ["RESULT_FORMAT", "Result", "read_header"]
+__all__ = ["RESULT_FORMAT", "Result", "read_header", "read_result_file", "write_result_file"]
 
 RESULT_FORMAT = "circuitlab-result"
 _VERSION = 1
@@ -94,56 +94,22 @@ class Result:
         }
 
     # ----------------------------------------------------------- protocol
-    def header(self) -> dict[str, Any]:
-        """The file header: format, kind, model, fingerprint, seed, package versions."""
-        return {
-            "format": RESULT_FORMAT,
-            "version": _VERSION,
-            "kind": self.kind,
-            **self.header_facts(),
-            "versions": _versions(),
-        }
-
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the result atomically: ``.json`` as JSON, anything else as safetensors."""
-        target = Path(path)
-        as_json = target.suffix.lower() == ".json"
-        tensors: dict[str, Tensor] | None = None if as_json else {}
         fields = {
-            field.name: _encode(getattr(self, field.name), tensors)
+            field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)  # type: ignore[arg-type]
         }
-        document = {"header": self.header(), "fields": fields}
-        with atomic_file(target) as tmp:
-            if tensors is None:
-                tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-            else:
-                from safetensors.torch import save_file
-
-                save_file(tensors, str(tmp), metadata={"circuitlab": json.dumps(document)})
-        return target
+        return write_result_file(path, self.kind, fields, self.header_facts())
 
     @classmethod
     def load(cls: type[ResultT], path: str | os.PathLike[str]) -> ResultT:
         """Read a result that `save` wrote (either container); other kinds are refused."""
-        document, tensors = _read(Path(path), cls.kind)
-        if "header" not in document:  # written before the protocol
-            return cls._from_legacy(document, tensors, Path(path))
-        kind = document["header"].get("kind")
-        if kind != cls.kind:
-            raise InputError(
-                f"{path} does not hold a circuitlab {cls.kind}: it holds a {kind}; load it "
-                f"with {kind}.load."
-            )
-        return cls._decode_fields(document["fields"], tensors, Path(path))
-
-    @classmethod
-    def _decode_fields(
-        cls: type[ResultT], fields: Mapping[str, Any], tensors: Mapping[str, Tensor], path: Path
-    ) -> ResultT:
+        fields, legacy, tensors = read_result_file(path, cls.kind)
+        if fields is None:  # written before the protocol
+            return cls._from_legacy(legacy, tensors, Path(path))
         try:
-            values = {name: _decode(value, tensors) for name, value in fields.items()}
-            return cls(**values)
+            return cls(**fields)
         except (KeyError, TypeError, ValueError) as error:
             raise InputError(f"{path} is not a readable {cls.kind} ({error!r}).") from error
 
@@ -165,6 +131,71 @@ class Result:
             more = f"<p>{len(frame)} rows; showing the first 20.</p>" if len(frame) > 20 else ""
             table = frame.head(20).to_html(index=False) + more
         return f"<p><code>{html.escape(repr(self))}</code></p>{table}"
+
+
+def write_result_file(
+    path: str | os.PathLike[str],
+    kind: str,
+    fields: Mapping[str, Any],
+    facts: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``fields`` under a header for ``kind``, atomically (the one writer of results).
+
+    A ``.json`` path gives one JSON file (tensors inline); any other path a safetensors file
+    with the tensors as tensors and the header and other fields as JSON metadata. ``facts``
+    adds ``model``, ``model_fingerprint`` and ``seed`` to the header.
+    """
+    target = Path(path)
+    tensors: dict[str, Tensor] | None = None if target.suffix.lower() == ".json" else {}
+    header = {
+        "format": RESULT_FORMAT,
+        "version": _VERSION,
+        "kind": kind,
+        "model": None,
+        "model_fingerprint": None,
+        "seed": None,
+        **(facts or {}),
+        "versions": _versions(),
+    }
+    encoded = {name: _encode(value, tensors) for name, value in fields.items()}
+    document = {"header": header, "fields": encoded}
+    with atomic_file(target) as tmp:
+        if tensors is None:
+            tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        else:
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp), metadata={"circuitlab": json.dumps(document)})
+    return target
+
+
+def read_result_file(
+    path: str | os.PathLike[str], kind: str
+) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Tensor]]:
+    """Read a file `write_result_file` wrote for ``kind`` (the one reader of results).
+
+    Returns:
+        ``(fields, raw, tensors)``: the decoded fields, or ``None`` for a file written before
+        results carried a header (then ``raw`` is its plain content and ``tensors`` its
+        tensors by name, for the class's legacy reader).
+
+    Raises:
+        InputError: no file, an unreadable file, or a file of another kind.
+    """
+    document, tensors = _read(Path(path), kind)
+    if "header" not in document:
+        return None, document, tensors
+    found = document["header"].get("kind")
+    if found != kind:
+        raise InputError(
+            f"{path} does not hold a circuitlab {kind}: it holds a {found}; load it "
+            f"with {found}.load."
+        )
+    try:
+        fields = {name: _decode(value, tensors) for name, value in document["fields"].items()}
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{path} is not a readable {kind} ({error!r}).") from error
+    return fields, document, tensors
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -249,7 +280,8 @@ def _read(path: Path, what: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
             return json.loads(raw.decode("utf-8")), {}
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise InputError(
-                f"{path} is neither a safetensors nor a JSON file ({error}); expected a {what}."
+                f"{path} is not a readable safetensors or JSON file ({error}); expected a "
+                f"{what}."
             ) from None
     from safetensors import SafetensorError
     from safetensors.torch import load

@@ -130,7 +130,7 @@ def test_unreadable_files_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="No result file"):
         read_header(tmp_path / "missing.json")
     (tmp_path / "junk.bin").write_bytes(b"\x00\x01 not a result")
-    with pytest.raises(InputError, match="neither a safetensors nor a JSON file"):
+    with pytest.raises(InputError, match="not a readable safetensors or JSON file"):
         circuitlab.LayerScores.load(tmp_path / "junk.bin")
 
 

@@ -13,21 +13,18 @@ in the forward pass (``clip=True`` here).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from circuitlab.components import AttnBias, Component, Embedding, Head, Mlp, parse_components
 from circuitlab.errors import InputError
 from circuitlab.model import ModelHandle, Prompts
-from circuitlab.models.cache import atomic_file
+from circuitlab.results import read_result_file, write_result_file
 from circuitlab.reweighting.contributions import (
     LabelContributions,
     label_contributions,
@@ -309,7 +306,8 @@ class ComponentReweighting:
         }
 
     def save(self, path: str | Path) -> Path:
-        """Write the fitted weights to a ``.safetensors`` file, settings as JSON metadata.
+        """Write the fitted weights to a ``.safetensors`` file (settings and history as JSON
+        metadata under the result header of `circuitlab.results`).
 
         The write is atomic: an interrupted save leaves any earlier file intact.
         """
@@ -317,46 +315,37 @@ class ComponentReweighting:
         target = Path(path)
         if target.suffix != ".safetensors":
             target = target.with_suffix(target.suffix + ".safetensors")
-        meta = {
-            "format": _FORMAT,
+        fields = {
+            "weights": self.weights_.contiguous(),
             "params": self.get_params(),
-            "components": [str(c) for c in self.components_],
-            "label_words": list(self.label_words_),
-            "fingerprint": self.fingerprint_,
-            "model_name": self.model_name_,
+            "components": tuple(self.components_),
+            "label_words": self.label_words_,
             "history": self.history_.to_dict(),
         }
-        with atomic_file(target) as tmp:
-            save_file(
-                {"weights": self.weights_.contiguous()},
-                str(tmp),
-                metadata={"circuitlab": json.dumps(meta)},
-            )
-        return target
+        facts = {"model": self.model_name_, "model_fingerprint": self.fingerprint_}
+        return write_result_file(target, "ComponentReweighting", fields, facts)
 
     @classmethod
     def load(cls, path: str | Path) -> ComponentReweighting:
         """Read weights written by `save` (no pickle: safetensors plus JSON)."""
-        source = Path(path)
-        if not source.is_file():
-            raise InputError(f"No reweighting file at {source}. Pass the path save() returned.")
-        try:
-            with safe_open(str(source), framework="pt") as handle:
-                meta = json.loads((handle.metadata() or {}).get("circuitlab", "{}"))
-                weights = handle.get_tensor("weights")
-        except Exception as error:  # safetensors raises several types for broken files
-            raise InputError(f"{source} is not a readable safetensors file ({error}).") from None
-        if meta.get("format") != _FORMAT:
-            raise InputError(
-                f"{source} does not hold a ComponentReweighting (format {meta.get('format')!r})."
-            )
-        rw = cls(**meta["params"])
-        rw.weights_ = weights
-        rw.components_ = tuple(parse_components(meta["components"]))
-        rw.label_words_ = tuple(meta["label_words"])
-        rw.fingerprint_ = meta["fingerprint"]
-        rw.model_name_ = meta["model_name"]
-        rw.history_ = TrainingHistory.from_dict(meta["history"])
+        fields, raw, tensors = read_result_file(path, "ComponentReweighting")
+        if fields is None:  # written before the result header
+            if raw.get("format") != _FORMAT:
+                raise InputError(
+                    f"{path} does not hold a ComponentReweighting (format {raw.get('format')!r})."
+                )
+            fields = {**raw, "components": tuple(parse_components(raw["components"]))}
+            fields["weights"] = tensors["weights"]
+        else:
+            fields["model_name"] = raw["header"]["model"]
+            fields["fingerprint"] = raw["header"]["model_fingerprint"]
+        rw = cls(**fields["params"])
+        rw.weights_ = fields["weights"]
+        rw.components_ = tuple(fields["components"])
+        rw.label_words_ = tuple(fields["label_words"])
+        rw.fingerprint_ = fields["fingerprint"]
+        rw.model_name_ = fields["model_name"]
+        rw.history_ = TrainingHistory.from_dict(fields["history"])
         return rw
 
 
