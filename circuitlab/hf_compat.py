@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import inspect
 from typing import Any
 
@@ -37,6 +36,7 @@ from transformers import DynamicCache
 from transformers.initialization import no_init_weights
 
 from circuitlab.errors import IncompatibleVersionError
+from circuitlab.versions import installed_versions
 
 __all__ = [
     "accepts_logits_to_keep",
@@ -44,7 +44,6 @@ __all__ = [
     "bridge_has_hooks",
     "check_kv_cache_extended",
     "crop_kv_cache",
-    "installed_versions",
     "kv_cache_forward_kwargs",
     "kv_cache_in",
     "kv_cache_keyword",
@@ -65,19 +64,9 @@ _BRIDGE_CACHE_KEYWORD = "past_key_values"
 _VERSIONED_PACKAGES = ("transformers", "transformer-lens", "torch", "peft")
 
 
-def installed_versions() -> dict[str, str]:
-    """Versions of the packages whose interfaces circuitlab depends on most (for messages)."""
-    versions = {}
-    for package in _VERSIONED_PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
-
-
 def _versions_text() -> str:
-    return ", ".join(f"{name} {version}" for name, version in installed_versions().items())
+    versions = installed_versions(_VERSIONED_PACKAGES)
+    return ", ".join(f"{name} {version}" for name, version in versions.items())
 
 
 @functools.cache

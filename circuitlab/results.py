@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import importlib.metadata
 import json
 import math
 import os
@@ -39,25 +38,15 @@ from torch import Tensor
 from circuitlab.components import Component, parse_component
 from circuitlab.errors import InputError
 from circuitlab.models.cache import atomic_file
+from circuitlab.versions import installed_versions
 
 __all__ = ["RESULT_FORMAT", "Result", "read_header", "read_result_file", "write_result_file"]
 
 RESULT_FORMAT = "circuitlab-result"
 _VERSION = 1
-_PACKAGES = ("circuitlab", "torch", "transformers", "transformer-lens", "peft")
 _KINDS: dict[str, type[Result]] = {}
 
 ResultT = TypeVar("ResultT", bound="Result")
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for package in _PACKAGES:
-        try:
-            found[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
 
 
 class Result:
@@ -155,7 +144,7 @@ def write_result_file(
         "model_fingerprint": None,
         "seed": None,
         **(facts or {}),
-        "versions": _versions(),
+        "versions": installed_versions(),
     }
     encoded = {name: _encode(value, tensors) for name, value in fields.items()}
     document = {"header": header, "fields": encoded}
