@@ -4,7 +4,8 @@ A result is a frozen dataclass deriving from `Result`. It gets:
 
 - ``save(path)`` / ``load(path)`` through this one module. A ``.json`` path gives a readable
   JSON file; any other path one safetensors file whose tensors are safetensors tensors and
-  whose other fields are JSON in the file's metadata. Both carry the same header: the result's
+  whose other fields are JSON in the file's metadata (a result without tensors is JSON
+  either way). Both carry the same header: the result's
   kind, the model's name and fingerprint, the seed (where the result knows them), and the
   versions of circuitlab, torch, transformers, transformer-lens and peft that made it.
   ``load`` reads either container, refuses another kind with a clear error, and reads the
@@ -131,8 +132,10 @@ def write_result_file(
     """Write ``fields`` under a header for ``kind``, atomically (the one writer of results).
 
     A ``.json`` path gives one JSON file (tensors inline); any other path a safetensors file
-    with the tensors as tensors and the header and other fields as JSON metadata. ``facts``
-    adds ``model``, ``model_fingerprint`` and ``seed`` to the header.
+    with the tensors as tensors and the header and other fields as JSON metadata, except for
+    results without tensors (layer scores, a pruning study), which are JSON either way.
+    ``facts`` adds ``model``, ``model_fingerprint`` and ``seed`` to the header; `load` tells
+    the containers apart by their content.
     """
     target = Path(path)
     tensors: dict[str, Tensor] | None = None if target.suffix.lower() == ".json" else {}
@@ -149,7 +152,7 @@ def write_result_file(
     encoded = {name: _encode(value, tensors) for name, value in fields.items()}
     document = {"header": header, "fields": encoded}
     with atomic_file(target) as tmp:
-        if tensors is None:
+        if not tensors:  # JSON asked for, or nothing to store as tensors: one JSON file
             tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         else:
             from safetensors.torch import save_file
