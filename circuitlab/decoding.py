@@ -80,9 +80,7 @@ def greedy_decode(
     generated: list[list[int]] = [[] for _ in rows]
     for members in tqdm(groups, desc="generating", unit="batch", disable=not progress):
         group = pad_rows([rows[index] for index in members], model.pad_token_id)
-        decoded = _decode_group(
-            model, group, shared, max_new_tokens, stop_at_eos and keep_eos, stop_at_eos, stop
-        )
+        decoded = _decode_group(model, group, shared, max_new_tokens, stop_at_eos, keep_eos, stop)
         for index, ids in zip(members, decoded, strict=True):
             generated[index] = ids
     return generated
@@ -94,8 +92,8 @@ def _decode_group(
     group: TokenBatch,
     shared: SharedPrefix | None,
     max_new_tokens: int,
-    keep_eos: bool,
     stop_at_eos: bool,
+    keep_eos: bool,
     stop: str | None,
 ) -> list[list[int]]:
     """Decode rows of equal length together (no padding anywhere)."""

@@ -192,7 +192,7 @@ def read_result_file(
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The header of a saved result (kind, model, fingerprint, seed, versions)."""
-    document, _ = _read(Path(path), "result")
+    document, _ = _read(Path(path), "result", with_tensors=False)
     if "header" not in document:
         raise InputError(f"{path} was written before results carried a header.")
     return dict(document["header"])
@@ -262,8 +262,10 @@ def _decode(value: Any, tensors: Mapping[str, Tensor]) -> Any:
     return {key: _decode(item, tensors) for key, item in value.items()}
 
 
-def _read(path: Path, what: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """The JSON document and tensors of a result file of either container."""
+def _read(
+    path: Path, what: str, *, with_tensors: bool = True
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """The JSON document and (unless ``with_tensors`` is False) tensors of a result file."""
     if not path.is_file():
         raise InputError(f"No {what} file at {path}.")
     raw = path.read_bytes()
@@ -281,7 +283,7 @@ def _read(path: Path, what: str) -> tuple[dict[str, Any], dict[str, Tensor]]:
     try:
         (size,) = struct.unpack("<Q", raw[:8])
         metadata = json.loads(raw[8 : 8 + size]).get("__metadata__") or {}
-        tensors = load(raw)
+        tensors = load(raw) if with_tensors else {}
         document = json.loads(metadata.get("circuitlab", "{}"))
     except (ValueError, SafetensorError) as error:
         raise InputError(f"Cannot read a circuitlab {what} from {path}: {error}") from None
