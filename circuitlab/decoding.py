@@ -1,6 +1,7 @@
 """Greedy decoding: the one decoder behind `ModelHandle.generate` and the QA evaluation.
 
-Prompts of one token length decode together, so no row is ever padded and every row's
+Prompts of one token length decode together (`circuitlab.collector.plan_batches` with
+``equal_lengths``), so no row is ever padded and every row's
 continuation is the one a single-prompt greedy loop produces. A prefix shared by all prompts
 of a group (few-shot demonstrations) can run once (`circuitlab.prefix.SharedPrefix`).
 Interventions active on the model apply at every step; the KV cache goes through
@@ -9,15 +10,15 @@ Interventions active on the model apply at every step; the KV cache goes through
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
+from circuitlab.collector import plan_batches
 from circuitlab.errors import InputError
 from circuitlab.prefix import SharedPrefix
-from circuitlab.tokenization import TokenBatch, pad_rows
+from circuitlab.tokenization import TokenBatch
 
 if TYPE_CHECKING:
     from circuitlab.model import ModelHandle, Prompts
@@ -61,27 +62,21 @@ def greedy_decode(
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}.")
     batch = model.tokenize(prompts if not isinstance(prompts, str) else [prompts])
-    rows = [batch.row(index).tolist() for index in range(len(batch))]
-    for index, ids in enumerate(rows):
-        if len(ids) + max_new_tokens > model.arch.n_ctx:
-            raise InputError(
-                f"Prompt {index} ({len(ids)} tokens) plus {max_new_tokens} new tokens "
-                f"exceeds the model's context of {model.arch.n_ctx} tokens."
-            )
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for index, ids in enumerate(rows):
-        by_length[len(ids)].append(index)
-    groups = [
-        members[start : start + batch_size]
-        for _, members in sorted(by_length.items())
-        for start in range(0, len(members), batch_size)
-    ]
+    too_long = (batch.lengths + max_new_tokens > model.arch.n_ctx).nonzero().flatten().tolist()
+    if too_long:
+        index = too_long[0]
+        raise InputError(
+            f"Prompt {index} ({int(batch.lengths[index])} tokens) plus {max_new_tokens} new "
+            f"tokens exceeds the model's context of {model.arch.n_ctx} tokens."
+        )
+    plan = plan_batches(model, batch, batch_size=batch_size, equal_lengths=True)
     shared = SharedPrefix(model) if share_prefix else None
-    generated: list[list[int]] = [[] for _ in rows]
-    for members in tqdm(groups, desc="generating", unit="batch", disable=not progress):
-        group = pad_rows([rows[index] for index in members], model.pad_token_id)
-        decoded = _decode_group(model, group, shared, max_new_tokens, stop_at_eos, keep_eos, stop)
-        for index, ids in zip(members, decoded, strict=True):
+    generated: list[list[int]] = [[] for _ in range(len(batch))]
+    for planned in tqdm(plan, desc="generating", unit="batch", disable=not progress):
+        decoded = _decode_group(
+            model, planned.tokens, shared, max_new_tokens, stop_at_eos, keep_eos, stop
+        )
+        for index, ids in zip(planned.rows.tolist(), decoded, strict=True):
             generated[index] = ids
     return generated
 

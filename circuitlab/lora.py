@@ -219,8 +219,7 @@ def load_lora(model: ModelHandle, path: str | Path) -> LoraAdapter:
     )
     saved = load_file(files[1])
     own = {
-        "base_model.model."
-        + name.replace(f".{_ADAPTER}.", ".").replace(_WRAPPER, ""): parameter
+        "base_model.model." + name.replace(f".{_ADAPTER}.", ".").replace(_WRAPPER, ""): parameter
         for name, parameter in model.hf_model.named_parameters()
         if "lora_" in name
     }

@@ -12,12 +12,15 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
+from transformer_lens import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
 from circuitlab import hf_compat
 from circuitlab.architecture import ArchitectureInfo, check_supported
+from circuitlab.collector import EVERY_TOKEN, collect, plan_batches
 from circuitlab.decoding import greedy_decode
 from circuitlab.errors import CircuitlabError, IncompatibleVersionError, InputError
+from circuitlab.readers import Keep, Logits, Reader
 from circuitlab.sites import Site, hook_name_of
 from circuitlab.tokenization import TokenBatch, encode_prompts, single_token_id
 
@@ -33,6 +36,7 @@ HookFn = Callable[..., Any]
 HookSite = Site | str | Callable[[str], bool]
 """Where a hook attaches: a `circuitlab.sites.Site`, a hook name, or a filter on names."""
 _BOOTED_FLAG = "_circuitlab_bridge_booted"
+_LOGITS = "\0logits"  # the reader key of run_with_cache's logits (no hook is named so)
 
 
 def _bridge_tokenizer(tokenizer: Any) -> Any:
@@ -249,16 +253,13 @@ class ModelHandle:
     def batches(
         self, prompts: Sequence[str], batch_size: int = 8, *, progress: bool = False
     ) -> Iterator[TokenBatch]:
-        """Tokenized batches of ``batch_size`` prompts, in order, with an optional progress bar."""
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if len(prompts) == 0:
-            raise InputError("No prompts were given (an empty list). Pass at least one prompt.")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be at least 1, got {batch_size}.")
-        starts = range(0, len(prompts), batch_size)
-        for start in tqdm(starts, desc="batches", unit="batch", disable=not progress):
-            yield self.tokenize(list(prompts[start : start + batch_size]))
+        """Tokenized batches of ``batch_size`` prompts, in order, with an optional progress bar.
+
+        For your own loops; circuitlab's analyses stream through `circuitlab.collector.collect`.
+        """
+        plan = plan_batches(self, prompts, batch_size=batch_size, sort=False)
+        for planned in tqdm(plan, desc="batches", unit="batch", disable=not progress):
+            yield planned.tokens
 
     # -------------------------------------------------------------- forward
     def _inputs(self, prompts: Prompts) -> TokenBatch:
@@ -281,14 +282,9 @@ class ModelHandle:
         Only the last positions are unembedded (``logits_to_keep`` where the HF model takes
         it), so the [batch, pos, d_vocab] tensor of a full forward pass is never built.
         """
-        batch = self._inputs(prompts)
-        last = batch.last_positions
-        kwargs: dict[str, Any] = {}
-        if self.supports_logits_to_keep:
-            kept, last = torch.unique(last, return_inverse=True)
-            kwargs["logits_to_keep"] = kept
-        logits = self.bridge(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-        return logits[torch.arange(len(batch), device=logits.device), last]
+        batch = self.tokenize(prompts)
+        readers = {"logits": Logits()}
+        return collect(self, batch, readers, batch_size=len(batch), sort=False)["logits"]
 
     def top_next_tokens(self, prompt: str, k: int = 5) -> list[TokenPrediction]:
         """The ``k`` most likely next tokens after ``prompt``, with probabilities."""
@@ -327,19 +323,26 @@ class ModelHandle:
     ) -> tuple[Float[Tensor, "batch pos d_vocab"], Any]:
         """Forward pass that records activations; pass ``names`` to cache only those hooks.
 
-        ``names`` are `circuitlab.sites.Site` values or hook names (the cache is keyed by hook
-        name: ``cache[site.hook_name]``), or a filter on names. A full cache holds ~1,400
-        tensors on a 30-layer model: prefer a list.
+        ``names`` are `circuitlab.sites.Site` values or hook names (the cache, a
+        TransformerLens ``ActivationCache``, is keyed by hook name: ``cache[site.hook_name]``),
+        or a filter on names. Activations and logits are [batch, pos, ...]; at padding
+        positions they are meaningless. A full cache holds ~1,400 tensors on a
+        30-layer model: prefer a list. Stream data sets through `circuitlab.collector.collect`.
         """
-        batch = self._inputs(prompts)
-        names_filter = [names] if isinstance(names, (str, Site)) else names
-        if isinstance(names_filter, Sequence):
-            names_filter = [hook_name_of(name) for name in names_filter]
-            self._check_hook_names(names_filter)
-        with torch.no_grad():
-            return self.bridge.run_with_cache(
-                batch.input_ids, names_filter=names_filter, attention_mask=batch.attention_mask
-            )
+        batch = self.tokenize(prompts)
+        listed = [names] if isinstance(names, (str, Site)) else names
+        if listed is None or callable(listed):
+            listed = [name for name in self.bridge.hook_dict if listed is None or listed(name)]
+        hook_names = list(dict.fromkeys(hook_name_of(name) for name in listed))
+        self._check_hook_names(hook_names)
+        readers: dict[str, Reader] = {name: Keep(name) for name in hook_names}
+        readers[_LOGITS] = Logits()
+        out = collect(
+            self, batch, readers, positions=EVERY_TOKEN, batch_size=len(batch), sort=False
+        )
+        logits = out.pop(_LOGITS)
+        cache = {name: kept.values for name, kept in out.items()}
+        return logits, ActivationCache(cache, self.bridge)
 
     def hook_names(self) -> list[str]:
         """Every hook point name of the bridge."""

@@ -274,8 +274,7 @@ def _read(
             return json.loads(raw.decode("utf-8")), {}
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise InputError(
-                f"{path} is not a readable safetensors or JSON file ({error}); expected a "
-                f"{what}."
+                f"{path} is not a readable safetensors or JSON file ({error}); expected a {what}."
             ) from None
     from safetensors import SafetensorError
     from safetensors.torch import load

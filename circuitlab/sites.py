@@ -58,8 +58,7 @@ SITE_KINDS: dict[str, str] = {
     "resid_pre": "the residual stream entering a block [batch, pos, d_model]",
     "resid_mid": "the residual stream between a block's attention and its MLP",
     "resid_post": "the residual stream leaving a block (what the next block reads)",
-    "attn_out": "what a block's attention writes into the residual stream (after any branch "
-    "norm)",
+    "attn_out": "what a block's attention writes into the residual stream (after any branch norm)",
     "mlp_out": "what a block's MLP writes into the residual stream (after any branch norm)",
     "z": "each head's value-weighted output [batch, pos, head_index, d_head]",
     "o_out": "the attention's output projection, before any branch norm [batch, pos, d_model]",

@@ -96,10 +96,10 @@ def test_scores_match_a_hook_free_computation(tiny_architecture: str) -> None:
     expected = reference_statistics(reference, batch, epsilon)
     scores = score_layers(model, batch, epsilon=epsilon, batch_size=4)
     avss = scores["avss"]
-    # The bridge runs the same modules as HF, so activations are bit-identical and only the
-    # streaming merge differs (1e-9). GPT-2 is the exception: the bridge splits its fused
+    # The bridge runs the same modules as HF; batches of other shapes (length-sorted, trimmed
+    # to their longest row) move float32 activations by ~1e-8 relative. GPT-2 is the exception: the bridge splits its fused
     # c_attn projection, which moves float32 activations by ~1e-7.
-    rtol = 1e-6 if tiny_architecture == "gpt2" else 1e-9
+    rtol = 1e-6 if tiny_architecture == "gpt2" else 1e-7
     for name in ("variance", "sparsity", "nav", "navss", "cavss"):
         np.testing.assert_allclose(avss.details[name], expected[name], rtol=rtol, atol=0)
     np.testing.assert_allclose(avss.values, expected["avss"], rtol=rtol, atol=0)
@@ -120,7 +120,9 @@ def test_streaming_does_not_depend_on_batching_or_padding() -> None:
     junk = batch.input_ids.masked_fill(batch.attention_mask == 0, 7)  # other padding ids
     padded = TokenBatch(junk, batch.attention_mask)
     np.testing.assert_allclose(
-        score_layers(model, padded)["avss"].values, together["avss"].values, rtol=1e-10
+        score_layers(model, padded, batch_size=16)["avss"].values,
+        together["avss"].values,
+        rtol=1e-10,
     )
 
 

@@ -12,7 +12,6 @@ from circuitlab.vocabulary import CHOICE_METRICS, METRICS
 __all__ = ["CHOICE_METRICS", "METRICS", "check_metric", "metric_values"]
 
 
-
 def check_metric(metric: str, *, has_choices: bool) -> str:
     """Validate a metric name (``-`` and ``_`` are interchangeable)."""
     name = str(metric).replace("-", "_")

@@ -1,7 +1,8 @@
 """Ablation studies: knock out each head, MLP or layer in turn and measure a metric.
 
 Every ablation is resolved once (one reference pass serves every mean ablation), prompts are
-tokenized once and batched by length, and only each prompt's last position is unembedded.
+tokenized once, and each measurement is one `circuitlab.collector.collect` pass (batched by
+length, a shared prefix run once, only each prompt's last position unembedded).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from tqdm.auto import tqdm
 
 from circuitlab.ablation.metrics import check_metric, metric_values
 from circuitlab.ablation.results import AblationEffects
+from circuitlab.collector import collect
 from circuitlab.components import Component, Head, Layer, Mlp, parse_component
 from circuitlab.errors import InputError
 from circuitlab.interventions.apply import applied
 from circuitlab.interventions.edits import resolve
 from circuitlab.interventions.spec import Ablate, AblationMethod
 from circuitlab.model import ModelHandle
+from circuitlab.readers import Logits
 from circuitlab.tasks import ClassificationTask
 from circuitlab.tokenization import TokenBatch
 from circuitlab.vocabulary import COMPONENT_GROUPS
@@ -103,40 +106,17 @@ def _examples(
     return _Examples(prompts, torch.tensor(model.token_ids(words)))
 
 
-def _length_sorted_batches(
-    model: ModelHandle, prompts: list[str], batch_size: int
-) -> tuple[list[TokenBatch], Tensor]:
-    """Batches of prompts of similar length (less padding) and the order they hold them in."""
-    if batch_size < 1:
-        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
-    full = model.tokenize(prompts)
-    order = torch.argsort(full.lengths, stable=True)
-    batches = []
-    for start in range(0, len(prompts), batch_size):
-        rows = order[start : start + batch_size]
-        width = int(full.lengths[rows].max())
-        batches.append(
-            TokenBatch(full.input_ids[rows, :width], full.attention_mask[rows, :width]).to(
-                model.device
-            )
-        )
-    return batches, order
-
-
 def _measure(
-    model: ModelHandle, batches: list[TokenBatch], order: Tensor, metric: str, examples: _Examples
+    model: ModelHandle, data: TokenBatch, metric: str, examples: _Examples, batch_size: int
 ) -> Tensor:
-    values = torch.empty(len(order))
-    start = 0
-    for batch in batches:
-        rows = order[start : start + len(batch)]
-        logits = model.next_token_logits(batch)
+    """The metric of every example under the interventions in force: one collector pass."""
+
+    def per_row(logits: Tensor, rows: Tensor) -> Tensor:
         labels = None if examples.labels is None else examples.labels[rows]
-        values[rows] = metric_values(
-            metric, logits, examples.gold[rows], examples.choices, labels
-        ).cpu()
-        start += len(batch)
-    return values
+        return metric_values(metric, logits, examples.gold[rows], examples.choices, labels).cpu()
+
+    readers = {"metric": Logits(transform=per_row)}
+    return collect(model, data, readers, batch_size=batch_size, desc="measuring")["metric"]
 
 
 def ablation_study(
@@ -197,13 +177,16 @@ def ablation_study(
         Ablate(component, method, reference=reference if method != "zero" else None, seed=seed)
         for component in chosen
     ]
-    resolved = resolve(model, ablations)  # one reference pass for every mean/resample ablation
-    batches, order = _length_sorted_batches(model, examples.prompts, batch_size)
-    baseline = _measure(model, batches, order, name, examples)
+    if batch_size < 1:
+        raise InputError(f"batch_size must be at least 1, got {batch_size}.")
+    # one reference pass for every mean/resample ablation
+    resolved = resolve(model, ablations, batch_size=batch_size)
+    data = model.tokenize(examples.prompts)  # tokenized once, streamed once per ablation
+    baseline = _measure(model, data, name, examples, batch_size)
     ablated = torch.empty(len(examples.prompts), len(chosen))
     for index, item in enumerate(tqdm(ablations, desc="ablations", disable=not progress)):
         with applied(model, resolved.restricted_to(item)):
-            ablated[:, index] = _measure(model, batches, order, name, examples)
+            ablated[:, index] = _measure(model, data, name, examples, batch_size)
     return AblationEffects(
         ablated=ablated,
         baseline=baseline,

@@ -14,24 +14,22 @@ compatibility mode, which folds and centres weights in place).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.decomposition.positions import Positions, position_chunks
-from circuitlab.decomposition.residual import (
-    DecompositionWeights,
-    ResidualDecomposition,
-    decompose_batch,
-)
+from circuitlab.collector import CapturedBatch, collect
+from circuitlab.decomposition.residual import DecompositionReader, ResidualDecomposition
 from circuitlab.decomposition.results import Attribution
 from circuitlab.decomposition.targets import Target, TargetSpec, readout_matrix, resolve_targets
 from circuitlab.model import ModelHandle, Prompts
-from circuitlab.prefix import SharedPrefix
+from circuitlab.positions import Positions
 from circuitlab.tokenization import TokenBatch
 from circuitlab.weights import norm_bias, norm_gain, unembedding
 
-__all__ = ["attribute_decomposition", "direct_logit_attribution"]
+__all__ = ["AttributionReader", "attribute_decomposition", "direct_logit_attribution"]
 
 
 def attribute_decomposition(
@@ -90,35 +88,53 @@ def direct_logit_attribution(
     """
     resolved = resolve_targets(model, targets)
     if isinstance(prompts, TokenBatch):
-        batches, texts = [prompts], list(prompts.prompts or ())
-        chunks = [positions]
+        texts = list(prompts.prompts or ())
     else:
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
-        chunks = position_chunks(positions, len(texts), batch_size)
-        batches = model.batches(texts, batch_size, progress=progress)
-    weights = DecompositionWeights.read(model)
-    shared = SharedPrefix(model)
-    values, constants, logits, chosen = [], [], [], []
-    components = None
-    for batch, batch_positions in zip(batches, chunks, strict=False):
-        parts = decompose_batch(model, batch, batch_positions, weights, shared)
-        batch_values, batch_constant = attribute_decomposition(model, parts, resolved)
-        components = parts.components
-        values.append(batch_values)
-        constants.append(batch_constant)
-        logits.append(
-            parts.logits
-            @ readout_matrix(
-                resolved, model.d_vocab, device=parts.logits.device, dtype=parts.logits.dtype
-            )
+    reader = AttributionReader(model, resolved)
+    attribution: Attribution = collect(
+        model,
+        prompts,
+        {"attribution": reader},
+        positions=positions,
+        batch_size=batch_size,
+        progress=progress,
+        desc="attributing",
+    )["attribution"]
+    return dataclasses.replace(attribution, prompts=tuple(texts))
+
+
+class AttributionReader(DecompositionReader):
+    """A `circuitlab.readers.Reader` of direct logit attributions to ``targets``.
+
+    Each batch is decomposed and attributed as it streams past; only the [batch, component,
+    target] attributions are kept. Result: an `Attribution` in data order (no prompt texts).
+    """
+
+    def __init__(self, model: ModelHandle, targets: list[Target]) -> None:
+        super().__init__(model)
+        self.targets = targets
+
+    def update(self, batch: CapturedBatch) -> None:
+        parts = self.decompose(batch)
+        values, constant = attribute_decomposition(self.model, parts, self.targets)
+        logits = parts.logits @ readout_matrix(
+            self.targets, self.model.d_vocab, device=parts.logits.device, dtype=parts.logits.dtype
         )
-        chosen.append(parts.positions)
-    return Attribution(
-        values=torch.cat(values).cpu(),
-        constant=torch.cat(constants).cpu(),
-        logits=torch.cat(logits).cpu(),
-        components=components,
-        targets=tuple(target.label for target in resolved),
-        positions=torch.cat(chosen).cpu(),
-        prompts=tuple(texts),
-    )
+        self.keep(batch.rows, (values, constant, logits, parts.positions, parts.components))
+
+    def result(self) -> Attribution:
+        order, chunks = self.ordered()
+
+        def joined(index: int) -> Tensor:
+            return torch.cat([chunk[index] for chunk in chunks]).cpu()[order]
+
+        return Attribution(
+            values=joined(0),
+            constant=joined(1),
+            logits=joined(2),
+            components=chunks[0][4],
+            targets=tuple(target.label for target in self.targets),
+            positions=joined(3),
+            prompts=(),
+        )

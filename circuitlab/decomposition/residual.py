@@ -17,7 +17,6 @@ pass runs; no full activation cache is ever held.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,17 +26,25 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab import sites
+from circuitlab.collector import CapturedBatch, collect
 from circuitlab.components import Component, all_components
-from circuitlab.decomposition.positions import Positions, position_chunks, resolve_positions
 from circuitlab.errors import InputError
 from circuitlab.interventions.edits import ForwardState, position_mask
 from circuitlab.model import ModelHandle, Prompts
-from circuitlab.prefix import SharedPrefix
+from circuitlab.positions import Positions
+from circuitlab.readers import RowChunks
 from circuitlab.results import Result
+from circuitlab.sites import Site
 from circuitlab.tokenization import TokenBatch
 from circuitlab.weights import norm_gain, output_projection
 
-__all__ = ["DecompositionWeights", "ResidualDecomposition", "decompose_batch", "decompose_residual"]
+__all__ = [
+    "DecompositionReader",
+    "DecompositionWeights",
+    "ResidualDecomposition",
+    "decompose_batch",
+    "decompose_residual",
+]
 
 
 @dataclass(frozen=True)
@@ -106,34 +113,37 @@ class ResidualDecomposition(Result):
         )
 
 
-class _PositionRecorder:
-    """Forward hooks that keep only the chosen position of each row."""
+@dataclass(frozen=True)
+class _DecompositionSites:
+    """The sites one decomposition reads, per layer where they are per layer."""
 
-    def __init__(self, positions: Int[Tensor, " batch"]) -> None:
-        self.positions = positions
-        self.rows = torch.arange(positions.numel(), device=positions.device)
-        self.values: dict[str, Tensor] = {}
+    embed: Site
+    z: tuple[Site, ...]
+    mlp: tuple[Site, ...]
+    final_scale: Site
+    residual: Site
+    attn_out_scale: tuple[Site, ...] | None
 
-    def hook(self, name: str) -> tuple[str, Callable[..., None]]:
-        def record(activation: Tensor, hook: object) -> None:
-            self.values[name] = activation[self.rows, self.positions].detach()
+    @classmethod
+    def of(cls, model: ModelHandle) -> _DecompositionSites:
+        layers = range(model.n_layers)
+        attn_out_norm = model.arch.norm("attn_output")
+        return cls(
+            embed=sites.resid_pre(0),
+            z=tuple(sites.z(layer) for layer in layers),
+            mlp=tuple(sites.mlp_out(layer) for layer in layers),
+            final_scale=model.arch.norm("final").scale_site(),
+            residual=sites.resid_post(model.n_layers - 1),
+            attn_out_scale=None
+            if attn_out_norm is None
+            else tuple(attn_out_norm.scale_site(layer) for layer in layers),
+        )
 
-        return name, record
-
-
-def _hook_names(model: ModelHandle) -> dict[str, list[str] | str]:
-    layers = range(model.n_layers)
-    names: dict[str, list[str] | str] = {
-        "embed": sites.resid_pre(0).hook_name,
-        "z": [sites.z(layer).hook_name for layer in layers],
-        "mlp": [sites.mlp_out(layer).hook_name for layer in layers],
-        "final_scale": model.arch.norm("final").scale_site().hook_name,
-        "residual": sites.resid_post(model.n_layers - 1).hook_name,
-    }
-    attn_out_norm = model.arch.norm("attn_output")
-    if attn_out_norm is not None:
-        names["attn_out_scale"] = [attn_out_norm.scale_site(layer).hook_name for layer in layers]
-    return names
+    def all(self) -> tuple[Site, ...]:
+        return (
+            self.embed, *self.z, *self.mlp, self.final_scale, self.residual,
+            *(self.attn_out_scale or ()),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -165,35 +175,6 @@ class DecompositionWeights:
             b_o=None if any(bias is None for bias in biases) else tuple(biases),
             branch_gains=gains,
         )
-
-
-def _run_keeping_positions(
-    model: ModelHandle,
-    batch: TokenBatch,
-    chosen: Int[Tensor, " batch"],
-    hook_names: list[str],
-    shared: SharedPrefix | None = None,
-) -> tuple[dict[str, Tensor], Float[Tensor, "batch d_vocab"]]:
-    """Forward pass that records the hooks and returns the logits at the chosen positions only.
-
-    The unembedding is applied to the chosen positions alone (``logits_to_keep``), so the
-    [batch, pos, d_vocab] logits tensor of a plain forward pass is never built. With
-    ``shared``, a prefix common to every row runs once and is served from its cache.
-    """
-    offset, kwargs = (0, {}) if shared is None else shared.split(batch, chosen)
-    recorder = _PositionRecorder(chosen - offset)
-    inverse = recorder.positions
-    if model.supports_logits_to_keep:
-        kept, inverse = torch.unique(recorder.positions, return_inverse=True)
-        kwargs["logits_to_keep"] = kept
-    with torch.no_grad():
-        logits = model.bridge.run_with_hooks(
-            batch.input_ids[:, offset:],
-            fwd_hooks=[recorder.hook(name) for name in hook_names],
-            attention_mask=batch.attention_mask,
-            **kwargs,
-        )
-    return recorder.values, logits[recorder.rows, inverse]
 
 
 def _attention_write_factors(
@@ -234,38 +215,67 @@ def _attention_write_factors(
     return None if factors is None else factors.to(model.device)
 
 
-def decompose_batch(
-    model: ModelHandle,
-    batch: TokenBatch,
-    positions: Positions = None,
-    weights: DecompositionWeights | None = None,
-    shared: SharedPrefix | None = None,
-) -> ResidualDecomposition:
-    """Decompose one tokenized batch (see `decompose_residual`).
+class DecompositionReader(RowChunks):
+    """A `circuitlab.readers.Reader` that decomposes each batch as it streams past.
 
-    ``weights`` (from `DecompositionWeights.read`) saves re-reading them per batch;
-    ``shared`` (a `circuitlab.prefix.SharedPrefix`) reuses a prefix every row shares.
+    Result: a `ResidualDecomposition` of every prompt, in data order. Subclasses that reduce
+    each batch's decomposition further (direct logit attribution) override `update` and call
+    `decompose`, so the [batch, component, d_model] contributions never outlive their batch.
     """
-    weights = weights or DecompositionWeights.read(model)
-    batch = batch.to(model.device)
-    chosen = resolve_positions(batch, positions)
-    names = _hook_names(model)
-    flat = [n for value in names.values() for n in ([value] if isinstance(value, str) else value)]
-    write_factors = _attention_write_factors(model, batch, chosen)
-    seen, logits = _run_keeping_positions(model, batch, chosen, flat, shared)
 
+    needs_logits = True
+
+    def __init__(self, model: ModelHandle, weights: DecompositionWeights | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = weights or DecompositionWeights.read(model)
+        self.names = _DecompositionSites.of(model)
+        self.sites = self.names.all()
+
+    def decompose(self, batch: CapturedBatch) -> ResidualDecomposition:
+        """The decomposition of one captured batch (its rows in batch order)."""
+        if batch.every_token:
+            raise InputError("The decomposition reads one position per prompt, not 'all'.")
+        return _decompose_captured(self.model, batch, self.weights, self.names)
+
+    def update(self, batch: CapturedBatch) -> None:
+        self.keep(batch.rows, self.decompose(batch))
+
+    def result(self) -> ResidualDecomposition:
+        order, chunks = self.ordered()
+        order = order.to(chunks[0].contributions.device)
+        return ResidualDecomposition(
+            contributions=torch.cat([part.contributions for part in chunks])[order],
+            components=chunks[0].components,
+            residual=torch.cat([part.residual for part in chunks])[order],
+            final_scale=torch.cat([part.final_scale for part in chunks])[order],
+            positions=torch.cat([part.positions for part in chunks])[order],
+            logits=torch.cat([part.logits for part in chunks])[order],
+        )
+
+
+def _decompose_captured(
+    model: ModelHandle,
+    captured: CapturedBatch,
+    weights: DecompositionWeights,
+    names: _DecompositionSites,
+) -> ResidualDecomposition:
+    """Decompose one captured batch (activations at one position per row)."""
+    chosen = captured.positions
+    assert chosen is not None and captured.logits is not None
+    write_factors = _attention_write_factors(model, captured.tokens, chosen)
     n_heads, has_bias = model.n_heads, weights.b_o is not None
     stride = n_heads + int(has_bias) + 1  # heads, bias, MLP: one layer's components
-    embed = seen[names["embed"]]
+    embed = captured[names.embed]
     contributions = embed.new_empty(len(chosen), 1 + model.n_layers * stride, model.d_model)
     contributions[:, 0] = embed
     for layer in range(model.n_layers):
         start = 1 + layer * stride
-        heads = einops.einsum(seen[names["z"][layer]], weights.w_o[layer], "b h d, h d m -> b h m")
+        heads = einops.einsum(captured[names.z[layer]], weights.w_o[layer], "b h d, h d m -> b h m")
         bias = None if weights.b_o is None else weights.b_o[layer].expand(len(chosen), -1)
-        if weights.branch_gains is not None:  # frozen scale of the attention-output norm
-            factor = weights.branch_gains[layer] / seen[names["attn_out_scale"][layer]]
-            heads = heads * factor[:, None, :]
+        if weights.branch_gains is not None and names.attn_out_scale is not None:
+            factor = weights.branch_gains[layer] / captured[names.attn_out_scale[layer]]
+            heads = heads * factor[:, None, :]  # frozen scale of the attention-output norm
             bias = None if bias is None else bias * factor
         if write_factors is not None:
             heads = heads * write_factors[:, layer, None, None]
@@ -273,15 +283,31 @@ def decompose_batch(
         contributions[:, start : start + n_heads] = heads
         if bias is not None:
             contributions[:, start + n_heads] = bias
-        contributions[:, start + stride - 1] = seen[names["mlp"][layer]]
+        contributions[:, start + stride - 1] = captured[names.mlp[layer]]
     return ResidualDecomposition(
         contributions=contributions,
         components=all_components(model.arch, attn_bias=has_bias),
-        residual=seen[names["residual"]],
-        final_scale=seen[names["final_scale"]].reshape(-1),
+        residual=captured[names.residual],
+        final_scale=captured[names.final_scale].reshape(-1),
         positions=chosen,
-        logits=logits,
+        logits=captured.logits,
     )
+
+
+def decompose_batch(
+    model: ModelHandle,
+    batch: TokenBatch,
+    positions: Positions = None,
+    weights: DecompositionWeights | None = None,
+) -> ResidualDecomposition:
+    """Decompose one tokenized batch in a single forward pass (see `decompose_residual`).
+
+    ``weights`` (from `DecompositionWeights.read`) saves re-reading them.
+    """
+    reader = DecompositionReader(model, weights)
+    return collect(
+        model, batch, {"parts": reader}, positions=positions, batch_size=len(batch), sort=False
+    )["parts"]
 
 
 def decompose_residual(
@@ -293,6 +319,9 @@ def decompose_residual(
     progress: bool = False,
 ) -> ResidualDecomposition:
     """Split the final residual stream into per-component contributions.
+
+    Prompts stream through `circuitlab.collector.collect` in length-sorted batches (a prefix
+    every prompt of a batch shares runs once); results come back in prompt order.
 
     Args:
         model: the model handle.
@@ -312,23 +341,13 @@ def decompose_residual(
         >>> torch.allclose(parts.total(), parts.residual, atol=1e-4)
         True
     """
-    if isinstance(prompts, TokenBatch):
-        return decompose_batch(model, prompts, positions)
-    weights = DecompositionWeights.read(model)
-    texts = [prompts] if isinstance(prompts, str) else list(prompts)
-    chunks = position_chunks(positions, len(texts), batch_size)
-    shared = SharedPrefix(model)
-    parts = [
-        decompose_batch(model, batch, chunk, weights, shared)
-        for batch, chunk in zip(
-            model.batches(texts, batch_size, progress=progress), chunks, strict=True
-        )
-    ]
-    return ResidualDecomposition(
-        contributions=torch.cat([part.contributions for part in parts]),
-        components=parts[0].components,
-        residual=torch.cat([part.residual for part in parts]),
-        final_scale=torch.cat([part.final_scale for part in parts]),
-        positions=torch.cat([part.positions for part in parts]),
-        logits=torch.cat([part.logits for part in parts]),
-    )
+    readers = {"parts": DecompositionReader(model)}
+    return collect(
+        model,
+        prompts,
+        readers,
+        positions=positions,
+        batch_size=batch_size,
+        progress=progress,
+        desc="decomposing",
+    )["parts"]

@@ -11,12 +11,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import torch
-from tqdm.auto import tqdm
-
+from circuitlab.collector import EVERY_TOKEN, collect
 from circuitlab.errors import InputError
 from circuitlab.evaluation.data import load_heldout_prose
 from circuitlab.model import ModelHandle
+from circuitlab.readers import NextTokenLoss
 from circuitlab.tokenization import pad_rows, token_windows
 
 __all__ = ["PerplexityResult", "perplexity"]
@@ -79,18 +78,15 @@ def perplexity(
         windows = kept
     if not windows:
         raise InputError("The texts have fewer than two tokens: nothing to predict.")
-    nll_sum, count = 0.0, 0
-    starts = range(0, len(windows), batch_size)
-    for start in tqdm(starts, desc="perplexity", unit="batch", disable=not progress):
-        batch = pad_rows(windows[start : start + batch_size], model.pad_token_id).to(model.device)
-        with torch.no_grad():
-            logits = model.bridge(batch.input_ids, attention_mask=batch.attention_mask)
-        targets = batch.input_ids[:, 1:]
-        mask = batch.attention_mask[:, 1:].bool()
-        losses = torch.nn.functional.cross_entropy(
-            logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="none"
-        ).view_as(targets)
-        nll_sum += float(losses[mask].double().sum())
-        count += int(mask.sum())
+    readers = {"loss": NextTokenLoss()}
+    nll_sum, count = collect(
+        model,
+        pad_rows(windows, model.pad_token_id),
+        readers,
+        positions=EVERY_TOKEN,
+        batch_size=batch_size,
+        progress=progress,
+        desc="perplexity",
+    )["loss"]
     nll = nll_sum / count
     return PerplexityResult(perplexity=math.exp(nll), nll=nll, tokens=count)

@@ -11,6 +11,7 @@ from circuitlab.model import ModelHandle
 
 __all__ = ["applied", "intervene"]
 
+
 @contextlib.contextmanager
 def intervene(
     model: ModelHandle, *interventions: Intervention | Sequence[Intervention]

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool
 from torch import Tensor
 
 from circuitlab import sites
+from circuitlab.collector import EVERY_TOKEN, collect
 from circuitlab.components import Head, Layer, Mlp
 from circuitlab.errors import InputError
 from circuitlab.hf_compat import kv_cache_in, kv_cache_length
@@ -30,6 +31,7 @@ from circuitlab.interventions.spec import (
     SteerResidual,
 )
 from circuitlab.model import ModelHandle
+from circuitlab.readers import Keep, Mean, Reader
 from circuitlab.sites import Site
 
 __all__ = [
@@ -195,11 +197,13 @@ def _sites(component: Head | Mlp | Layer) -> list[tuple[Site, int | None]]:
     return [(sites.attn_out(component.layer), None), (sites.mlp_out(component.layer), None)]
 
 
-def resolve(model: ModelHandle, interventions: Sequence[Intervention]) -> ResolvedInterventions:
+def resolve(
+    model: ModelHandle, interventions: Sequence[Intervention], *, batch_size: int = 8
+) -> ResolvedInterventions:
     """Check ``interventions`` against ``model`` and turn them into site edits.
 
     Mean and resample ablations run their reference prompts through the model here (with any
-    interventions already active on it).
+    interventions already active on it), ``batch_size`` prompts per forward pass.
     """
     result = ResolvedInterventions(tuple(interventions))
     pending: list[tuple[Ablate, SiteEdit]] = []
@@ -265,66 +269,39 @@ def resolve(model: ModelHandle, interventions: Sequence[Intervention]) -> Resolv
         )
     result.pruned_layers = tuple(sorted(pruned_layers))
     result.pruned_heads = tuple(sorted(pruned_heads))
-    _fill_reference_statistics(model, pending)
+    _fill_reference_statistics(model, pending, batch_size)
     return result
 
 
-def _fill_reference_statistics(model: ModelHandle, pending: list[tuple[Ablate, SiteEdit]]) -> None:
-    """One pass over each reference set: means (over real tokens) or full activations."""
+def _fill_reference_statistics(
+    model: ModelHandle, pending: list[tuple[Ablate, SiteEdit]], batch_size: int
+) -> None:
+    """One collector pass over each reference set: means over real tokens, or (resampling)
+    every prompt's activations."""
     by_reference: dict[tuple[str, ...], list[tuple[Ablate, SiteEdit]]] = {}
     for item, edit in pending:
         by_reference.setdefault(tuple(item.reference or ()), []).append((item, edit))
     for reference, group in by_reference.items():
-        names = sorted({edit.hook_name for _, edit in group})
-        resampled = {edit.hook_name for item, edit in group if item.method == "resample"}
-        sums: dict[str, Tensor] = {}
-        chunks: dict[str, list[Tensor]] = {name: [] for name in resampled}
-        lengths: list[Tensor] = []
-        count = 0
-        seen: dict[str, Tensor] = {}
-        hooks = [(name, _recorder(seen, name)) for name in names]
-        for batch in model.batches(list(reference), 8):
-            batch = batch.to(model.device)
-            mask = batch.attention_mask.bool()
-            with torch.no_grad():
-                model.bridge.run_with_hooks(
-                    batch.input_ids,
-                    fwd_hooks=hooks,
-                    attention_mask=batch.attention_mask,
-                )
-            for name in names:
-                real = seen[name][mask]  # [tokens, ...]
-                sums[name] = sums.get(name, 0) + real.sum(dim=0, dtype=torch.float64)
-                if name in resampled:  # full activations only where resampling needs them
-                    chunks[name].append(seen[name].cpu())
-            lengths.append(mask.sum(dim=1).cpu())
-            count += int(mask.sum())
+        readers: dict[str, Reader] = {}
         for item, edit in group:
-            name = edit.hook_name
+            kind = "resample" if item.method == "resample" else "mean"
+            key = f"{kind} {edit.hook_name}"
+            readers.setdefault(key, Keep(edit.site) if kind == "resample" else Mean(edit.site))
+        out = collect(
+            model,
+            list(reference),
+            readers,
+            positions=EVERY_TOKEN,
+            batch_size=batch_size,
+            desc="reference statistics",
+        )
+        for item, edit in group:
             if item.method == "mean":
-                mean = (sums[name] / count).to(model.dtype)
+                mean = out[f"mean {edit.hook_name}"].to(model.dtype)
                 edit.constant = mean[edit.head] if edit.head is not None else mean
             else:
-                values = _pad_cat(chunks[name])
+                values, lengths = out[f"resample {edit.hook_name}"]
+                values = values.cpu()
                 if edit.head is not None:
                     values = values[:, :, edit.head]
-                edit.resample = ResampleSource(values, torch.cat(lengths), item.seed)
-
-
-def _recorder(seen: dict[str, Tensor], name: str) -> Any:
-    def record(activation: Tensor, hook: Any) -> None:
-        seen[name] = activation.detach()
-
-    return record
-
-
-def _pad_cat(chunks: list[Float[Tensor, "batch pos ..."]]) -> Float[Tensor, "n pos ..."]:
-    width = max(chunk.shape[1] for chunk in chunks)
-    padded = []
-    for chunk in chunks:
-        extra = width - chunk.shape[1]
-        if extra:
-            filler = chunk.new_zeros((chunk.shape[0], extra, *chunk.shape[2:]))
-            chunk = torch.cat([chunk, filler], dim=1)
-        padded.append(chunk)
-    return torch.cat(padded)
+                edit.resample = ResampleSource(values, lengths, item.seed)

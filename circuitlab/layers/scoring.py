@@ -21,15 +21,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from circuitlab import sites
+from circuitlab.collector import EVERY_TOKEN, collect
 from circuitlab.errors import InputError
 from circuitlab.layers.scores import LayerScores
-from circuitlab.layers.statistics import CosineStatistics, MomentStatistics
 from circuitlab.model import ModelHandle
+from circuitlab.readers import Cosine, Moments, Reader, TokenCount
 from circuitlab.sites import Site
+from circuitlab.statistics import CosineStatistics, MomentStatistics
 from circuitlab.tokenization import TokenBatch, pad_rows, token_windows
 from circuitlab.vocabulary import DEFAULT_EPSILON, SCORE_METHODS, SCORE_SITES
 
@@ -93,10 +93,16 @@ def score_layers(
     settings: dict[str, Any] = {"site": site, "epsilon": epsilon, "window": window}
     results: dict[str, LayerScores] = {}
     if _PASS_METHODS & set(methods):
-        batches = _batches(model, data, window, batch_size)
+        windows = _windows(model, data, window)
         with_cosines = bool({"block_influence", "angular_distance"} & set(methods))
         moments, cosines, n_tokens = _stream(
-            model, batches, site, epsilon, with_cosines=with_cosines, progress=progress
+            model,
+            windows,
+            site,
+            epsilon,
+            with_cosines=with_cosines,
+            batch_size=batch_size,
+            progress=progress,
         )
         settings["tokens"] = n_tokens
         if "avss" in methods:
@@ -140,59 +146,34 @@ def drop_last_scores(n_layers: int, *, model: str = "") -> LayerScores:
 # ---------------------------------------------------------------------------- streaming pass
 def _stream(
     model: ModelHandle,
-    batches: list[TokenBatch],
+    data: TokenBatch,
     site: str,
     epsilon: float,
     *,
     with_cosines: bool,
+    batch_size: int,
     progress: bool,
 ) -> tuple[list[MomentStatistics], list[CosineStatistics], int]:
-    """Run every batch once, folding each hooked activation into the statistics on the fly.
-
-    Block inputs are hooked (and cosines computed) only when ``with_cosines``.
-    """
-    n_layers = model.n_layers
-    moments = [MomentStatistics(epsilon) for _ in range(n_layers)]
-    cosines = [CosineStatistics() for _ in range(n_layers)]
-    state: dict[str, Any] = {}
-
-    def on_site(layer: int) -> Any:
-        def hook(activation: torch.Tensor, hook: Any) -> None:
-            moments[layer].update(activation[state["mask"]])
-
-        return hook
-
-    def on_input(layer: int) -> Any:
-        def hook(activation: torch.Tensor, hook: Any) -> None:
-            state[layer] = activation[state["mask"]]
-
-        return hook
-
-    def on_output(layer: int) -> Any:
-        def hook(activation: torch.Tensor, hook: Any) -> None:
-            real = activation[state["mask"]]
-            cosines[layer].update(state.pop(layer), real)
-            if site == "block":
-                moments[layer].update(real)
-
-        return hook
-
-    hooks: list[tuple[Site, Any]] = []
-    for layer in range(n_layers):
+    """One collector pass over every real token: moments at ``site`` per layer, and the
+    cosine between each block's input and output when ``with_cosines``."""
+    readers: dict[str, Reader] = {"tokens": TokenCount()}
+    for layer in range(model.n_layers):
+        readers[f"moments {layer}"] = Moments(SITES[site](layer), epsilon)
         if with_cosines:
-            hooks.append((sites.resid_pre(layer), on_input(layer)))
-            hooks.append((sites.resid_post(layer), on_output(layer)))
-        if site != "block" or not with_cosines:
-            hooks.append((SITES[site](layer), on_site(layer)))
-    kwargs = {"logits_to_keep": 1} if model.supports_logits_to_keep else {}
-    n_tokens = 0
-    with model.hooks(hooks), torch.no_grad():
-        for batch in tqdm(batches, desc="scoring layers", unit="batch", disable=not progress):
-            batch = batch.to(model.device)
-            state["mask"] = batch.attention_mask.bool()
-            n_tokens += int(state["mask"].sum())
-            model.bridge(batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
-    return moments, cosines, n_tokens
+            readers[f"cosine {layer}"] = Cosine(sites.resid_pre(layer), sites.resid_post(layer))
+    out = collect(
+        model,
+        data,
+        readers,
+        positions=EVERY_TOKEN,
+        batch_size=batch_size,
+        progress=progress,
+        desc="scoring layers",
+    )
+    layers = range(model.n_layers)
+    moments = [out[f"moments {layer}"] for layer in layers]
+    cosines = [out[f"cosine {layer}"] for layer in layers] if with_cosines else []
+    return moments, cosines, out["tokens"]
 
 
 def _avss(
@@ -245,20 +226,18 @@ def _cosine_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- input checks
-def _batches(
-    model: ModelHandle, data: str | Sequence[str] | TokenBatch, window: int, batch_size: int
-) -> list[TokenBatch]:
+def _windows(model: ModelHandle, data: str | Sequence[str] | TokenBatch, window: int) -> TokenBatch:
+    """The data set as one right-padded batch of windows (a token batch is taken as it is)."""
     if isinstance(data, TokenBatch):
         if int(data.attention_mask.sum()) == 0:
             raise InputError(
                 "The data set is all padding (its attention mask has no real token). "
                 "Give it real text."
             )
-        starts = range(0, len(data), batch_size)
-        return [
-            TokenBatch(data.input_ids[i : i + batch_size], data.attention_mask[i : i + batch_size])
-            for i in starts
-        ]
+        keep = data.lengths > 0
+        if bool(keep.all()):
+            return data
+        return TokenBatch(data.input_ids[keep], data.attention_mask[keep])
     texts = [data] if isinstance(data, str) else list(data)
     if not texts:
         raise InputError("The data set is empty. Pass at least one text to score the layers on.")
@@ -270,10 +249,7 @@ def _batches(
             f"The data set's {len(texts)} text(s) have no tokens (empty strings?). Give it "
             f"real text."
         )
-    return [
-        pad_rows(rows[start : start + batch_size], model.pad_token_id)
-        for start in range(0, len(rows), batch_size)
-    ]
+    return pad_rows(rows, model.pad_token_id)
 
 
 def _check_methods(methods: Sequence[str]) -> list[str]:

@@ -26,6 +26,7 @@ from circuitlab.tasks import ClassificationTask
 
 __all__ = ["LabelContributions", "label_contributions", "model_fingerprint"]
 
+
 @dataclass(frozen=True)
 class LabelContributions(Result):
     """Each component's direct contribution to each label word's logit, per example.

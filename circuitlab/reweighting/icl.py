@@ -1,19 +1,19 @@
 """In-context learning read-out: the full model's label-word logits after K-shot prompts.
 
-The prompts of one demonstration set share their demonstrations, so the shared prefix runs
-once (`circuitlab.prefix.SharedPrefix`) and each batch runs only its query tokens.
+The prompts of one demonstration set share their demonstrations, so the collector runs the
+shared prefix once (`circuitlab.prefix.SharedPrefix`) and each batch only its query tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuitlab.collector import collect
 from circuitlab.model import ModelHandle
-from circuitlab.prefix import SharedPrefix
+from circuitlab.readers import Logits
 
 __all__ = ["label_logits"]
 
@@ -38,20 +38,8 @@ def label_logits(
     Returns:
         Logits [example, label] on the CPU.
     """
-    ids = torch.tensor(model.token_ids(list(label_words)), device=model.device)
-    shared = SharedPrefix(model)
-    rows = []
-    for batch in model.batches(list(prompts), batch_size, progress=progress):
-        batch = batch.to(model.device)
-        last = batch.last_positions
-        offset, kwargs = shared.split(batch, last)
-        local = last - offset
-        if model.supports_logits_to_keep:
-            kept, local = torch.unique(local, return_inverse=True)
-            kwargs["logits_to_keep"] = kept
-        with torch.no_grad():
-            logits = model.bridge(
-                batch.input_ids[:, offset:], attention_mask=batch.attention_mask, **kwargs
-            )
-        rows.append(logits[torch.arange(len(batch), device=logits.device), local][:, ids].cpu())
-    return torch.cat(rows).float()
+    readers = {"logits": Logits(columns=model.token_ids(list(label_words)))}
+    logits = collect(
+        model, list(prompts), readers, batch_size=batch_size, progress=progress, desc="reading"
+    )["logits"]
+    return logits.cpu().float()

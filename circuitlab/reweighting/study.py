@@ -219,9 +219,7 @@ class ReweightingStudy(Result):
         )
 
     @classmethod
-    def _from_legacy(
-        cls, data: Mapping[str, Any], tensors: Any, path: Path
-    ) -> ReweightingStudy:
+    def _from_legacy(cls, data: Mapping[str, Any], tensors: Any, path: Path) -> ReweightingStudy:
         """Files written before the result protocol hold `to_dict` output."""
         records = tuple(
             {**r, "accuracy": float("nan") if r["accuracy"] is None else r["accuracy"]}
@@ -470,9 +468,7 @@ def _run(
     train_c = label_contributions(
         model, pool.subset(train_idx), template=template, demos=demos, batch_size=batch_size
     )
-    test_c = label_contributions(
-        model, test, template=template, demos=demos, batch_size=batch_size
-    )
+    test_c = label_contributions(model, test, template=template, demos=demos, batch_size=batch_size)
     base = {"demo_set": demo_set, "template": template}
     chosen = reweighting._chosen(test_c)
     component_acc = (test_c.select(chosen).argmax(dim=-1) == labels[:, None]).float().mean(0)

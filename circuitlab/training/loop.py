@@ -78,9 +78,7 @@ class Stopping:
         check_number("max_epochs", self.max_epochs, lambda v: v >= 1, "at least 1, e.g. 2000")
         if self.patience is not None:
             check_number("patience", self.patience, lambda v: v >= 1, "at least 1, e.g. 3")
-        check_number(
-            "check_done_every", self.check_done_every, lambda v: v >= 1, "at least 1"
-        )
+        check_number("check_done_every", self.check_done_every, lambda v: v >= 1, "at least 1")
 
 
 @dataclass(frozen=True)

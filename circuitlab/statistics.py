@@ -40,13 +40,26 @@ class MomentStatistics:
             return
         batch_mean = flat.mean()
         batch_m2 = float(torch.square(flat - batch_mean).sum())
-        batch_mean_value = float(batch_mean)
+        near_zero = int((flat.abs() < self.epsilon).sum())
+        self._combine(n, float(batch_mean), batch_m2, near_zero)
+
+    def merge(self, other: MomentStatistics) -> None:
+        """Fold in the statistics of values another instance saw (another batch or process)."""
+        if other.epsilon != self.epsilon:
+            raise ValueError(
+                f"Cannot merge moments at ε = {other.epsilon} into ε = {self.epsilon}."
+            )
+        if other.count:
+            self._combine(other.count, other.mean, other.squared_deviations, other.near_zero)
+
+    def _combine(self, n: int, mean: float, squared_deviations: float, near_zero: int) -> None:
+        """Chan et al.'s pairwise update with a group of ``n`` values of that mean and M2."""
         total = self.count + n
-        delta = batch_mean_value - self.mean
+        delta = mean - self.mean
         self.mean += delta * n / total
-        self.squared_deviations += batch_m2 + delta * delta * self.count * n / total
+        self.squared_deviations += squared_deviations + delta * delta * self.count * n / total
         self.count = total
-        self.near_zero += int((flat.abs() < self.epsilon).sum())
+        self.near_zero += near_zero
 
     @property
     def variance(self) -> float:
@@ -75,6 +88,12 @@ class CosineStatistics:
         self.count += cosine.numel()
         self.one_minus_cosine += float((1.0 - cosine).sum())
         self.angle += float((torch.arccos(cosine) / math.pi).sum())
+
+    def merge(self, other: CosineStatistics) -> None:
+        """Fold in the sums another instance collected (another batch or process)."""
+        self.count += other.count
+        self.one_minus_cosine += other.one_minus_cosine
+        self.angle += other.angle
 
     @property
     def block_influence(self) -> float:

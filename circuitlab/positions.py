@@ -1,4 +1,4 @@
-"""Choosing the position to decompose in each prompt, counted on real tokens."""
+"""Choosing the position to read in each prompt, counted on real tokens."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import Tensor
 from circuitlab.errors import InputError
 from circuitlab.tokenization import TokenBatch
 
-__all__ = ["Positions", "position_chunks", "resolve_positions"]
+__all__ = ["Positions", "resolve_positions"]
 
 Positions = int | Sequence[int] | None
 """``None``: each prompt's last real token; an int: the same position in every prompt
@@ -43,19 +43,3 @@ def resolve_positions(batch: TokenBatch, positions: Positions) -> Int[Tensor, " 
             f"-{int(lengths[row])} counted from its last token)."
         )
     return absolute
-
-
-def position_chunks(positions: Positions, n_prompts: int, batch_size: int) -> list[Positions]:
-    """``positions`` cut to match a prompt list streamed in batches of ``batch_size``."""
-    if n_prompts == 0:
-        raise InputError("No prompts were given (an empty list). Pass at least one prompt.")
-    n_batches = -(-n_prompts // batch_size)
-    if positions is None or isinstance(positions, int):
-        return [positions] * n_batches
-    listed = list(positions)
-    if len(listed) != n_prompts:
-        raise InputError(
-            f"Got {len(listed)} positions for {n_prompts} prompts. Pass one position per "
-            f"prompt, a single int for all, or None for each last token."
-        )
-    return [listed[start : start + batch_size] for start in range(0, n_prompts, batch_size)]

@@ -1,0 +1,345 @@
+"""Readers: what `circuitlab.collector.collect` does with each batch's activations.
+
+A reader names the sites it reads (and whether it needs logits), folds in one
+`CapturedBatch` at a time (``update``), combines with a reader of the same settings that saw
+other batches (``merge``: other shards of the data set, other processes), and gives its answer
+(``result``). Results never depend on how the data was batched, sorted or sharded: readers that
+keep per-prompt values return them in data order; readers that reduce accumulate in float64.
+
+| reader | result |
+| --- | --- |
+| `Keep` | the activation at each prompt's read position [prompt, ...] (every token: padded) |
+| `Logits` | logits at the read positions [prompt, d_vocab] (or chosen columns, or mapped) |
+| `Mean` | mean activation over every read position [...] (float64) |
+| `GroupMean` | mean activation per group of prompts [group, ...] (float64) |
+| `Moments` | `MomentStatistics`: variance and sparsity (near-zero fraction) with ε |
+| `Cosine` | `CosineStatistics` between two sites (block input vs output) |
+| `TokenCount` | number of positions read |
+| `NextTokenLoss` | summed next-token negative log-likelihood and its token count |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuitlab.collector import CapturedBatch
+from circuitlab.errors import InputError
+from circuitlab.sites import Site
+from circuitlab.statistics import CosineStatistics, MomentStatistics
+
+__all__ = [
+    "Cosine",
+    "GroupMean",
+    "Keep",
+    "Logits",
+    "Mean",
+    "Moments",
+    "NextTokenLoss",
+    "PaddedActivations",
+    "Reader",
+    "RowChunks",
+    "TokenCount",
+]
+
+
+class Reader:
+    """Base of the readers: override `update`, `merge` and `result`.
+
+    Attributes:
+        sites: the sites whose activations the reader needs.
+        needs_logits: whether the reader needs the logits at the read positions.
+    """
+
+    sites: tuple[Site | str, ...] = ()
+    needs_logits: bool = False
+
+    def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch."""
+        raise NotImplementedError
+
+    def merge(self, other: Any) -> None:
+        """Fold in another reader of the same kind and settings that saw other batches."""
+        raise NotImplementedError
+
+    def result(self) -> Any:
+        """The answer over every batch folded in so far."""
+        raise NotImplementedError
+
+    def _check_kind(self, other: Any) -> None:
+        if type(other) is not type(self):
+            raise InputError(f"Cannot merge a {type(other).__name__} into a {type(self).__name__}.")
+
+
+class PaddedActivations(NamedTuple):
+    """Activations at every position [prompt, pos, ...] and each prompt's length (positions
+    at or past it are padding and hold no meaningful value)."""
+
+    values: Tensor
+    lengths: Int[Tensor, " prompt"]
+
+
+class RowChunks(Reader):
+    """Base of readers that keep one value per prompt and return them in data order."""
+
+    def __init__(self) -> None:
+        self._rows: list[Tensor] = []
+        self._values: list[Tensor] = []
+
+    def keep(self, rows: Int[Tensor, " batch"], values: Tensor) -> None:
+        """Keep ``values`` [batch, ...] of the data set's ``rows``."""
+        self._rows.append(rows)
+        self._values.append(values)
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        self._rows.extend(other._rows)
+        self._values.extend(other._values)
+
+    def ordered(self) -> tuple[Int[Tensor, " n"], list[Tensor]]:
+        """Every kept row in ascending order, and the permutation of the chunks' rows."""
+        if not self._rows:
+            raise InputError("The reader has seen no batch yet.")
+        rows = torch.cat(self._rows)
+        order = torch.argsort(rows)
+        return order, self._values
+
+    def result(self) -> Any:
+        order, chunks = self.ordered()
+        return torch.cat(chunks)[order.to(chunks[0].device)]
+
+
+class Keep(RowChunks):
+    """Keep the activation at ``site`` for every prompt.
+
+    Result: [prompt, ...] at each prompt's read position, or with ``positions="all"`` a
+    `PaddedActivations` ([prompt, pos, ...] and the lengths; values past a prompt's length
+    are meaningless).
+    """
+
+    def __init__(self, site: Site | str) -> None:
+        super().__init__()
+        self.sites = (site,)
+        self._lengths: list[Tensor] = []
+
+    def update(self, batch: CapturedBatch) -> None:
+        value = batch[self.sites[0]]
+        if batch.every_token:
+            self._lengths.append(batch.tokens.lengths.cpu())
+        self.keep(batch.rows, value)
+
+    def merge(self, other: Any) -> None:
+        super().merge(other)
+        self._lengths.extend(other._lengths)
+
+    def result(self) -> Tensor | PaddedActivations:
+        order, chunks = self.ordered()
+        if not self._lengths:
+            return torch.cat(chunks)[order.to(chunks[0].device)]
+        width = max(chunk.shape[1] for chunk in chunks)
+        padded = [
+            torch.nn.functional.pad(chunk, (0, 0) * (chunk.dim() - 2) + (0, width - chunk.shape[1]))
+            for chunk in chunks
+        ]
+        values = torch.cat(padded)[order.to(padded[0].device)]
+        return PaddedActivations(values, torch.cat(self._lengths)[order])
+
+
+class Logits(RowChunks):
+    """Keep the logits at each prompt's read position.
+
+    Args:
+        columns: keep only these token ids' logits (e.g. label words).
+        transform: apply to each batch's logits first: ``transform(logits, rows)`` → one
+            value per row (e.g. a metric), so the [prompt, d_vocab] logits are never held.
+
+    Result: [prompt, d_vocab], [prompt, columns] or whatever ``transform`` returns per row.
+    """
+
+    needs_logits = True
+
+    def __init__(
+        self,
+        columns: Sequence[int] | Tensor | None = None,
+        transform: Callable[[Tensor, Tensor], Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.columns = None if columns is None else torch.as_tensor(columns, dtype=torch.long)
+        self.transform = transform
+
+    def update(self, batch: CapturedBatch) -> None:
+        logits = batch.logits
+        assert logits is not None
+        if self.columns is not None:
+            logits = logits[..., self.columns.to(logits.device)]
+        if self.transform is not None:
+            logits = self.transform(logits, batch.rows)
+        self.keep(batch.rows, logits)
+
+
+class Mean(Reader):
+    """Mean activation at ``site`` over every read position (every real token with
+    ``positions="all"``), accumulated in float64. Result: [...] float64."""
+
+    def __init__(self, site: Site | str) -> None:
+        self.sites = (site,)
+        self.total: Tensor | float = 0.0
+        self.count = 0
+
+    def update(self, batch: CapturedBatch) -> None:
+        values = batch.read(self.sites[0])
+        self.total = self.total + values.sum(dim=0, dtype=torch.float64)
+        self.count += values.shape[0]
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        self.total = self.total + other.total
+        self.count += other.count
+
+    def result(self) -> Float[Tensor, "..."]:
+        if not self.count:
+            raise InputError("The reader has seen no position yet.")
+        assert isinstance(self.total, Tensor)
+        return self.total / self.count
+
+
+class GroupMean(Reader):
+    """Mean activation at ``site`` per group of prompts (e.g. per label), in float64.
+
+    Args:
+        site: the site read.
+        groups: the group index of every prompt of the data set (0 .. n_groups − 1).
+        n_groups: number of groups (default: ``max(groups) + 1``).
+
+    Result: [group, ...] float64 (NaN for a group that got no position); the per-group counts
+    are in ``counts``.
+    """
+
+    def __init__(
+        self, site: Site | str, groups: Sequence[int] | Tensor, n_groups: int | None = None
+    ) -> None:
+        self.sites = (site,)
+        self.groups = torch.as_tensor(groups, dtype=torch.long)
+        if self.groups.dim() != 1 or len(self.groups) == 0 or int(self.groups.min()) < 0:
+            raise InputError("groups must be one non-negative group index per prompt.")
+        self.n_groups = int(self.groups.max()) + 1 if n_groups is None else n_groups
+        if int(self.groups.max()) >= self.n_groups:
+            raise InputError(f"A group index is >= n_groups = {self.n_groups}.")
+        self.total: Tensor | None = None
+        self.counts = torch.zeros(self.n_groups, dtype=torch.long)
+
+    def update(self, batch: CapturedBatch) -> None:
+        values = batch.read(self.sites[0]).to(torch.float64)
+        rows = batch.read_rows()
+        if int(rows.max()) >= len(self.groups):
+            raise InputError(
+                f"groups has {len(self.groups)} entries but the data set has more prompts; "
+                f"give one group index per prompt."
+            )
+        group = self.groups[rows]
+        if self.total is None:
+            self.total = values.new_zeros(self.n_groups, *values.shape[1:])
+        self.total.index_add_(0, group.to(values.device), values)
+        self.counts += torch.bincount(group, minlength=self.n_groups)
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        if other.total is None:
+            return
+        self.total = other.total.clone() if self.total is None else self.total + other.total
+        self.counts += other.counts
+
+    def result(self) -> Float[Tensor, "group ..."]:
+        if self.total is None:
+            raise InputError("The reader has seen no position yet.")
+        counts = self.counts.to(self.total.device, torch.float64)
+        return self.total / counts.view(-1, *([1] * (self.total.dim() - 1)))
+
+
+class Moments(Reader):
+    """Variance and sparsity (fraction with ``|a| < epsilon``) of every scalar at ``site``
+    over the read positions. Result: a `circuitlab.statistics.MomentStatistics`."""
+
+    def __init__(self, site: Site | str, epsilon: float) -> None:
+        self.sites = (site,)
+        self.statistics = MomentStatistics(epsilon)
+
+    def update(self, batch: CapturedBatch) -> None:
+        self.statistics.update(batch.read(self.sites[0]))
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        self.statistics.merge(other.statistics)
+
+    def result(self) -> MomentStatistics:
+        return self.statistics
+
+
+class Cosine(Reader):
+    """Cosine between two sites' vectors at each read position (a block's input and output).
+    Result: a `circuitlab.statistics.CosineStatistics`."""
+
+    def __init__(self, first: Site | str, second: Site | str) -> None:
+        self.sites = (first, second)
+        self.statistics = CosineStatistics()
+
+    def update(self, batch: CapturedBatch) -> None:
+        self.statistics.update(batch.read(self.sites[0]), batch.read(self.sites[1]))
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        self.statistics.merge(other.statistics)
+
+    def result(self) -> CosineStatistics:
+        return self.statistics
+
+
+class TokenCount(Reader):
+    """Number of positions read (real tokens with ``positions="all"``). Result: an int."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def update(self, batch: CapturedBatch) -> None:
+        self.count += batch.n_read
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        self.count += other.count
+
+    def result(self) -> int:
+        return self.count
+
+
+class NextTokenLoss(Reader):
+    """Summed negative log-likelihood (nats, float64) of every real next token
+    (``positions="all"`` only). Result: ``(nll_sum, tokens)``."""
+
+    needs_logits = True
+
+    def __init__(self) -> None:
+        self.nll_sum = 0.0
+        self.count = 0
+
+    def update(self, batch: CapturedBatch) -> None:
+        if not batch.every_token or batch.logits is None:
+            raise InputError("NextTokenLoss reads every token: collect with positions='all'.")
+        targets = batch.tokens.input_ids[:, 1:]
+        mask = batch.tokens.attention_mask[:, 1:].bool()
+        losses = torch.nn.functional.cross_entropy(
+            batch.logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="none"
+        ).view_as(targets)
+        self.nll_sum += float(losses[mask].double().sum())
+        self.count += int(mask.sum())
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        self.nll_sum += other.nll_sum
+        self.count += other.count
+
+    def result(self) -> tuple[float, int]:
+        return self.nll_sum, self.count
