@@ -97,8 +97,8 @@ def test_scores_match_a_hook_free_computation(tiny_architecture: str) -> None:
     scores = score_layers(model, batch, epsilon=epsilon, batch_size=4)
     avss = scores["avss"]
     # The bridge runs the same modules as HF; batches of other shapes (length-sorted, trimmed
-    # to their longest row) move float32 activations by ~1e-8 relative. GPT-2 is the exception: the bridge splits its fused
-    # c_attn projection, which moves float32 activations by ~1e-7.
+    # to their longest row) move float32 activations by ~1e-8 relative. GPT-2 is the
+    # exception: the bridge splits its fused c_attn projection, which moves them by ~1e-7.
     rtol = 1e-6 if tiny_architecture == "gpt2" else 1e-7
     for name in ("variance", "sparsity", "nav", "navss", "cavss"):
         np.testing.assert_allclose(avss.details[name], expected[name], rtol=rtol, atol=0)
