@@ -11,6 +11,7 @@ __all__ = [
     "CacheError",
     "CircuitlabError",
     "DeviceUnavailableError",
+    "ExportCheckError",
     "IncompatibleVersionError",
     "InputError",
     "ModelNotFoundError",
@@ -57,3 +58,7 @@ class IncompatibleVersionError(CircuitlabError, RuntimeError):
 
     The message names the installed versions; the fix is a version inside the supported range.
     """
+
+
+class ExportCheckError(CircuitlabError):
+    """An exported checkpoint does not reproduce the hooked model's logits within tolerance."""

@@ -41,7 +41,14 @@ from circuitlab.errors import InputError
 from circuitlab.models.cache import atomic_file
 from circuitlab.versions import installed_versions
 
-__all__ = ["RESULT_FORMAT", "Result", "read_header", "read_result_file", "write_result_file"]
+__all__ = [
+    "RESULT_FORMAT",
+    "Result",
+    "read_header",
+    "read_result_file",
+    "result_document",
+    "write_result_file",
+]
 
 RESULT_FORMAT = "circuitlab-result"
 _VERSION = 1
@@ -84,13 +91,20 @@ class Result:
         }
 
     # ----------------------------------------------------------- protocol
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the result atomically: ``.json`` as JSON, anything else as safetensors."""
-        fields = {
+    def _fields(self) -> dict[str, Any]:
+        return {
             field.name: getattr(self, field.name)
             for field in dataclasses.fields(self)  # type: ignore[arg-type]
         }
-        return write_result_file(path, self.kind, fields, self.header_facts())
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the result atomically: ``.json`` as JSON, anything else as safetensors."""
+        return write_result_file(path, self.kind, self._fields(), self.header_facts())
+
+    def to_document(self) -> dict[str, Any]:
+        """The result as JSON-ready data: what `save` writes to a ``.json`` file (header and
+        fields, tensors inline); `load` reads such a document back from a file."""
+        return result_document(self.kind, self._fields(), self.header_facts())
 
     @classmethod
     def load(cls: type[ResultT], path: str | os.PathLike[str]) -> ResultT:
@@ -98,10 +112,19 @@ class Result:
         fields, legacy, tensors = read_result_file(path, cls.kind)
         if fields is None:  # written before the protocol
             return cls._from_legacy(legacy, tensors, Path(path))
+        return cls._build(fields, str(path))
+
+    @classmethod
+    def from_document(cls: type[ResultT], document: Mapping[str, Any]) -> ResultT:
+        """Inverse of `to_document` (e.g. a CLI ``--json`` file's content)."""
+        return cls._build(_decoded_fields(document, {}, cls.kind, "the document"), "the document")
+
+    @classmethod
+    def _build(cls: type[ResultT], fields: dict[str, Any], where: str) -> ResultT:
         try:
             return cls(**fields)
         except (KeyError, TypeError, ValueError) as error:
-            raise InputError(f"{path} is not a readable {cls.kind} ({error!r}).") from error
+            raise InputError(f"{where} is not a readable {cls.kind} ({error!r}).") from error
 
     @classmethod
     def _from_legacy(
@@ -139,6 +162,27 @@ def write_result_file(
     """
     target = Path(path)
     tensors: dict[str, Tensor] | None = None if target.suffix.lower() == ".json" else {}
+    document = result_document(kind, fields, facts, tensors)
+    with atomic_file(target) as tmp:
+        if not tensors:  # JSON asked for, or nothing to store as tensors: one JSON file
+            tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        else:
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp), metadata={"circuitlab": json.dumps(document)})
+    return target
+
+
+def result_document(
+    kind: str,
+    fields: Mapping[str, Any],
+    facts: Mapping[str, Any] | None = None,
+    tensors: dict[str, Tensor] | None = None,
+) -> dict[str, Any]:
+    """The header and encoded ``fields`` of a result of ``kind`` (the one document builder).
+
+    Tensors go into ``tensors`` by key when it is given, else inline as JSON lists.
+    """
     header = {
         "format": RESULT_FORMAT,
         "version": _VERSION,
@@ -150,15 +194,7 @@ def write_result_file(
         "versions": installed_versions(),
     }
     encoded = {name: _encode(value, tensors) for name, value in fields.items()}
-    document = {"header": header, "fields": encoded}
-    with atomic_file(target) as tmp:
-        if not tensors:  # JSON asked for, or nothing to store as tensors: one JSON file
-            tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-        else:
-            from safetensors.torch import save_file
-
-            save_file(tensors, str(tmp), metadata={"circuitlab": json.dumps(document)})
-    return target
+    return {"header": header, "fields": encoded}
 
 
 def read_result_file(
@@ -177,17 +213,24 @@ def read_result_file(
     document, tensors = _read(Path(path), kind)
     if "header" not in document:
         return None, document, tensors
-    found = document["header"].get("kind")
+    return _decoded_fields(document, tensors, kind, str(path)), document, tensors
+
+
+def _decoded_fields(
+    document: Mapping[str, Any], tensors: Mapping[str, Tensor], kind: str, where: str
+) -> dict[str, Any]:
+    """The fields of a result document of ``kind``; a clear error for anything else."""
+    header = document.get("header") if isinstance(document, Mapping) else None
+    found = header.get("kind") if isinstance(header, Mapping) else None
     if found != kind:
         raise InputError(
-            f"{path} does not hold a circuitlab {kind}: it holds a {found}; load it "
-            f"with {found}.load."
+            f"{where} does not hold a circuitlab {kind}: it holds "
+            f"{'a ' + str(found) + f'; load it with {found}.load' if found else 'no result'}."
         )
     try:
-        fields = {name: _decode(value, tensors) for name, value in document["fields"].items()}
-    except (KeyError, TypeError, ValueError) as error:
-        raise InputError(f"{path} is not a readable {kind} ({error!r}).") from error
-    return fields, document, tensors
+        return {name: _decode(value, tensors) for name, value in document["fields"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"{where} is not a readable {kind} ({error!r}).") from error
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -141,7 +141,7 @@ def test_the_reweighting_study_resumes_after_kill_9(
     resumed = reweighting_study(model, task, checkpoint=checkpoint, **options)
     assert len(computed) == 2  # 4 runs in all, 2 survived the kill
     whole = reweighting_study(model, task, **options)
-    assert json.dumps(resumed.to_dict()) == json.dumps(whole.to_dict())
+    assert json.dumps(resumed.to_document()) == json.dumps(whole.to_document())
     # more demonstration sets reuse the finished runs
     computed.clear()
     more = reweighting_study(model, task, checkpoint=checkpoint, **{**options, "n_demo_sets": 3})

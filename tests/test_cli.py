@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from circuitlab import (
+    AblationEffects,
+    Attribution,
+    ComponentAccuracy,
+    LayerScores,
+    ReweightingStudy,
+)
 from circuitlab.cli.main import build_parser, main
 from circuitlab.testing import tiny_hf_model
 
@@ -44,11 +52,14 @@ def test_report_on_a_local_folder_writes_json(
     printed = capsys.readouterr().out
     assert "LlamaForCausalLM (llama): 2 layers, 4 heads (2 KV heads)" in printed
     report = json.loads(out.read_text())
-    assert report["model"]["n_layers"] == 2
-    assert report["prompt_tokens"] == ["the", "capital", "of", "france", "is"]
-    probabilities = [row["probability"] for row in report["top_next_tokens"]]
+    run = report["run"]
+    assert run["model_card"]["n_layers"] == 2
+    assert run["prompt_tokens"] == ["the", "capital", "of", "france", "is"]
+    probabilities = [row["probability"] for row in run["top_next_tokens"]]
     assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
-    assert len(report["top_writers"]) == 3
+    attribution = Attribution.load(out)  # the --json file is the attribution's own document
+    assert attribution.targets == (repr(run["top_next_tokens"][0]["token"]),)
+    assert attribution.reconstruction_error() < 1e-5
     assert "Components writing" in printed
 
 
@@ -105,8 +116,8 @@ def test_console_script_reports_on_the_default_model(tmp_path: Path, smollm2: ob
     assert result.returncode == 0, result.stderr
     assert "smollm2-135m-instruct" in result.stdout
     report = json.loads(out.read_text())
-    assert report["top_next_tokens"][0]["token"] == " Paris"
-    assert report["top_writers"][0]["component"] == "MLP29"
+    assert report["run"]["top_next_tokens"][0]["token"] == " Paris"
+    assert str(Attribution.load(out).top(1)[0][0]) == "MLP29"
 
 
 def test_decompose_command(
@@ -141,11 +152,12 @@ def test_decompose_command(
     printed = capsys.readouterr().out
     assert "target 'paris'" in printed and "target 'yes' - 'no'" in printed
     report = json.loads(out.read_text())
-    assert report["reconstruction_error"] < 1e-5
-    assert len(report["targets"]) == 2 and len(report["targets"][0]["top"]) == 3
-    assert len(report["mean_attribution"]) == 2
-    assert len(report["mean_attribution"][0]) == len(report["components"]) == 11
+    assert report["run"]["reconstruction_error"] < 1e-5
+    result = Attribution.from_document(report)
+    assert result.targets == ("'paris'", "'yes' - 'no'") and result.values.shape == (2, 11, 2)
+    assert result.prompts == ("the capital of france is", "a cat sat")
     assert plot.stat().st_size > 1000 and saved.stat().st_size > 0
+    torch.testing.assert_close(Attribution.load(saved).values, result.values)
 
 
 def test_decompose_bad_input(tiny_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,9 +211,10 @@ def test_component_accuracy_command(
     assert code == 0
     assert "full model accuracy" in capsys.readouterr().out
     report = json.loads(out.read_text())
-    assert report["examples"] == 6 and report["chance"] == 0.5
-    assert set(report["accuracy"]) >= {"EMBED", "L0H0", "MLP1"}
-    assert all(0.0 <= value <= 1.0 for value in report["accuracy"].values())
+    assert report["run"]["examples"] == 6 and report["run"]["component_types"]["chance"] == 0.5
+    result = ComponentAccuracy.load(out)
+    assert {str(c) for c in result.components} >= {"EMBED", "L0H0", "MLP1"}
+    assert all(0.0 <= value <= 1.0 for value in result.accuracy.tolist())
     assert table.read_text().startswith("component,accuracy,majority_label")
 
 
@@ -234,13 +247,13 @@ def test_ablate_command_on_prompts_writes_table_json_and_heatmap(
     assert code == 0
     printed = capsys.readouterr().out
     assert "zero ablation of 12 components" in printed and "ablating hurts most" in printed
-    report = json.loads(out.read_text())
-    assert report["metric"] == "log_prob" and report["examples"] == 2
-    rows = {row["component"]: row for row in report["components"]}
+    effects = AblationEffects.load(out)
+    assert effects.metric == "log_prob" and len(effects) == 2
+    rows = {row["component"]: row for row in effects.to_frame().to_dict(orient="records")}
     heads = {f"L{layer}H{head}" for layer in range(2) for head in range(4)}
     assert set(rows) == heads | {"MLP0", "MLP1", "L0", "L1"}
     for row in rows.values():
-        assert row["effect"] == pytest.approx(row["log_prob_ablated"] - report["metric_intact"])
+        assert row["effect"] == pytest.approx(row["log_prob_ablated"] - effects.baseline_value)
     assert table.read_text().startswith("component,kind,layer,head,log_prob_ablated")
     assert plot.stat().st_size > 1000
 
@@ -255,10 +268,10 @@ def test_ablate_command_on_a_task_with_mean_ablation(
     args += ["--label-words", "no", "yes", "--components", "L1H2", "mlps", "--method", "mean"]
     args += ["--reference", str(reference), "--metric", "accuracy", "--json", str(out)]
     assert main(args) == 0
-    report = json.loads(out.read_text())
-    assert report["data"] == "sentiment" and report["method"] == "mean"
-    assert [row["component"] for row in report["components"]] == ["MLP0", "L1H2", "MLP1"]
-    assert all(0.0 <= row["accuracy_ablated"] <= 1.0 for row in report["components"])
+    effects = AblationEffects.load(out)
+    assert effects.data == "sentiment" and effects.method == "mean"
+    assert [str(c) for c in effects.components] == ["MLP0", "L1H2", "MLP1"]
+    assert all(0.0 <= value <= 1.0 for value in effects.to_frame()["accuracy_ablated"])
 
 
 def test_ablate_bad_input_exits_2_with_a_message(
@@ -296,7 +309,8 @@ def test_export_command_bakes_a_spec_and_checks_it(
     printed = capsys.readouterr().out
     assert "4 intervention(s) baked" in printed and ": ok" in printed
     report = json.loads(out.read_text())
-    assert report["max_logit_difference"] <= 1e-4
+    assert report["run"]["max_logit_difference"] <= 1e-4
+    assert len(report["interventions"]) == 4  # the export record: a spec that loads again
     assert (output / "config.json").exists() and (output / "circuitlab_export.json").exists()
     # the folder is not replaced without --overwrite; the record repeats the export on the
     # model it names (the local folder's path), no --model needed
@@ -329,10 +343,12 @@ def test_ablate_command_on_the_embedded_model(
     out = tmp_path / "paris.json"
     args = ["ablate", "--prompt", "The capital of France is", "--target", " Paris"]
     assert main([*args, "--components", "layers", "mlps", "--json", str(out)]) == 0
-    report = json.loads(out.read_text())
-    assert report["model"] == "smollm2-135m-instruct" and len(report["components"]) == 60
-    assert math.exp(report["metric_intact"]) == pytest.approx(0.77, abs=0.02)
-    effects = {row["component"]: row["effect"] for row in report["components"]}
+    assert json.loads(out.read_text())["run"]["model"] == "smollm2-135m-instruct"
+    study = AblationEffects.load(out)
+    assert len(study.components) == 60
+    assert math.exp(study.baseline_value) == pytest.approx(0.77, abs=0.02)
+    frame = study.to_frame()
+    effects = dict(zip(frame["component"], frame["effect"], strict=True))
     assert min(effects.values()) < -5.0  # some layer is essential: ' Paris' all but vanishes
     assert effects["L0"] <= effects["MLP0"] + 1.0  # a whole layer removes at least its MLP
 
@@ -349,11 +365,11 @@ def test_reweight_command_fits_evaluates_and_saves(
     printed = capsys.readouterr().out
     assert "4 run(s), K' = 2 demonstrations, 8 balanced test examples" in printed
     assert "CompRW" in printed and "ICL K-shot" in printed
-    report = json.loads(out.read_text())
-    assert report["settings"]["ks"] == [6, 8] and len(report["records"]) == 4 * 2 * 7
-    assert all(0 <= r["accuracy"] <= 1 for r in report["records"] if r["method"] != "icl_all")
+    study = ReweightingStudy.load(out)
+    assert study.settings["ks"] == [6, 8] and len(study.records) == 4 * 2 * 7
+    assert all(0 <= r["accuracy"] <= 1 for r in study.records if r["method"] != "icl_all")
     # 8-shot prompts of real sentences can overflow the tiny model's context: skipped, said why
-    skipped = [r for r in report["records"] if r["accuracy"] is None]
+    skipped = [r for r in study.records if math.isnan(r["accuracy"])]
     assert skipped and {r["method"] for r in skipped} == {"icl_all"}
     assert "note: ICL K-shot skipped for K=8" in printed and "context is 128 tokens" in printed
     assert "n/a" in printed
@@ -362,11 +378,13 @@ def test_reweight_command_fits_evaluates_and_saves(
 
     loaded = ComponentReweighting.load(weights)
     assert loaded.label_words_ == ("no", "yes") and len(loaded.weights_) == 2 * 4 + 2
+    assert torch.equal(loaded.weights_, study.weights[0, 0, -1])  # the study's own fit
     # the rerun reads every run back from the checkpoint
     assert len(json.loads((tmp_path / "runs.json").read_text())["entries"]) == 4
     again = tmp_path / "again.json"
     assert main([*args, *checkpoint, "--json", str(again)]) == 0
-    assert json.loads(again.read_text())["records"] == report["records"]
+    records = json.loads(out.read_text())["fields"]["records"]
+    assert json.loads(again.read_text())["fields"]["records"] == records
 
 
 def test_reweight_bad_input_exits_2_with_a_message(
@@ -397,8 +415,10 @@ def test_layer_scores_command_writes_tables_and_figures(
     assert {p.name for p in out.glob("*.png")} == {
         f"{m}.png" for m in ("avss", "block_influence", "angular_distance", "random", "drop_last")
     }
-    saved = json.loads(report.read_text())
-    assert saved["avss"]["settings"]["tokens"] == 17 and len(saved["avss"]["values"]) == 2
+    saved = json.loads(report.read_text())["results"]
+    avss = LayerScores.from_document(saved["avss"])
+    assert avss.settings["tokens"] == 17 and len(avss.values) == 2
+    assert json.loads((out / "layer_scores.json").read_text())["results"].keys() == saved.keys()
 
 
 def test_prune_study_command_evaluates_resumes_and_exports(

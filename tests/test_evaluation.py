@@ -240,7 +240,7 @@ def test_pruning_study_resumes_from_its_checkpoint(
     assert again.evaluation_seconds == pytest.approx(study.evaluation_seconds)
     assert study.evaluation_seconds > 0
     path = study.save(tmp_path / "study.json")
-    assert json.dumps(PruningStudy.load(path).to_dict()) == json.dumps(study.to_dict())
+    assert json.dumps(PruningStudy.load(path).to_document()) == json.dumps(study.to_document())
     other = EvaluationSuite(
         qa_questions=3, perplexity_tokens=60, sentiment_examples=10, k_shot=2, window=32
     )

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from circuitlab import InputError, ModelHandle, decompose_residual
+from circuitlab.errors import ExportCheckError
 from circuitlab.interventions import (
     Ablate,
     Intervention,
@@ -323,6 +324,8 @@ def test_heads_pruned_alike_in_every_layer_are_removed_from_the_checkpoint(
         record = json.loads((tmp_path / "out" / "circuitlab_export.json").read_text())
         assert record["export"]["removed_heads"] == heads
     assert check_export(model, prune, tmp_path / "out", PROMPTS) <= 1e-4
+    with pytest.raises(ExportCheckError, match="differs from the hooked model"):
+        check_export(model, [], tmp_path / "out", PROMPTS, tolerance=1e-3)  # not what was baked
 
 
 def test_heads_that_cannot_be_removed_are_zeroed_with_the_reason(tmp_path: Path) -> None:

@@ -359,6 +359,20 @@ def test_study_on_a_tiny_model(tmp_path: Path) -> None:
         if r["method"] == "icl_demos" and r["demo_set"] == 1 and r["template"] == 1
     )
     assert record["accuracy"] == pytest.approx(expected)
+    # the study keeps its fitted estimators: run (1, 1, K=8) scores as the study recorded
+    test_c = label_contributions(model, test, template=1, demos=demos)
+    fitted = study.estimator(demo_set=1, template=1, k=8)
+    comp_rw = next(
+        r
+        for r in study.records
+        if (r["method"], r["demo_set"], r["template"], r["k"]) == ("comp_rw", 1, 1, 8)
+    )
+    assert fitted.score(test_c) == comp_rw["accuracy"]
+    assert fitted.history_.epochs == comp_rw["history"]["epochs"]
+    with pytest.raises(InputError, match="demo_set 2 was not run"):
+        study.estimator(demo_set=2)
+    with pytest.raises(InputError, match="No run with template 5"):
+        study.estimator(template=5)
     # oracles bound every component; the transfer check is a correlation
     best = study.accuracies("oracle_best", 8)
     assert best == [float(a.max()) for a in study.component_accuracy.reshape(4, -1)]

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from circuitlab.ablation import ablation_study
-from circuitlab.cli.output import write_json
+from circuitlab.cli.output import write_json, write_result_json
 from circuitlab.decomposition import LogitDiff, direct_logit_attribution
 from circuitlab.decomposition import component_accuracy as score_components
-from circuitlab.errors import CircuitlabError, InputError
-from circuitlab.interventions.export import check_export, export_hf
+from circuitlab.errors import InputError
+from circuitlab.interventions.export import EXPORT_RECORD, check_export, export_hf
 from circuitlab.interventions.serialize import load_interventions, read_prompt_file
+from circuitlab.json_files import read_json
 from circuitlab.loading import load
 from circuitlab.model import ModelHandle
 from circuitlab.models import (
@@ -24,8 +25,7 @@ from circuitlab.models import (
     is_cached,
 )
 from circuitlab.models.cache import atomic_file
-from circuitlab.reweighting import ComponentReweighting, label_contributions, reweighting_study
-from circuitlab.reweighting.study import METHODS, default_demos, draw_examples, split_pool_test
+from circuitlab.reweighting import ComponentReweighting, reweighting_study
 from circuitlab.tasks import ClassificationTask, load_task
 
 __all__ = [
@@ -40,10 +40,6 @@ __all__ = [
     "report",
     "reweight",
 ]
-
-
-class ExportCheckError(CircuitlabError):
-    """The exported checkpoint does not reproduce the hooked model's logits."""
 
 
 def _load(args: argparse.Namespace) -> ModelHandle:
@@ -108,18 +104,13 @@ def report(args: argparse.Namespace) -> None:
     )
     print("  " + ", ".join(f"{component} {value:+.2f}" for component, value in writers))
     if args.json:
-        write_json(
-            {
-                "model": card,
-                "prompt": args.prompt,
-                "prompt_tokens": model.to_str_tokens(args.prompt),
-                "top_next_tokens": [vars(prediction) for prediction in predictions],
-                "top_writers": [
-                    {"component": str(component), "attribution": value}
-                    for component, value in writers
-                ],
-            },
+        write_result_json(
+            attribution,
             args.json,
+            model_card=card,
+            prompt_tokens=model.to_str_tokens(args.prompt),
+            top_next_tokens=[vars(prediction) for prediction in predictions],
+            load_seconds=load_seconds,
         )
 
 
@@ -141,37 +132,24 @@ def decompose(args: argparse.Namespace) -> None:
         f"{model.name}: {len(result)} prompt(s), {len(result.components)} components; "
         f"attributions + constant reproduce the logits to {result.reconstruction_error():.1e}"
     )
-    summary = []
     for column, label in enumerate(result.targets):
         logit = float(result.logits[:, column].mean())
         print(
             f"\ntarget {label}: mean logit {logit:.3f} "
             f"(constant {float(result.constant[:, column].mean()):.3f})"
         )
-        rows = {"target": label, "mean_logit": logit, "top": [], "bottom": []}
         for kind, ranked in (
             ("top", result.top(args.top_k, column)),
             ("bottom", result.bottom(args.top_k, column)),
         ):
             print(f"  {kind} {args.top_k}: " + ", ".join(f"{c} {v:+.3f}" for c, v in ranked))
-            rows[kind] = [{"component": str(c), "attribution": v} for c, v in ranked]
-        summary.append(rows)
     if args.plot:
         _save_figure(result.plot_heads(0), args.plot)
     if args.save:
         print(f"wrote {result.save(args.save)}")
     if args.json:
-        write_json(
-            {
-                "model": model.name,
-                "prompts": list(result.prompts),
-                "positions": result.positions.tolist(),
-                "reconstruction_error": result.reconstruction_error(),
-                "targets": summary,
-                "components": [str(c) for c in result.components],
-                "mean_attribution": result.values.mean(dim=0).T.tolist(),
-            },
-            args.json,
+        write_result_json(
+            result, args.json, model=model.name, reconstruction_error=result.reconstruction_error()
         )
 
 
@@ -205,19 +183,14 @@ def component_accuracy(args: argparse.Namespace) -> None:
     if args.csv:
         _save_table(result.to_frame(), args.csv)
     if args.json:
-        write_json(
-            {
-                "model": model.name,
-                "task": task.name,
-                "examples": len(task),
-                "k_shot": args.k_shot,
-                "template": args.template,
-                **types,
-                "accuracy": dict(
-                    zip([str(c) for c in result.components], result.accuracy.tolist(), strict=True)
-                ),
-            },
+        write_result_json(
+            result,
             args.json,
+            model=model.name,
+            examples=len(task),
+            k_shot=args.k_shot,
+            template=args.template,
+            component_types=types,
         )
 
 
@@ -300,20 +273,7 @@ def ablate(args: argparse.Namespace) -> None:
     if args.save:
         print(f"wrote {result.save(args.save)}")
     if args.json:
-        table = result.to_frame()
-        write_json(
-            {
-                "model": model.name,
-                "data": result.data,
-                "examples": len(result),
-                "method": result.method,
-                "metric": result.metric,
-                "metric_intact": result.baseline_value,
-                "seconds": seconds,
-                "components": table.to_dict(orient="records"),
-            },
-            args.json,
-        )
+        write_result_json(result, args.json, model=model.name, seconds=seconds)
 
 
 def reweight(args: argparse.Namespace) -> None:
@@ -356,21 +316,15 @@ def reweight(args: argparse.Namespace) -> None:
     for note in study.notes:
         print(f"  note: {note}")
     if args.save:
-        k = max(study.settings["ks"])
-        pool, _ = split_pool_test(task, k, n_test=study.settings["n_test"], seed=args.seed)
-        n_demos = default_demos(task.n_labels) if args.demos is None else args.demos
-        demos, train = draw_examples(pool, k, n_demos, seed=args.seed * 1000)
-        contributions = label_contributions(
-            model, train, template=args.templates[0], demos=demos, batch_size=args.batch_size
-        )
-        fitted = settings.fit(contributions)
+        fitted = study.estimator()  # demonstration set 0, the first template, the largest K
         print(
-            f"wrote {fitted.save(args.save)} (weights of demo set 0, template {args.templates[0]})"
+            f"wrote {fitted.save(args.save)} (weights of demo set 0, template "
+            f"{study.settings['templates'][0]}, K = {max(study.settings['ks'])})"
         )
     if args.csv:
         _save_table(summary, args.csv)
     if args.json:
-        write_json({**study.to_dict(), "seconds": seconds, "methods": METHODS}, args.json)
+        write_result_json(study, args.json, seconds=seconds)
 
 
 def export(args: argparse.Namespace) -> None:
@@ -391,30 +345,19 @@ def export(args: argparse.Namespace) -> None:
     )
     for item in spec.interventions:
         print(f"  {item!r}")
-    record: dict[str, object] = {
-        "model": model.name,
-        "output": str(folder),
-        "interventions": [repr(item) for item in spec.interventions],
-        "seconds": seconds,
-        "megabytes": size / 1e6,
-    }
+    run: dict[str, object] = {"output": str(folder), "seconds": seconds, "megabytes": size / 1e6}
     if args.check:
         prompts = args.check_prompt or ["The capital of France is", "Once upon a time"]
-        difference = check_export(model, list(spec.interventions), folder, prompts)
-        record["max_logit_difference"] = difference
-        verdict = "ok" if difference <= args.tolerance else "FAILED"
+        difference = check_export(
+            model, list(spec.interventions), folder, prompts, tolerance=args.tolerance
+        )
+        run["max_logit_difference"] = difference
         print(
             f"  check: plain transformers reloads it to the hooked model's logits within "
-            f"{difference:.1e} (tolerance {args.tolerance:g}): {verdict}"
+            f"{difference:.1e} (tolerance {args.tolerance:g}): ok"
         )
-        if difference > args.tolerance:
-            raise ExportCheckError(
-                f"The exported checkpoint at {folder} differs from the hooked model by "
-                f"{difference:.2e} logits (more than --tolerance {args.tolerance:g}). In bf16 or "
-                f"fp16 raise --tolerance; in float32 please report this."
-            )
-    if args.json:
-        write_json(record, args.json)
+    if args.json:  # the export's own record (a spec that loads again), and the run's facts
+        write_json({**read_json(folder / EXPORT_RECORD, "export record"), "run": run}, args.json)
 
 
 def layer_scores(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from circuitlab.cli.output import write_json
+from circuitlab.cli.output import write_json, write_result_json
 from circuitlab.errors import InputError
 from circuitlab.evaluation import EvaluationSuite, load_heldout_prose
 from circuitlab.evaluation.data import PROSE_SPLITS
@@ -78,6 +78,11 @@ def _scores_table(scores: dict[str, LayerScores]) -> str:
     return frames[0].join(frames[1:]).reset_index().to_csv(index=False)
 
 
+def _scores_document(scores: dict[str, LayerScores], seconds: float) -> dict[str, object]:
+    """Each method's `LayerScores` document (`circuitlab.results`), and the run's facts."""
+    return {"results": {m: s.to_document() for m, s in scores.items()}, "run": {"seconds": seconds}}
+
+
 def layer_scores(args: argparse.Namespace, model: ModelHandle, texts: list[str]) -> None:
     """Score every layer (AVSS and baselines), print the ranking, write tables and figures."""
     started = time.perf_counter()
@@ -97,15 +102,12 @@ def layer_scores(args: argparse.Namespace, model: ModelHandle, texts: list[str])
         folder = Path(args.out)
         folder.mkdir(parents=True, exist_ok=True)
         _write_text(_scores_table(scores), folder / "layer_scores.csv")
-        _write_text(
-            json.dumps({m: s.to_dict() for m, s in scores.items()}, indent=1) + "\n",
-            folder / "layer_scores.json",
-        )
+        write_json(_scores_document(scores, seconds), str(folder / "layer_scores.json"))
         for method, result in scores.items():
             _write_figure(result.plot(args.k), folder / f"{method}.png")
         print(f"wrote layer_scores.csv, layer_scores.json and one figure per method to {folder}")
     if args.json:
-        write_json({m: s.to_dict() for m, s in scores.items()}, args.json)
+        write_json(_scores_document(scores, seconds), args.json)
 
 
 def prune_study(args: argparse.Namespace, model: ModelHandle, texts: list[str]) -> None:
@@ -176,4 +178,4 @@ def prune_study(args: argparse.Namespace, model: ModelHandle, texts: list[str]) 
             f"{difference:.1e} logits of the pruned model"
         )
     if args.json:
-        write_json(study.to_dict(), args.json)
+        write_result_json(study, args.json)

@@ -1,22 +1,30 @@
-"""Writing command results: JSON files written atomically, or to standard output."""
+"""Writing command results as JSON, atomically, or to standard output.
+
+A command's ``--json`` file is the result's own document (`circuitlab.results.Result.to_document`,
+loadable with the result class's ``load``) plus a ``run`` entry with facts about the run
+(seconds, and what the command printed beside the result).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from circuitlab.models.cache import atomic_file
+from circuitlab.json_files import write_json_atomic
+from circuitlab.results import Result
 
-__all__ = ["write_json"]
+__all__ = ["write_json", "write_result_json"]
 
 
 def write_json(data: Any, destination: str) -> None:
     """Write ``data`` as indented JSON to ``destination`` (``-`` for standard output)."""
-    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
     if destination == "-":
-        sys.stdout.write(text)
+        sys.stdout.write(json.dumps(data, indent=1) + "\n")
         return
-    with atomic_file(Path(destination)) as tmp:
-        tmp.write_text(text)
+    write_json_atomic(data, destination)
+
+
+def write_result_json(result: Result, destination: str, **run: Any) -> None:
+    """Write ``result``'s document with ``run`` facts to ``destination`` (``-``: stdout)."""
+    write_json({**result.to_document(), "run": run}, destination)

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import circuitlab
+from circuitlab.errors import ExportCheckError
 from circuitlab.hf_compat import no_init_weights
 from circuitlab.interventions.bake import bake
 from circuitlab.interventions.edits import resolve
@@ -22,7 +23,7 @@ from circuitlab.model import ModelHandle
 from circuitlab.models import KNOWN_MODELS
 from circuitlab.output_folder import check_writable_folder, staged_folder
 
-__all__ = ["check_export", "export_hf"]
+__all__ = ["EXPORT_RECORD", "check_export", "export_hf"]
 
 EXPORT_RECORD = "circuitlab_export.json"
 
@@ -111,12 +112,17 @@ def check_export(
     interventions: Intervention | Sequence[Intervention],
     path: str | os.PathLike[str],
     prompts: str | Sequence[str] = ("The capital of France is", "Once upon a time"),
+    *,
+    tolerance: float | None = None,
 ) -> float:
     """Largest logit difference between an exported checkpoint and the hooked model.
 
     Reloads ``path`` with plain ``transformers`` (eager attention, the handle's dtype and
     device) and compares its logits at every real token of ``prompts`` with ``model``'s under
     ``interventions``. Expect <= 1e-4 on tiny float32 models and <= 1e-3 on real ones.
+
+    Args:
+        tolerance: raise `ExportCheckError` when the difference exceeds it (logits).
 
     Returns:
         The maximum absolute difference, in logits.
@@ -133,4 +139,11 @@ def check_export(
     with torch.no_grad():
         plain = reloaded(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     mask = batch.attention_mask.bool()
-    return float((plain[mask].float() - hooked[mask].float()).abs().max())
+    difference = float((plain[mask].float() - hooked[mask].float()).abs().max())
+    if tolerance is not None and not difference <= tolerance:
+        raise ExportCheckError(
+            f"The exported checkpoint at {path} differs from the hooked model by "
+            f"{difference:.2e} logits, more than the tolerance {tolerance:g}. In bf16 or fp16 "
+            f"raise the tolerance; in float32 please report this."
+        )
+    return difference

@@ -215,31 +215,16 @@ class PruningStudy(Result):
         return figure
 
     # --------------------------------------------------------------- storage
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable data."""
-        return {
-            "model": self.model,
-            "n_layers": self.n_layers,
-            "suite": self.suite,
-            "original": self.original,
-            "scores": {method: scores.to_dict() for method, scores in self.scores.items()},
-            "rows": self.rows,
-            "seconds": self.seconds,
-            "notes": self.notes,
-            "evaluation_seconds": self.evaluation_seconds,
-            "evaluations": self.evaluations,
-        }
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PruningStudy:
-        """Rebuild from `to_dict` output."""
+    def _from_plain(cls, data: Mapping[str, Any]) -> PruningStudy:
+        """Rebuild from the plain layout results had before the result protocol."""
         try:
             return cls(
                 model=data["model"],
                 n_layers=int(data["n_layers"]),
                 suite=dict(data["suite"]),
                 original=dict(data["original"]),
-                scores={m: LayerScores.from_dict(s) for m, s in data["scores"].items()},
+                scores={m: LayerScores._from_plain(s) for m, s in data["scores"].items()},
                 rows=list(data["rows"]),
                 seconds=float(data.get("seconds", 0.0)),
                 notes=list(data.get("notes", [])),
@@ -251,8 +236,8 @@ class PruningStudy(Result):
 
     @classmethod
     def _from_legacy(cls, data: Mapping[str, Any], tensors: Any, path: Path) -> PruningStudy:
-        """Files written before the result protocol hold `to_dict` output."""
-        return cls.from_dict(data)
+        """Files written before the result protocol hold the plain layout."""
+        return cls._from_plain(data)
 
 
 def pruning_study(

@@ -169,20 +169,9 @@ class LayerScores(Result):
         return f"LayerScores({self.method!r}, {self.n_layers} layers, least important: {low}, ...)"
 
     # --------------------------------------------------------------- storage
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable data."""
-        return {
-            "method": self.method,
-            "model": self.model,
-            "values": list(self.values),
-            "details": {name: list(column) for name, column in self.details.items()},
-            "settings": dict(self.settings),
-            "notes": list(self.notes),
-        }
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LayerScores:
-        """Rebuild from `to_dict` output."""
+    def _from_plain(cls, data: Mapping[str, Any]) -> LayerScores:
+        """Rebuild from the plain layout results had before the result protocol."""
         try:
             return cls(
                 method=str(data["method"]),
@@ -197,5 +186,5 @@ class LayerScores(Result):
 
     @classmethod
     def _from_legacy(cls, data: Mapping[str, Any], tensors: Any, path: Path) -> LayerScores:
-        """Files written before the result protocol hold `to_dict` output."""
-        return cls.from_dict(data)
+        """Files written before the result protocol hold the plain layout."""
+        return cls._from_plain(data)

@@ -51,6 +51,7 @@ from circuitlab.reweighting.estimator import ComponentReweighting
 from circuitlab.reweighting.icl import label_logits
 from circuitlab.tasks import ClassificationTask
 from circuitlab.tasks.task import round_robin_draw
+from circuitlab.training import TrainingHistory
 
 __all__ = [
     "METHODS",
@@ -87,13 +88,14 @@ class ReweightingStudy(Result):
         model_name: the model's name.
         settings: the protocol's settings (ks, demos, demo sets, templates, sizes, seed...).
         records: one dict per (demo set, template, K, method): ``demo_set``, ``template``,
-            ``k``, ``method``, ``accuracy`` (0..1, NaN when the method could not run) and, for
-            oracles, ``component``.
+            ``k``, ``method``, ``accuracy`` (0..1, NaN when the method could not run); for
+            oracles ``component``, for CompRW the training ``history`` (see `estimator`).
         components: the weighted components.
         component_accuracy: each component's test accuracy in each run [demo_set, template,
             component].
         weights: learned CompRW weights [demo_set, template, k index, component].
         notes: anything that could not run, and why.
+        fingerprint: `circuitlab.fingerprint.model_fingerprint` of the model.
     """
 
     task: str
@@ -104,6 +106,7 @@ class ReweightingStudy(Result):
     component_accuracy: Float[Tensor, "demo_set template component"]
     weights: Float[Tensor, "demo_set template k component"]
     notes: tuple[str, ...] = field(default=())
+    fingerprint: str | None = None
 
     def __repr__(self) -> str:
         k = max(self.settings["ks"])
@@ -177,6 +180,48 @@ class ReweightingStudy(Result):
         order = torch.argsort(mean, descending=True, stable=True)[:n]
         return [(self.components[int(i)], float(mean[i])) for i in order]
 
+    def estimator(
+        self, demo_set: int = 0, template: int | None = None, k: int | None = None
+    ) -> ComponentReweighting:
+        """The fitted `ComponentReweighting` of one run (default: demonstration set 0, the
+        first template, the largest K), ready to `predict`, `score` or `save`.
+
+        Its weights are the run's effective weights (already clipped when ``clip``, which
+        clipping again leaves unchanged), so it predicts exactly as in the study.
+        """
+        templates = list(self.settings["templates"])
+        template = templates[0] if template is None else template
+        k = max(self.settings["ks"]) if k is None else k
+        if not 0 <= demo_set < self.weights.shape[0]:
+            raise InputError(
+                f"demo_set {demo_set} was not run; this study has 0 .. {self.weights.shape[0] - 1}."
+            )
+        if template not in templates or k not in self.settings["ks"]:
+            raise InputError(
+                f"No run with template {template} and K={k}; this study has templates "
+                f"{templates} and K in {self.settings['ks']}."
+            )
+        record = next(
+            r
+            for r in self.records
+            if r["method"] == "comp_rw"
+            and (r["demo_set"], r["template"], r["k"]) == (demo_set, template, k)
+        )
+        if "history" not in record:
+            raise InputError(
+                "This study was saved before studies kept their training histories; rerun it "
+                "to get its fitted estimators."
+            )
+        fitted = ComponentReweighting(**self.settings["reweighting"])
+        index = self.settings["ks"].index(k)
+        fitted.weights_ = self.weights[demo_set, templates.index(template), index].clone()
+        fitted.components_ = tuple(self.components)
+        fitted.label_words_ = tuple(self.settings["label_words"])
+        fitted.fingerprint_ = self.fingerprint or ""
+        fitted.model_name_ = self.model_name
+        fitted.history_ = TrainingHistory.from_dict(record["history"])
+        return fitted
+
     def transfer(self) -> dict[str, float]:
         """Do component accuracies carry over between runs?
 
@@ -203,24 +248,9 @@ class ReweightingStudy(Result):
             groups[key].append(_pearson(acc[s1, t1], acc[s2, t2]))
         return {key: (sum(v) / len(v) if v else float("nan")) for key, v in groups.items()}
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON-serialisable; NaN accuracies become ``None``)."""
-        return _finite(
-            {
-                "task": self.task,
-                "model_name": self.model_name,
-                "settings": self.settings,
-                "records": list(self.records),
-                "components": [str(c) for c in self.components],
-                "component_accuracy": self.component_accuracy.tolist(),
-                "weights": self.weights.tolist(),
-                "notes": list(self.notes),
-            }
-        )
-
     @classmethod
     def _from_legacy(cls, data: Mapping[str, Any], tensors: Any, path: Path) -> ReweightingStudy:
-        """Files written before the result protocol hold `to_dict` output."""
+        """Files written before the result protocol hold a plain layout."""
         records = tuple(
             {**r, "accuracy": float("nan") if r["accuracy"] is None else r["accuracy"]}
             for r in data["records"]
@@ -235,17 +265,6 @@ class ReweightingStudy(Result):
             weights=torch.tensor(data["weights"]),
             notes=tuple(data["notes"]),
         )
-
-
-def _finite(data: Any) -> Any:
-    """NaN becomes null (JSON has no NaN)."""
-    if isinstance(data, float) and math.isnan(data):
-        return None
-    if isinstance(data, dict):
-        return {key: _finite(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [_finite(value) for value in data]
-    return data
 
 
 def _pearson(a: Tensor, b: Tensor) -> float:
@@ -410,7 +429,7 @@ def reweighting_study(
     runs = list(itertools.product(range(n_demo_sets), templates))
     for demo_set, template in tqdm(runs, desc=f"{task.name} runs", disable=not progress):
         run = store.compute(
-            {"demo_set": demo_set, "template": template, **settings},
+            {"demo_set": demo_set, "template": template, "run_format": 2, **settings},
             lambda demo_set=demo_set, template=template: _run(
                 model, task, pool, test, reweighting, ks, n_demos, demo_set, template, seed,
                 run_icl_all, batch_size,
@@ -441,6 +460,7 @@ def reweighting_study(
         component_accuracy=torch.stack(accuracy_runs).reshape(n_demo_sets, n_templates, -1),
         weights=torch.stack(weight_runs).reshape(n_demo_sets, n_templates, len(ks), -1),
         notes=tuple(dict.fromkeys(notes)),
+        fingerprint=model_fingerprint(model),
     )
 
 
@@ -510,6 +530,8 @@ def _run(
             record = {**base, "k": k, "method": method, "accuracy": accuracy}
             if method.startswith("oracle"):
                 record["component"] = str(chosen[best if method == "oracle_best" else worst])
+            if method == "comp_rw":
+                record["history"] = rw.history_.to_dict()
             records.append(record)
     return {
         "records": records,
