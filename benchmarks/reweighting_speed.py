@@ -24,7 +24,8 @@ from collections.abc import Callable
 import torch
 
 import circuitlab
-from circuitlab import CalibPlus, ComponentReweighting, label_contributions, label_logits
+from circuitlab import ComponentReweighting, label_contributions
+from circuitlab.reweighting import CalibPlus, label_logits
 
 
 def timed(function: Callable[..., object], *args: object, **kwargs: object) -> float:
@@ -52,9 +53,9 @@ def main() -> None:
     model = circuitlab.load(args.model)
     task = circuitlab.load_task(args.task)
     n_test = args.n_test - args.n_test % task.n_labels
-    pool, test = circuitlab.split_pool_test(task, 24, n_test=n_test, seed=0)
+    pool, test = circuitlab.reweighting.split_pool_test(task, 24, n_test=n_test, seed=0)
     n_demos = 3 if task.n_labels == 3 else 4
-    demos, train = circuitlab.draw_examples(pool, 24, n_demos, seed=0)
+    demos, train = circuitlab.reweighting.draw_examples(pool, 24, n_demos, seed=0)
     prompts = [task.prompt(text, demos=demos) for text in train.texts + test.texts]
     n_tokens = int(model.tokenize(prompts).lengths.sum())
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from circuitlab import EvaluationSuite, InputError, PruningStudy, ReweightingStudy
+from circuitlab import InputError, PruningStudy, ReweightingStudy
 from circuitlab.checkpoints import CheckpointStore
+from circuitlab.evaluation import EvaluationSuite
 from circuitlab.layers import drop_last_scores, pruning_study, random_scores
 from circuitlab.reweighting.study import reweighting_study
 from circuitlab.testing import tiny_model
@@ -69,7 +70,7 @@ CheckpointStore.put = put_then_die
 """
 
 _PRUNING = """
-from circuitlab import EvaluationSuite
+from circuitlab.evaluation import EvaluationSuite
 from circuitlab.layers import drop_last_scores, pruning_study, random_scores
 from circuitlab.testing import tiny_model
 suite = EvaluationSuite(

@@ -50,3 +50,14 @@ def test_every_public_name_resolves_and_is_listed() -> None:
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'lod'"):
         circuitlab.lod  # noqa: B018
+
+
+def test_the_top_level_keeps_the_core_and_points_to_moved_helpers() -> None:
+    assert len(circuitlab.__all__) <= 50  # the core names, not every helper
+    assert circuitlab.reweighting.split_pool_test is not None  # submodules are attributes
+    assert circuitlab.collect is circuitlab.collector.collect
+    for name, module in circuitlab._MOVED.items():
+        assert name not in circuitlab.__all__
+        with pytest.raises(AttributeError, match=rf"use {module}\.{name}"):
+            getattr(circuitlab, name)
+        assert getattr(__import__(module, fromlist=[name]), name) is not None

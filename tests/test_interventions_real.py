@@ -75,7 +75,9 @@ KINDS: dict[str, tuple[Build, set[str]]] = {
 _PLAIN_LOGITS: dict[str, torch.Tensor] = {}
 
 
-def _plain_logits(model: circuitlab.ModelHandle, batch: circuitlab.TokenBatch) -> torch.Tensor:
+def _plain_logits(
+    model: circuitlab.ModelHandle, batch: circuitlab.tokenization.TokenBatch
+) -> torch.Tensor:
     """The model's own logits on PROMPTS, computed once per model."""
     if model.name not in _PLAIN_LOGITS:
         _PLAIN_LOGITS[model.name] = model.logits(batch)
@@ -89,7 +91,7 @@ def _reload(folder: Path) -> torch.nn.Module:
 
 
 def _max_real_token_difference(
-    reloaded: torch.nn.Module, batch: circuitlab.TokenBatch, hooked: torch.Tensor
+    reloaded: torch.nn.Module, batch: circuitlab.tokenization.TokenBatch, hooked: torch.Tensor
 ) -> float:
     with torch.no_grad():
         exported = reloaded(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
@@ -98,7 +100,7 @@ def _max_real_token_difference(
 
 
 def _reloaded_difference(
-    folder: Path, batch: circuitlab.TokenBatch, hooked: torch.Tensor
+    folder: Path, batch: circuitlab.tokenization.TokenBatch, hooked: torch.Tensor
 ) -> tuple[float, object]:
     """Reload an export with plain transformers, compare logits, delete the folder (~0.5-1 GB).
 

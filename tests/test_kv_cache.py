@@ -14,7 +14,8 @@ import pytest
 import torch
 from packaging.version import Version
 
-from circuitlab import IncompatibleVersionError, PruneHeads, Scale, hf_compat
+from circuitlab import PruneHeads, Scale, hf_compat
+from circuitlab.errors import IncompatibleVersionError
 from circuitlab.model import ModelHandle
 from circuitlab.testing import tiny_hf_model, tiny_model
 

@@ -9,11 +9,9 @@ import pytest
 import torch
 
 import circuitlab
-from circuitlab import (
-    CircuitlabError,
+from circuitlab import CircuitlabError, InputError, ModelHandle
+from circuitlab.errors import (
     DeviceUnavailableError,
-    InputError,
-    ModelHandle,
     ModelNotFoundError,
     NotAModelError,
     OfflineError,

@@ -10,11 +10,12 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from circuitlab import InputError, TokenBatch, decompose_residual, sites
+from circuitlab import InputError, decompose_residual, sites
 from circuitlab.interventions import Ablate
 from circuitlab.interventions.export import export_hf
 from circuitlab.lora import adapted, add_lora, load_lora, lora_delta
 from circuitlab.testing import tiny_model
+from circuitlab.tokenization import TokenBatch
 from circuitlab.training import Step, Stopping, train
 
 PROMPTS = ["the cat sat on the mat", "a dog ."]

@@ -10,19 +10,18 @@ import torch
 
 import circuitlab
 from circuitlab import (
-    CalibPlus,
     ClassificationTask,
     ComponentReweighting,
     InputError,
     LabelContributions,
     label_contributions,
-    label_logits,
-    model_fingerprint,
     reweighting_study,
 )
 from circuitlab.components import Head, Mlp
+from circuitlab.fingerprint import model_fingerprint
 from circuitlab.hf_compat import kv_cache_in
 from circuitlab.prefix import SharedPrefix, common_prefix_length
+from circuitlab.reweighting import CalibPlus, label_logits
 from circuitlab.reweighting.study import draw_examples, split_pool_test
 from circuitlab.testing import tiny_hf_model, tiny_model
 from circuitlab.training import Stopping, classification_objective, train

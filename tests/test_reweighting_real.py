@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import circuitlab
-from circuitlab import ComponentReweighting, InputError, label_contributions, label_logits
+from circuitlab import ComponentReweighting, InputError, label_contributions
 from circuitlab.prefix import SharedPrefix, common_prefix_length
+from circuitlab.reweighting import label_logits
 from circuitlab.reweighting.study import draw_examples, split_pool_test
 
 pytestmark = pytest.mark.real_model

@@ -14,14 +14,8 @@ import time
 from pathlib import Path
 
 import circuitlab
-from circuitlab import (
-    CalibPlus,
-    ComponentReweighting,
-    InputError,
-    draw_examples,
-    label_contributions,
-    split_pool_test,
-)
+from circuitlab import ComponentReweighting, InputError, label_contributions
+from circuitlab.reweighting import CalibPlus, draw_examples, split_pool_test
 from circuitlab.testing import tiny_model
 
 output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="circuitlab-"))

@@ -19,14 +19,15 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import circuitlab
-from circuitlab import EvaluationSuite, InputError, retention, score_layers
+from circuitlab import InputError, score_layers
+from circuitlab.evaluation import EvaluationSuite, retention
 
 output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="circuitlab-"))
 output.mkdir(parents=True, exist_ok=True)
 model = circuitlab.load()
 
 # 1. Score every layer in one streaming pass over held-out prose (padding never counts).
-calibration = circuitlab.load_heldout_prose("calibration")
+calibration = circuitlab.evaluation.load_heldout_prose("calibration")
 started = time.perf_counter()
 scores = score_layers(model, calibration)
 print(
