@@ -56,12 +56,9 @@ def common_prefix_length(batch: TokenBatch, positions: Int[Tensor, " batch"] | N
 class SharedPrefix:
     """A key/value cache of one shared prefix, reused across the batches of one prompt list.
 
-    Example:
-        >>> shared = SharedPrefix(model)
-        >>> for batch in model.batches(prompts):
-        ...     offset, kwargs = shared.split(batch)
-        ...     logits = model.bridge(batch.input_ids[:, offset:],
-        ...                           attention_mask=batch.attention_mask, **kwargs)
+    `circuitlab.collector.collect` and `circuitlab.decoding.greedy_decode` use one per call:
+    ``split`` tells how many leading tokens of a batch the cache covers and gives the forward
+    keyword arguments that serve them, so only the tokens after them run.
     """
 
     def __init__(self, model: ModelHandle, *, min_length: int = MIN_SHARED_PREFIX) -> None:
