@@ -284,8 +284,11 @@ def collect(
         sort: batch prompts of similar length together (results come back in data order
             either way).
         share_prefix: run a prefix every row of a batch shares once (only when reading chosen
-            positions and no active edit depends on absolute positions).
-        grad: keep the autograd graph (activations and logits are not detached).
+            positions without gradients, and no active intervention depends on absolute
+            positions). Pass False when hooks of your own (``model.hooks``) depend on
+            positions: they see only the tokens after the prefix.
+        grad: keep the autograd graph (activations and logits are not detached; the whole
+            prompt runs, so gradients flow through every token).
         shard: ``(index, count)``: run only this process's share of the batches.
         progress: show a progress bar.
         desc: the progress bar's label.
@@ -303,7 +306,7 @@ def collect(
     )
     wants_logits = any(reader.needs_logits for reader in readers.values())
     every_token = isinstance(positions, str)
-    shared = SharedPrefix(model) if share_prefix and not every_token else None
+    shared = SharedPrefix(model) if share_prefix and not every_token and not grad else None
     recorder = _Recorder()
     with model.hooks([recorder.hook(name) for name in names]), torch.set_grad_enabled(grad):
         for captured in _passes(model, plan, recorder, shared, wants_logits, grad, progress, desc):

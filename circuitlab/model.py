@@ -284,7 +284,9 @@ class ModelHandle:
         """
         batch = self.tokenize(prompts)
         readers = {"logits": Logits()}
-        return collect(self, batch, readers, batch_size=len(batch), sort=False)["logits"]
+        return collect(self, batch, readers, batch_size=len(batch), sort=False, share_prefix=False)[
+            "logits"
+        ]
 
     def top_next_tokens(self, prompt: str, k: int = 5) -> list[TokenPrediction]:
         """The ``k`` most likely next tokens after ``prompt``, with probabilities."""

@@ -232,8 +232,11 @@ def test_a_shared_prefix_runs_once_and_changes_nothing(
         shared = collect(model, prompts, readers(), batch_size=4)
         shared_tokens, seen[:] = sum(seen), []
         full = collect(model, prompts, readers(), batch_size=4, share_prefix=False)
-        full_tokens = sum(seen)
+        full_tokens, seen[:] = sum(seen), []
+        collect(model, prompts, readers(), batch_size=4, grad=True)  # gradients: whole prompts
+        grad_tokens = sum(seen)
     assert shared_tokens < full_tokens / 2
+    assert grad_tokens == full_tokens
     torch.testing.assert_close(shared["z"], full["z"], atol=1e-5, rtol=0)
     torch.testing.assert_close(shared["logits"], full["logits"], atol=1e-5, rtol=0)
 
