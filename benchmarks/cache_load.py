@@ -13,6 +13,7 @@ GGUF is copied in first, so no download is timed):
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import statistics
@@ -33,6 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     spec = get_spec(args.model)
     gguf = fetch_gguf(spec)  # into the user's cache; not timed
+    circuitlab.ModelHandle  # noqa: B018 - `import circuitlab` is lazy: import the model layer now
+    importlib.import_module("circuitlab.loading")
     with tempfile.TemporaryDirectory(prefix="circuitlab-bench-") as root:
         target = cached_gguf_path(spec, root)
         target.parent.mkdir(parents=True)
