@@ -139,6 +139,8 @@ def plan_batches(
     )
     groups = _cut(order, lengths, batch_size, equal_lengths)
     if shard is not None:
+        if not (isinstance(shard, tuple) and len(shard) == 2):
+            raise InputError(f"shard must be (index, count), got {shard!r}.")
         index, count = shard
         if not (0 <= index < count):
             raise InputError(f"shard must be (index, count) with 0 <= index < count, got {shard}.")
@@ -296,8 +298,11 @@ def collect(
     Returns:
         ``{name: reader.result()}``.
     """
-    if not readers:
-        raise InputError("collect needs at least one reader, e.g. {'logits': Logits()}.")
+    if not isinstance(readers, Mapping) or not readers:
+        raise InputError(
+            "collect needs a dict of named readers, e.g. {'logits': Logits()}; got "
+            f"{type(readers).__name__} {readers!r}."
+        )
     plan = plan_batches(
         model, data, batch_size=batch_size, positions=positions, sort=sort, shard=shard
     )

@@ -137,9 +137,9 @@ class Keep(RowChunks):
         self._lengths.extend(other._lengths)
 
     def result(self) -> Tensor | PaddedActivations:
-        order, chunks = self.ordered()
         if not self._lengths:
-            return torch.cat(chunks)[order.to(chunks[0].device)]
+            return super().result()
+        order, chunks = self.ordered()
         width = max(chunk.shape[1] for chunk in chunks)
         padded = [
             torch.nn.functional.pad(chunk, (0, 0) * (chunk.dim() - 2) + (0, width - chunk.shape[1]))
@@ -175,6 +175,14 @@ class Logits(RowChunks):
         logits = batch.logits
         assert logits is not None
         if self.columns is not None:
+            if (
+                len(self.columns)
+                and not 0 <= int(self.columns.min()) <= int(self.columns.max()) < logits.shape[-1]
+            ):
+                raise InputError(
+                    f"Logits columns must be token ids in 0 .. {logits.shape[-1] - 1}, got "
+                    f"{self.columns.tolist()}."
+                )
             logits = logits[..., self.columns.to(logits.device)]
         if self.transform is not None:
             logits = self.transform(logits, batch.rows)

@@ -270,8 +270,12 @@ def test_grad_keeps_the_graph_and_no_grad_does_not(
 # ----------------------------------------------------------------------------- bad input
 def test_bad_input_gets_clear_errors(llama: tuple[ModelHandle, torch.nn.Module]) -> None:
     model, _ = llama
-    with pytest.raises(InputError, match="at least one reader"):
+    with pytest.raises(InputError, match="dict of named readers"):
         collect(model, PROMPTS, {})
+    with pytest.raises(InputError, match="dict of named readers"):
+        collect(model, PROMPTS, [Logits()])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="token ids in 0"):
+        collect(model, PROMPTS, {"l": Logits([10**6])})
     with pytest.raises(InputError, match="No prompts"):
         collect(model, [], {"l": Logits()})
     with pytest.raises(InputError, match="Unknown positions"):
@@ -282,6 +286,8 @@ def test_bad_input_gets_clear_errors(llama: tuple[ModelHandle, torch.nn.Module])
         collect(model, PROMPTS, {"l": Logits()}, batch_size=0)
     with pytest.raises(InputError, match="shard"):
         collect(model, PROMPTS, {"l": Logits()}, shard=(2, 2))
+    with pytest.raises(InputError, match="shard must be"):
+        collect(model, PROMPTS, {"l": Logits()}, shard=(0,))  # type: ignore[arg-type]
     with pytest.raises(InputError, match="one group index per prompt"):
         collect(model, PROMPTS, {"g": GroupMean(sites.resid_post(0), [0, 1])})
     with pytest.raises(InputError, match="positions='all'"):
