@@ -351,5 +351,9 @@ def _passes(
         if not wants_logits:
             logits = None
         elif local is not None:
-            logits = logits[torch.arange(len(tokens), device=logits.device), inverse]
+            logits = model.check_finite(
+                logits[torch.arange(len(tokens), device=logits.device), inverse]
+            )
+        else:
+            logits = model.check_finite(logits)
         yield CapturedBatch(planned.rows, tokens, positions, recorder.values, logits)

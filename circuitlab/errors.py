@@ -16,7 +16,9 @@ __all__ = [
     "InputError",
     "ModelNotFoundError",
     "NotAModelError",
+    "NumericalError",
     "OfflineError",
+    "OutputPathError",
     "UnsupportedArchitectureError",
 ]
 
@@ -39,6 +41,14 @@ class NotAModelError(CircuitlabError, ValueError):
 
 class OfflineError(CircuitlabError, ConnectionError):
     """Something had to be downloaded but the network (or the hub) cannot be reached."""
+
+
+class NumericalError(CircuitlabError, ArithmeticError):
+    """The model produced NaN or infinite values (an intervention too large, fp16 overflow)."""
+
+
+class OutputPathError(CircuitlabError, OSError):
+    """An output file or folder cannot be written where it was asked for (the message says why)."""
 
 
 class UnsupportedArchitectureError(CircuitlabError, ValueError):

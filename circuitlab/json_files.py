@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitlab.errors import InputError
+from circuitlab.files import read_text_file
 from circuitlab.models.cache import atomic_file
 
 __all__ = ["read_json", "write_json_atomic"]
@@ -24,9 +25,8 @@ def write_json_atomic(data: Any, path: str | os.PathLike[str], *, indent: int = 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
     """The JSON content of ``path``; ``what`` names the expected content in the errors."""
     source = Path(path)
-    if not source.is_file():
-        raise InputError(f"No {what} file at {source}.")
+    text = read_text_file(source, f"{what} file")
     try:
-        return json.loads(source.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise InputError(f"{source} is not valid JSON ({error}); expected {what}.") from error

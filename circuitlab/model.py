@@ -6,7 +6,7 @@ import contextlib
 import copy
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from jaxtyping import Float, Int
@@ -17,9 +17,15 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuitlab import hf_compat
 from circuitlab.architecture import ArchitectureInfo, check_supported
+from circuitlab.checks import check_integer, check_prompts
 from circuitlab.collector import EVERY_TOKEN, collect, plan_batches
 from circuitlab.decoding import greedy_decode
-from circuitlab.errors import CircuitlabError, IncompatibleVersionError, InputError
+from circuitlab.errors import (
+    CircuitlabError,
+    IncompatibleVersionError,
+    InputError,
+    NumericalError,
+)
 from circuitlab.readers import Keep, Logits, Reader
 from circuitlab.sites import Site, hook_name_of
 from circuitlab.tokenization import TokenBatch, encode_prompts, single_token_id
@@ -238,9 +244,12 @@ class ModelHandle:
         """The prompt's tokens as strings, under the handle's BOS policy."""
         return [self.tokenizer.decode([token]) for token in self.tokenize(prompt).row(0).tolist()]
 
-    def token_id(self, word: str) -> int:
-        """Id of a word that must be a single token (``" Paris"``); clear error otherwise."""
-        return single_token_id(self.tokenizer, word)
+    def token_id(self, word: str, *, what: str = "Token") -> int:
+        """Id of a word that must be a single token (``" Paris"``); clear error otherwise.
+
+        ``what`` names the word in the error (``"Token"``, ``"Label word"``, ``"Target token"``).
+        """
+        return single_token_id(self.tokenizer, word, what=what)
 
     def token_ids(self, words: Sequence[str]) -> list[int]:
         """Ids of several single-token words (label words), in order."""
@@ -248,7 +257,7 @@ class ModelHandle:
             words = [words]
         if len(words) == 0:
             raise InputError("No label words were given. Pass at least one word.")
-        return [self.token_id(word) for word in words]
+        return [self.token_id(word, what="Label word") for word in words]
 
     def batches(
         self, prompts: Sequence[str], batch_size: int = 8, *, progress: bool = False
@@ -273,7 +282,9 @@ class ModelHandle:
         """
         batch = self._inputs(prompts)
         with torch.set_grad_enabled(grad):
-            return self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+            return self.check_finite(
+                self.bridge(batch.input_ids, attention_mask=batch.attention_mask)
+            )
 
     @torch.no_grad()
     def next_token_logits(self, prompts: Prompts) -> Float[Tensor, "batch d_vocab"]:
@@ -288,22 +299,38 @@ class ModelHandle:
             "logits"
         ]
 
-    def top_next_tokens(self, prompt: str, k: int = 5) -> list[TokenPrediction]:
-        """The ``k`` most likely next tokens after ``prompt``, with probabilities."""
-        if k < 1:
-            raise InputError(f"k must be at least 1, got {k}.")
-        logits = self.next_token_logits(prompt)[0].float()
-        probs = logits.softmax(dim=-1)
-        top = torch.topk(probs, k=min(k, probs.shape[-1]))
-        return [
-            TokenPrediction(
-                token=self.tokenizer.decode([int(token)]),
-                token_id=int(token),
-                probability=float(prob),
-                logit=float(logits[token]),
+    @overload
+    def top_next_tokens(self, prompt: str, k: int = 5) -> list[TokenPrediction]: ...
+
+    @overload
+    def top_next_tokens(self, prompt: Sequence[str], k: int = 5) -> list[list[TokenPrediction]]: ...
+
+    def top_next_tokens(
+        self, prompt: str | Sequence[str], k: int = 5
+    ) -> list[TokenPrediction] | list[list[TokenPrediction]]:
+        """The ``k`` most likely next tokens after ``prompt``, with probabilities.
+
+        One prompt gives one list of predictions; a list of prompts gives one list per prompt.
+        """
+        k = check_integer("k", k, minimum=1)
+        texts = check_prompts(prompt)
+        all_logits = self.next_token_logits(texts).float()
+        predictions = []
+        for logits in all_logits:
+            probs = logits.softmax(dim=-1)
+            top = torch.topk(probs, k=min(k, probs.shape[-1]))
+            predictions.append(
+                [
+                    TokenPrediction(
+                        token=self.tokenizer.decode([int(token)]),
+                        token_id=int(token),
+                        probability=float(prob),
+                        logit=float(logits[token]),
+                    )
+                    for prob, token in zip(top.values, top.indices, strict=True)
+                ]
             )
-            for prob, token in zip(top.values, top.indices, strict=True)
-        ]
+        return predictions[0] if isinstance(prompt, str) else predictions
 
     def run_with_hooks(
         self, prompts: Prompts, fwd_hooks: Sequence[tuple[HookSite, HookFn]]
@@ -375,6 +402,26 @@ class ModelHandle:
         resolved = [(hook_name_of(site), function) for site, function in fwd_hooks]
         self._check_hook_names([name for name, _ in resolved])
         return resolved
+
+    def check_finite(self, logits: Tensor) -> Tensor:
+        """``logits`` if every value is finite; otherwise a `NumericalError` naming the
+        interventions in force (or the dtype) as the likely cause."""
+        if bool(torch.isfinite(logits).all()):
+            return logits
+        bad = int((~torch.isfinite(logits)).sum())
+        interventions = [repr(item) for r in self._interventions for item in r.interventions]
+        if interventions:
+            cause = (
+                f"with the interventions {', '.join(interventions)} in force; an intervention "
+                f"this large overflows {str(self.dtype).removeprefix('torch.')}. Use a smaller "
+                f"factor or vector, or check the intervention values"
+            )
+        else:
+            cause = (
+                f"with no intervention in force (dtype {str(self.dtype).removeprefix('torch.')}); "
+                f"in float16 load the model with dtype='float32' or 'bf16'"
+            )
+        raise NumericalError(f"The model produced {bad} non-finite logits (NaN or inf) {cause}.")
 
     @property
     def active_interventions(self) -> tuple[ResolvedInterventions, ...]:

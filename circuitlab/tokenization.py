@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from circuitlab.checks import check_integer, check_prompts, check_text
 from circuitlab.errors import InputError
 
 __all__ = ["TokenBatch", "encode_prompts", "pad_rows", "single_token_id", "token_windows"]
@@ -93,15 +94,7 @@ def encode_prompts(
     Returns:
         A `TokenBatch` of shape [batch, longest prompt].
     """
-    texts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not texts:
-        raise InputError("No prompts were given (an empty list). Pass at least one prompt text.")
-    not_text = [i for i, text in enumerate(texts) if not isinstance(text, str)]
-    if not_text:
-        raise InputError(
-            f"Prompts must be strings; prompt {not_text[0]} is a "
-            f"{type(texts[not_text[0]]).__name__}. Pass a list of texts."
-        )
+    texts = check_prompts(prompts)
     encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
     bos_id = tokenizer.bos_token_id
     rows = [_apply_bos_policy(list(ids), bos_id, prepend_bos) for ids in encoded]
@@ -140,13 +133,9 @@ def token_windows(
 
     The last window of a text may be shorter; texts with no tokens contribute nothing.
     """
-    if window < 2:
-        raise InputError(f"window must be at least 2 tokens, got {window}.")
-    not_text = [i for i, text in enumerate(texts) if not isinstance(text, str)]
-    if not_text:
-        raise InputError(
-            f"Texts must be strings; text {not_text[0]} is a {type(texts[not_text[0]]).__name__}."
-        )
+    check_integer("window", window, minimum=2)
+    for index, text in enumerate(texts):
+        check_text(f"Text {index}", text)
     if not texts:
         return []
     encoded = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
@@ -157,14 +146,15 @@ def token_windows(
     return windows
 
 
-def single_token_id(tokenizer: Any, word: str) -> int:
+def single_token_id(tokenizer: Any, word: str, *, what: str = "Label word") -> int:
     """The id of ``word`` if it is exactly one token (no special tokens added), else an error.
 
     Leading spaces matter: for most tokenizers ``" Paris"`` is one token and ``"Paris"``
-    another.
+    another. ``what`` names the word in errors (``"Label word"``, ``"Target token"``).
     """
     if not isinstance(word, str) or word == "":
-        raise InputError(f"A label word must be a non-empty string, got {word!r}.")
+        raise InputError(f"A {what.lower()} must be a non-empty string, got {word!r}.")
+    check_text(what, word)
     ids = tokenizer(word, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         pieces = [tokenizer.decode([token]) for token in ids]
@@ -174,5 +164,5 @@ def single_token_id(tokenizer: Any, word: str) -> int:
             if not word.startswith(" ")
             else " Pick a word the tokenizer keeps whole, or pass token ids directly."
         )
-        raise InputError(f"Label word {word!r} is {len(ids)} tokens ({pieces}), not one.{hint}")
+        raise InputError(f"{what} {word!r} is {len(ids)} tokens ({pieces}), not one.{hint}")
     return int(ids[0])

@@ -11,6 +11,7 @@ from circuitlab.cli.output import write_json, write_result_json
 from circuitlab.errors import InputError
 from circuitlab.evaluation import EvaluationSuite, load_heldout_prose
 from circuitlab.evaluation.data import PROSE_SPLITS
+from circuitlab.files import read_text_file
 from circuitlab.interventions import PruneLayers
 from circuitlab.interventions.export import check_export, export_hf
 from circuitlab.layers import LayerScores, pruning_study, score_layers
@@ -32,7 +33,7 @@ def read_texts(source: str) -> list[str]:
         )
     if path.suffix == ".jsonl":
         texts = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_text_file(path, "data file").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -43,7 +44,7 @@ def read_texts(source: str) -> list[str]:
                     f"{path}, line {number}: expected a JSON object with a 'text' field ({error})."
                 ) from error
         return texts
-    text = path.read_text(encoding="utf-8")
+    text = read_text_file(path, "data file")
     return [text] if text.strip() else []
 
 

@@ -15,15 +15,25 @@ compatibility mode, which folds and centres weights in place).
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuitlab.checks import check_prompts
 from circuitlab.collector import CapturedBatch, collect
 from circuitlab.decomposition.residual import DecompositionReader, ResidualDecomposition
 from circuitlab.decomposition.results import Attribution
-from circuitlab.decomposition.targets import Target, TargetSpec, readout_matrix, resolve_targets
+from circuitlab.decomposition.targets import (
+    SPACE_WARNING_RATIO,
+    Target,
+    TargetSpec,
+    readout_matrix,
+    resolve_targets,
+    space_variants,
+)
 from circuitlab.model import ModelHandle, Prompts
 from circuitlab.positions import Positions
 from circuitlab.tokenization import TokenBatch
@@ -90,8 +100,9 @@ def direct_logit_attribution(
     if isinstance(prompts, TokenBatch):
         texts = list(prompts.prompts or ())
     else:
-        texts = [prompts] if isinstance(prompts, str) else list(prompts)
-    reader = AttributionReader(model, resolved)
+        texts = check_prompts(prompts)
+    variants = space_variants(model, resolved)
+    reader = AttributionReader(model, [*resolved, *(variant for _, variant in variants)])
     attribution: Attribution = collect(
         model,
         prompts,
@@ -101,7 +112,33 @@ def direct_logit_attribution(
         progress=progress,
         desc="attributing",
     )["attribution"]
-    return dataclasses.replace(attribution, prompts=tuple(texts))
+    _warn_missing_spaces(attribution, len(resolved), variants)
+    n = len(resolved)
+    return dataclasses.replace(
+        attribution,
+        values=attribution.values[..., :n],
+        constant=attribution.constant[:, :n],
+        logits=attribution.logits[:, :n],
+        targets=attribution.targets[:n],
+        prompts=tuple(texts),
+    )
+
+
+def _warn_missing_spaces(
+    attribution: Attribution, n_targets: int, variants: list[tuple[int, Target]]
+) -> None:
+    """Warn about a target such as ``'Paris'`` when ``' Paris'`` is far more likely."""
+    for offset, (column, variant) in enumerate(variants):
+        gap = attribution.logits[:, n_targets + offset] - attribution.logits[:, column]
+        ratio = math.exp(min(float(gap.float().mean()), 50.0))
+        if ratio >= SPACE_WARNING_RATIO:
+            warnings.warn(
+                f"Target {attribution.targets[column]} has no leading space; {variant.label} is "
+                f"a different token and {ratio:.0f}x more likely at the positions read. Pass "
+                f"{variant.label} if that is the word you mean.",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 class AttributionReader(DecompositionReader):

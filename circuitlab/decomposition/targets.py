@@ -12,7 +12,11 @@ from torch import Tensor
 from circuitlab.errors import InputError
 from circuitlab.model import ModelHandle
 
-__all__ = ["LogitDiff", "Target", "TargetSpec", "resolve_targets"]
+__all__ = ["LogitDiff", "Target", "TargetSpec", "resolve_targets", "space_variants"]
+
+SPACE_WARNING_RATIO = 10.0
+"""A target without its leading space is flagged when the spaced token is this many times
+more likely (mean probability ratio at the read positions)."""
 
 
 @dataclass(frozen=True)
@@ -46,12 +50,20 @@ def _token(model: ModelHandle, token: str | int) -> tuple[int, str]:
                 f"Token id {token} is out of range for a vocabulary of {model.d_vocab}."
             )
         return token, model.tokenizer.decode([token])
-    return model.token_id(token), token
+    return model.token_id(token, what="Target token"), token
 
 
 def resolve_targets(model: ModelHandle, targets: TargetSpec) -> list[Target]:
     """Turn a target specification into `Target` read-outs (checked against the vocab)."""
-    items = [targets] if isinstance(targets, (str, int, LogitDiff)) else list(targets)
+    if isinstance(targets, (str, int, LogitDiff)):
+        items = [targets]
+    elif isinstance(targets, Sequence) and not isinstance(targets, bytes):
+        items = list(targets)
+    else:
+        raise InputError(
+            f"targets must be a token string (' Paris'), a token id, a LogitDiff or a list of "
+            f"these, got {type(targets).__name__} {targets!r}."
+        )
     if not items:
         raise InputError("No targets were given. Pass a token such as ' Paris' or a list.")
     resolved = []
@@ -66,6 +78,23 @@ def resolve_targets(model: ModelHandle, targets: TargetSpec) -> list[Target]:
             token, text = _token(model, item)
             resolved.append(Target(repr(text), (token,), (1.0,)))
     return resolved
+
+
+def space_variants(model: ModelHandle, targets: Sequence[Target]) -> list[tuple[int, Target]]:
+    """For each single-token target written without a leading space (``'Paris'``) whose
+    spaced form (``' Paris'``) is also one token: (its column, a `Target` of the spaced form)."""
+    variants = []
+    single = {target.token_ids[0] for target in targets if len(target.token_ids) == 1}
+    for column, target in enumerate(targets):
+        if len(target.token_ids) != 1:
+            continue
+        text = model.tokenizer.decode([target.token_ids[0]])
+        if not text or text[0].isspace() or not text.strip():
+            continue
+        spaced = model.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+        if len(spaced) == 1 and spaced[0] not in single:
+            variants.append((column, Target(repr(" " + text), (int(spaced[0]),), (1.0,))))
+    return variants
 
 
 def readout_matrix(

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from transformers import AutoModelForCausalLM
 
 import circuitlab
-from circuitlab.errors import ExportCheckError
+from circuitlab.checks import check_number
+from circuitlab.errors import ExportCheckError, InputError, NumericalError
 from circuitlab.hf_compat import no_init_weights
 from circuitlab.interventions.bake import bake
 from circuitlab.interventions.edits import resolve
@@ -26,6 +28,7 @@ from circuitlab.output_folder import check_writable_folder, staged_folder
 __all__ = ["EXPORT_RECORD", "check_export", "export_hf"]
 
 EXPORT_RECORD = "circuitlab_export.json"
+DEFAULT_CHECK_PROMPTS = ("The capital of France is", "Once upon a time")
 
 
 def export_hf(
@@ -34,6 +37,9 @@ def export_hf(
     path: str | os.PathLike[str],
     *,
     overwrite: bool = False,
+    check: bool = False,
+    tolerance: float = 1e-3,
+    check_prompts: str | Sequence[str] = DEFAULT_CHECK_PROMPTS,
 ) -> Path:
     """Write ``model`` with ``interventions`` baked into its weights as a HF checkpoint.
 
@@ -45,19 +51,29 @@ def export_hf(
     position-restricted edits are refused (`BakeError`): no fixed weights produce them.
 
     The checkpoint is written to a temporary folder next to ``path`` and moved into place only
-    when complete, so an interrupted export leaves nothing under ``path``.
+    when complete (and, with ``check``, only when it passed the check), so an interrupted or
+    failed export leaves nothing under ``path``. Baked weights that are not finite (a scale
+    factor that overflows the dtype) are refused with a `NumericalError` before anything is
+    written.
 
     Args:
         model: the model handle (its weights are not changed).
         interventions: one intervention or a list of them, applied in order.
         path: the folder to create.
         overwrite: replace an existing non-empty folder.
+        check: reload the staged checkpoint with plain ``transformers`` and compare its logits
+            with the hooked model's on ``check_prompts`` (`check_export`); a difference above
+            ``tolerance`` raises `ExportCheckError` and nothing is written. The measured
+            difference is kept in the folder's ``circuitlab_export.json`` (``check``).
+        tolerance: the largest logit difference the check accepts (1e-3 suits float32).
+        check_prompts: prompts of the check.
 
     Returns:
         The folder written.
     """
     target = Path(path)
     items = [interventions] if not isinstance(interventions, (list, tuple)) else interventions
+    tolerance = check_tolerance(tolerance)
     check_writable_folder(target, overwrite=overwrite)
     resolved = resolve(model, list(items))
     config = copy.deepcopy(model.hf_model.config)
@@ -66,6 +82,7 @@ def export_hf(
             delattr(config, attribute)
     config.architectures = [type(model.hf_model).__name__]
     baked = bake(model, resolved, config)
+    _check_finite_weights(baked.state, resolved.interventions)
     with no_init_weights():  # every weight is loaded below: skip the random initialisation
         clean = AutoModelForCausalLM.from_config(baked.config, dtype=model.dtype)
     clean.tie_weights()  # init_weights, skipped above, is what ties embeddings
@@ -95,8 +112,33 @@ def export_hf(
                 "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         }
+        if check:
+            difference = check_export(
+                model, resolved.interventions, staging, check_prompts, tolerance=tolerance
+            )
+            record["check"] = {
+                "max_logit_difference": difference,
+                "tolerance": tolerance,
+                "prompts": [check_prompts] if isinstance(check_prompts, str) else [*check_prompts],
+            }
         (staging / EXPORT_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return target
+
+
+def check_tolerance(tolerance: float) -> float:
+    """A logit tolerance: a finite number >= 0 (NaN would accept anything)."""
+    return check_number("tolerance", tolerance, lambda v: v >= 0, "a finite number >= 0, e.g. 1e-3")
+
+
+def _check_finite_weights(state: dict[str, Tensor], interventions: Sequence[Intervention]) -> None:
+    """Refuse baked weights holding NaN or inf (an intervention overflowed the dtype)."""
+    broken = [key for key, value in state.items() if not bool(torch.isfinite(value).all())]
+    if broken:
+        raise NumericalError(
+            f"Baking {', '.join(repr(item) for item in interventions)} gives non-finite weights "
+            f"({', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): the values overflow "
+            f"the dtype. Use a smaller factor or vector. Nothing was written."
+        )
 
 
 def _model_reference(model: ModelHandle) -> str:
@@ -111,7 +153,7 @@ def check_export(
     model: ModelHandle,
     interventions: Intervention | Sequence[Intervention],
     path: str | os.PathLike[str],
-    prompts: str | Sequence[str] = ("The capital of France is", "Once upon a time"),
+    prompts: str | Sequence[str] = DEFAULT_CHECK_PROMPTS,
     *,
     tolerance: float | None = None,
 ) -> float:
@@ -128,19 +170,33 @@ def check_export(
         The maximum absolute difference, in logits.
     """
     items = [interventions] if not isinstance(interventions, (list, tuple)) else interventions
+    if tolerance is not None:
+        tolerance = check_tolerance(tolerance)
+    folder = Path(path)
+    if not (folder / "config.json").is_file():
+        raise InputError(
+            f"No exported checkpoint at {folder}: "
+            f"{'the folder has no config.json' if folder.is_dir() else 'there is no such folder'}."
+            f" Pass the folder export_hf wrote."
+        )
     batch = model.tokenize(list(prompts) if not isinstance(prompts, str) else prompts)
     batch = batch.to(model.device)
     with model.intervene(*items):
         hooked = model.logits(batch)
-    reloaded = AutoModelForCausalLM.from_pretrained(
-        Path(path), dtype=model.dtype, attn_implementation="eager"
-    )
+    try:
+        reloaded = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=model.dtype, attn_implementation="eager", local_files_only=True
+        )
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"Plain transformers cannot reload the checkpoint at {folder}: {error}".splitlines()[0]
+        ) from None
     reloaded = reloaded.to(model.device).eval()
     with torch.no_grad():
         plain = reloaded(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
     mask = batch.attention_mask.bool()
     difference = float((plain[mask].float() - hooked[mask].float()).abs().max())
-    if tolerance is not None and not difference <= tolerance:
+    if tolerance is not None and not difference <= tolerance:  # NaN fails too
         raise ExportCheckError(
             f"The exported checkpoint at {path} differs from the hooked model by "
             f"{difference:.2e} logits, more than the tolerance {tolerance:g}. In bf16 or fp16 "

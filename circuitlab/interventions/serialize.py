@@ -38,6 +38,7 @@ from torch import Tensor
 
 from circuitlab.components import Component
 from circuitlab.errors import InputError
+from circuitlab.files import read_text_file
 from circuitlab.interventions.spec import (
     Ablate,
     Intervention,
@@ -153,9 +154,7 @@ def _vector(value: Any, base_dir: Path, what: str) -> Tensor:
 def read_prompt_file(path: str | os.PathLike[str]) -> list[str]:
     """Prompts of a text file, one per non-empty line (surrounding spaces removed)."""
     source = Path(path)
-    if not source.is_file():
-        raise InputError(f"No prompt file at {source}: the file does not exist.")
-    lines = [line.strip() for line in source.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_text_file(source, "prompt file").splitlines()]
     prompts = [line for line in lines if line]
     if not prompts:
         raise InputError(f"{source} holds no prompts (one prompt per line).")
@@ -183,18 +182,29 @@ def _build(index: int, entry: Any, base_dir: Path) -> Intervention:
     if unknown:
         raise InputError(f"{what}: unknown field(s) {unknown}; {kind} takes {allowed}.")
     values = {key: entry[key] for key in allowed if key in entry}
-    if "vector" in values:
-        values["vector"] = _vector(values["vector"], base_dir, what)
-    if "reference" in values:
-        values["reference"] = _prompts(values["reference"], base_dir, what)
-    if isinstance(values.get("positions"), list):
-        values["positions"] = torch.tensor(values["positions"], dtype=torch.bool)
     try:
+        if "vector" in values:
+            values["vector"] = _vector(values["vector"], base_dir, what)
+        if "reference" in values:
+            values["reference"] = _prompts(values["reference"], base_dir, what)
+        if isinstance(values.get("positions"), list):
+            values["positions"] = _position_mask(values["positions"])
         return cls(**values)
-    except TypeError as error:
-        raise InputError(f"{what}: {error}; {kind} takes {allowed}.") from None
     except InputError as error:
         raise InputError(f"{what}: {error}") from None
+    except (TypeError, ValueError) as error:  # a field of the wrong type or shape
+        raise InputError(f"{what}: {error}; {kind} takes {allowed}.") from None
+
+
+def _position_mask(rows: list[Any]) -> Tensor:
+    """A [batch, pos] boolean mask from a spec's nested lists of true/false (or 1/0)."""
+    flat = [value for row in rows for value in (row if isinstance(row, list) else [row])]
+    if any(not isinstance(value, (bool, int)) or value not in (0, 1) for value in flat):
+        raise InputError(
+            f"positions must be 'last', an int, or a [batch, pos] mask of true/false values; "
+            f"got {rows!r}."
+        )
+    return torch.tensor(rows, dtype=torch.bool)
 
 
 def from_spec(
@@ -226,10 +236,9 @@ def from_spec(
 def load_interventions(path: str | os.PathLike[str]) -> InterventionSpec:
     """Read a YAML or JSON spec file (see the module docstring) into interventions."""
     source = Path(path)
-    if not source.is_file():
-        raise InputError(f"No intervention spec at {source}: the file does not exist.")
+    text = read_text_file(source, "intervention spec")
     try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise InputError(f"{source} is not valid YAML/JSON: {error}") from None
     if data is None:

@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from circuitlab.checks import check_number
 from circuitlab.components import Component, Head, Layer, Mlp, parse_component
 from circuitlab.errors import InputError
 
@@ -141,9 +142,10 @@ class Scale:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "component", _editable(self.component, "Scale"))
-        factor = float(self.factor)
-        if not torch.isfinite(torch.tensor(factor)):
-            raise InputError(f"Scale factor must be finite, got {self.factor!r}.")
+        factor = self.factor
+        if isinstance(factor, Tensor) and factor.numel() == 1:
+            factor = factor.item()
+        factor = check_number("Scale factor", factor, lambda v: True, "a finite number, e.g. 0.5")
         object.__setattr__(self, "factor", factor)
         _check_positions(self.positions)
 

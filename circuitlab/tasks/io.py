@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from circuitlab.errors import InputError
+from circuitlab.files import read_text_file
 from circuitlab.models.cache import atomic_file
 from circuitlab.tasks.task import ClassificationTask
 
@@ -328,7 +330,7 @@ def _existing_file(source: str | os.PathLike[str]) -> Path:
 
 
 def _json_rows(path: Path, text_column: str, label_column: str) -> list[_Row]:
-    content = path.read_text(encoding="utf-8-sig")
+    content = read_text_file(path, "task file")
     if content.lstrip().startswith("["):
         try:
             records = json.loads(content)
@@ -376,23 +378,20 @@ def _json_lines(path: Path, content: str) -> Iterator[tuple[str, Any]]:
 
 
 def _csv_rows(path: Path, text_column: str, label_column: str) -> list[_Row]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
-        if not header:
-            raise InputError(f"{str(path)!r} is empty. Write a header row and one row per example.")
-        for column in (text_column, label_column):
-            if column not in header:
-                raise InputError(
-                    f"{str(path)!r} has no column {column!r}; its columns are {header}. Pass "
-                    f"text_column= and label_column= naming the right ones."
-                )
-        rows = [
-            _Row(
-                record[text_column], record[label_column], f"line {reader.line_num} of {path.name}"
+    reader = csv.DictReader(io.StringIO(read_text_file(path, "task file"), newline=""))
+    header = reader.fieldnames or []
+    if not header:
+        raise InputError(f"{str(path)!r} is empty. Write a header row and one row per example.")
+    for column in (text_column, label_column):
+        if column not in header:
+            raise InputError(
+                f"{str(path)!r} has no column {column!r}; its columns are {header}. Pass "
+                f"text_column= and label_column= naming the right ones."
             )
-            for record in reader
-        ]
+    rows = [
+        _Row(record[text_column], record[label_column], f"line {reader.line_num} of {path.name}")
+        for record in reader
+    ]
     if not rows:
         raise InputError(f"{str(path)!r} has a header but no examples. Add at least one row.")
     return rows

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from circuitlab.checks import check_number
 from circuitlab.errors import InputError
 
 __all__ = ["Step", "Stopping", "TrainingHistory", "check_learning_rate", "check_number", "train"]
@@ -50,14 +51,6 @@ class Step(NamedTuple):
 
     loss: Tensor
     done: bool | Callable[[], bool] = False
-
-
-def check_number(name: str, value: Any, ok: Callable[[float], bool], valid: str) -> None:
-    """Refuse a setting that is not a finite number or fails ``ok``; the error says ``valid``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{name} must be a number, got {value!r}.")
-    if not math.isfinite(value) or not ok(value):
-        raise InputError(f"{name}={value!r} is invalid: it must be {valid}.")
 
 
 def check_learning_rate(learning_rate: float) -> None:
