@@ -65,9 +65,17 @@ class CheckpointStore:
 
     def _resume(self, path: Path) -> None:
         data = read_json(path, f"{self.kind} checkpoint")
-        if not isinstance(data, dict) or data.get("format") != _FORMAT:
+        entries = data.get("entries", {}) if isinstance(data, dict) else None
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != _FORMAT
+            or not isinstance(data.get("scope", {}), dict)
+            or not isinstance(entries, dict)
+            or not all(isinstance(entry, dict) and "value" in entry for entry in entries.values())
+        ):
             raise InputError(
-                f"{path} is not a circuitlab checkpoint; delete it or pass another path."
+                f"{path} is not a circuitlab checkpoint (or it is damaged); delete it to start "
+                f"over, or pass another path."
             )
         if data.get("kind") != self.kind:
             raise InputError(

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from circuitlab.errors import InputError
 from circuitlab.positions import Positions, resolve_positions
 from circuitlab.prefix import SharedPrefix
+from circuitlab.progress import progress_bar
 from circuitlab.sites import Site, hook_name_of
 from circuitlab.tokenization import TokenBatch
 
@@ -327,10 +327,10 @@ def _passes(
     shared: SharedPrefix | None,
     wants_logits: bool,
     grad: bool,
-    progress: bool,
+    progress: bool | None,
     desc: str,
 ) -> Iterator[CapturedBatch]:
-    for planned in tqdm(plan, desc=desc, unit="batch", disable=not progress):
+    for planned in progress_bar(plan, desc=desc, unit="batch", progress=progress):
         tokens = planned.tokens.to(model.device)
         positions = None if planned.positions is None else planned.positions.to(model.device)
         offset, kwargs = 0, {}

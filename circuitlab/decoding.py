@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from tqdm.auto import tqdm
 
 from circuitlab.collector import plan_batches
 from circuitlab.errors import InputError
 from circuitlab.prefix import SharedPrefix
+from circuitlab.progress import progress_bar
 from circuitlab.tokenization import TokenBatch
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def greedy_decode(
     plan = plan_batches(model, batch, batch_size=batch_size, equal_lengths=True)
     shared = SharedPrefix(model) if share_prefix else None
     generated: list[list[int]] = [[] for _ in range(len(batch))]
-    for planned in tqdm(plan, desc="generating", unit="batch", disable=not progress):
+    for planned in progress_bar(plan, desc="generating", unit="batch", progress=progress):
         decoded = _decode_group(
             model, planned.tokens, shared, max_new_tokens, stop_at_eos, keep_eos, stop
         )

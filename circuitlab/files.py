@@ -61,10 +61,14 @@ def _current_umask() -> int:
     return mask
 
 
-def apply_umask(path: Path) -> None:
-    """Give ``path`` the default mode of a new file (0666) or folder (0777) under the umask."""
-    base = 0o777 if path.is_dir() else 0o666
-    os.chmod(path, base & ~_current_umask())
+def apply_umask(path: Path, *, recursive: bool = False) -> None:
+    """Give ``path`` the default mode of a new file (0666) or folder (0777) under the umask;
+    with ``recursive``, everything inside a folder too (some writers use private temp files)."""
+    mask = _current_umask()
+    paths = [path, *path.rglob("*")] if recursive and path.is_dir() else [path]
+    for item in paths:
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, overload
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens import ActivationCache
 from transformer_lens.model_bridge import TransformerBridge
 
@@ -26,6 +25,7 @@ from circuitlab.errors import (
     InputError,
     NumericalError,
 )
+from circuitlab.progress import progress_bar
 from circuitlab.readers import Keep, Logits, Reader
 from circuitlab.sites import Site, hook_name_of
 from circuitlab.tokenization import TokenBatch, encode_prompts, single_token_id
@@ -267,7 +267,7 @@ class ModelHandle:
         For your own loops; circuitlab's analyses stream through `circuitlab.collector.collect`.
         """
         plan = plan_batches(self, prompts, batch_size=batch_size, sort=False)
-        for planned in tqdm(plan, desc="batches", unit="batch", disable=not progress):
+        for planned in progress_bar(plan, desc="batches", unit="batch", progress=progress):
             yield planned.tokens
 
     # -------------------------------------------------------------- forward

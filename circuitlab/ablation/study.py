@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from circuitlab.ablation.metrics import check_metric, metric_values
 from circuitlab.ablation.results import AblationEffects
@@ -24,6 +23,7 @@ from circuitlab.interventions.apply import applied
 from circuitlab.interventions.edits import resolve
 from circuitlab.interventions.spec import Ablate, AblationMethod
 from circuitlab.model import ModelHandle
+from circuitlab.progress import progress_bar
 from circuitlab.readers import Logits
 from circuitlab.tasks import ClassificationTask
 from circuitlab.tokenization import TokenBatch
@@ -133,7 +133,7 @@ def ablation_study(
     demo_pool: ClassificationTask | None = None,
     seed: int = 0,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> AblationEffects:
     """Ablate each component in turn and measure the effect on a metric.
 
@@ -155,7 +155,8 @@ def ablation_study(
         demo_pool: where demonstrations come from (default: the task, never the query).
         seed: seed for demonstrations and resampling.
         batch_size: prompts per forward pass.
-        progress: show a progress bar over the components.
+        progress: progress bar over the components (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
 
     Returns:
         An `AblationEffects`; ``result.bottom(5)`` lists the components whose ablation hurts
@@ -184,7 +185,7 @@ def ablation_study(
     data = model.tokenize(examples.prompts)  # tokenized once, streamed once per ablation
     baseline = _measure(model, data, name, examples, batch_size)
     ablated = torch.empty(len(examples.prompts), len(chosen))
-    for index, item in enumerate(tqdm(ablations, desc="ablations", disable=not progress)):
+    for index, item in enumerate(progress_bar(ablations, desc="ablations", progress=progress)):
         with applied(model, resolved.restricted_to(item)):
             ablated[:, index] = _measure(model, data, name, examples, batch_size)
     return AblationEffects(

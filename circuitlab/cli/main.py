@@ -15,8 +15,13 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from circuitlab.errors import CircuitlabError
 from circuitlab.vocabulary import (
@@ -29,7 +34,53 @@ from circuitlab.vocabulary import (
     SCORE_SITES,
 )
 
-__all__ = ["build_parser", "main"]
+__all__ = ["DEBUG_ENV_VAR", "build_parser", "main"]
+
+DEBUG_ENV_VAR = "CIRCUITLAB_DEBUG"
+"""Set to 1 (or pass ``--debug``) to see the full traceback of an error."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line naming the command and the fix."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _whole_number(minimum: int, meaning: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {meaning}, got {value}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def _real_number(ok: Callable[[float], bool], meaning: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {meaning}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+_count = _whole_number(1, "at least 1")
+_index = _whole_number(0, "0 or more")
+_window = _whole_number(2, "at least 2 tokens")
+_positive_number = _real_number(lambda v: v > 0, "a finite number above 0")
+_non_negative_number = _real_number(lambda v: v >= 0, "a finite number, 0 or more")
+_percent = _real_number(lambda v: 0 < v < 100, "a percentage above 0 and below 100")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -51,14 +102,22 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         help="model cache root (default $CIRCUITLAB_CACHE_DIR or ~/.cache/circuitlab)",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the result as JSON (- = stdout)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"show the full traceback of an error (or set ${DEBUG_ENV_VAR}=1)",
+    )
 
 
 def _add_result_options(
     parser: argparse.ArgumentParser, *, top_k: int, plot: str, csv: bool = False, save: bool = False
 ) -> None:
     """Printing, batching and the files a per-component command can write."""
-    parser.add_argument("--top-k", type=int, default=top_k, help=f"components to print ({top_k})")
-    parser.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+    parser.add_argument(
+        "--top-k", type=_count, default=top_k, help=f"components to print ({top_k})"
+    )
+    parser.add_argument("--batch-size", type=_count, default=8, help="prompts per forward pass")
     parser.add_argument("--plot", metavar="PNG", help=plot)
     if csv:
         parser.add_argument("--csv", metavar="FILE", help="write the per-component table as CSV")
@@ -71,10 +130,10 @@ _TASK_HELP = "built-in task (sentiment, yesno, topic, nli) or a .jsonl/.csv file
 
 def _add_task_options(parser: argparse.ArgumentParser) -> None:
     """How a task's prompts are built and sampled (shared by the task commands)."""
-    parser.add_argument("--template", type=int, default=0, help="prompt template index (0)")
-    parser.add_argument("--k-shot", type=int, default=0, help="in-context demonstrations (0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for sampling (0)")
-    parser.add_argument("--limit", type=int, default=None, help="use a balanced sample of N")
+    parser.add_argument("--template", type=_index, default=0, help="prompt template index (0)")
+    parser.add_argument("--k-shot", type=_index, default=0, help="in-context demonstrations (0)")
+    parser.add_argument("--seed", type=_index, default=0, help="seed for sampling (0)")
+    parser.add_argument("--limit", type=_count, default=None, help="use a balanced sample of N")
     parser.add_argument("--text-column", default="text", help="text column of a file task")
     parser.add_argument("--label-column", default="label", help="label column of a file task")
     parser.add_argument(
@@ -106,13 +165,13 @@ def _add_scoring_options(parser: argparse.ArgumentParser, methods: list[str]) ->
     )
     parser.add_argument(
         "--epsilon",
-        type=float,
+        type=_positive_number,
         default=DEFAULT_EPSILON,
         help=f"sparsity threshold ε: |a| < ε counts as near zero (default {DEFAULT_EPSILON})",
     )
-    parser.add_argument("--window", type=int, default=128, help="tokens per window (128)")
-    parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random ranking (0)")
+    parser.add_argument("--window", type=_window, default=128, help="tokens per window (128)")
+    parser.add_argument("--batch-size", type=_count, default=8, help="windows per forward pass")
+    parser.add_argument("--seed", type=_index, default=0, help="seed of the random ranking (0)")
 
 
 def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -127,7 +186,7 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     )
     _add_model_options(scores)
     _add_scoring_options(scores, list(SCORE_METHODS))
-    scores.add_argument("--k", type=float, default=25.0, help="percent of layers to mark (25)")
+    scores.add_argument("--k", type=_percent, default=25.0, help="percent of layers to mark (25)")
     scores.add_argument("--out", metavar="DIR", help="write tables and figures into DIR")
     scores.set_defaults(handler="layer_scores")
 
@@ -146,7 +205,7 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     study.add_argument("--out", metavar="DIR", required=True, help="result folder (required)")
     study.add_argument(
         "--k",
-        type=float,
+        type=_percent,
         nargs="+",
         default=list(DEFAULT_PERCENTS),
         help="percent of layers to remove (default 10 25 40)",
@@ -158,27 +217,32 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
         choices=list(EVALUATION_TASKS),
         help="evaluation tasks (default: all three)",
     )
-    study.add_argument("--qa-questions", type=int, default=None, help="questions (all 240)")
+    study.add_argument("--qa-questions", type=_count, default=None, help="questions (all 240)")
     study.add_argument(
-        "--perplexity-tokens", type=int, default=None, help="prose tokens (all, ~26k)"
+        "--perplexity-tokens", type=_count, default=None, help="prose tokens (all, ~26k)"
     )
     study.add_argument(
-        "--sentiment-examples", type=int, default=None, help="sentiment examples (all 200)"
+        "--sentiment-examples", type=_count, default=None, help="sentiment examples (all 200)"
     )
     study.add_argument("--export", metavar="DIR", help="export the pruned model to DIR")
     study.add_argument(
         "--export-method", default="avss", help="ranking whose pruning is exported (avss)"
     )
-    study.add_argument("--export-k", type=float, default=25.0, help="percent exported (25)")
+    study.add_argument("--export-k", type=_percent, default=25.0, help="percent exported (25)")
     study.add_argument("--overwrite", action="store_true", help="replace an existing export")
     study.set_defaults(handler="prune_study")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="circuitlab",
         description="Mechanistic interpretability on real Hugging Face models, offline.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the full traceback of an error (or set ${DEBUG_ENV_VAR}=1)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -189,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(report)
     report.add_argument("--prompt", default="The capital of France is", help="prompt text")
-    report.add_argument("--top-k", type=int, default=5, help="how many predictions (default 5)")
+    report.add_argument("--top-k", type=_count, default=5, help="how many predictions (default 5)")
     report.set_defaults(handler="report")
 
     decompose = sub.add_parser(
@@ -287,29 +351,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(reweight)
     reweight.add_argument("--task", required=True, help=_TASK_HELP)
-    reweight.add_argument("--k", type=int, nargs="+", default=[24], help="labelled examples K")
+    reweight.add_argument("--k", type=_count, nargs="+", default=[24], help="labelled examples K")
     reweight.add_argument(
-        "--demos", type=int, default=None, help="demonstrations K' (4, or 3 for 3 classes)"
+        "--demos", type=_count, default=None, help="demonstrations K' (4, or 3 for 3 classes)"
     )
-    reweight.add_argument("--demo-sets", type=int, default=1, help="demonstration sets (1)")
+    reweight.add_argument("--demo-sets", type=_count, default=1, help="demonstration sets (1)")
     reweight.add_argument(
-        "--templates", type=int, nargs="+", default=[0], help="template indices (0)"
+        "--templates", type=_index, nargs="+", default=[0], help="template indices (0)"
     )
-    reweight.add_argument("--n-test", type=int, default=None, help="balanced test examples")
-    reweight.add_argument("--l1", type=float, default=0.1, help="L1 penalty (0.1, the paper)")
-    reweight.add_argument("--lr", type=float, default=0.05, help="learning rate (0.05)")
-    reweight.add_argument("--epochs", type=int, default=2000, help="most epochs (2000)")
+    reweight.add_argument("--n-test", type=_count, default=None, help="balanced test examples")
+    reweight.add_argument(
+        "--l1", type=_non_negative_number, default=0.1, help="L1 penalty (0.1, the paper)"
+    )
+    reweight.add_argument("--lr", type=_positive_number, default=0.05, help="learning rate (0.05)")
+    reweight.add_argument("--epochs", type=_count, default=2000, help="most epochs (2000)")
     reweight.add_argument("--clip", action="store_true", help="clip weights to [0, 1]")
     reweight.add_argument(
         "--skip-icl-all", action="store_true", help="skip K-shot ICL (the slowest baseline)"
     )
-    reweight.add_argument("--seed", type=int, default=0, help="seed of every draw (0)")
+    reweight.add_argument("--seed", type=_index, default=0, help="seed of every draw (0)")
     reweight.add_argument("--text-column", default="text", help="text column of a file task")
     reweight.add_argument("--label-column", default="label", help="label column of a file task")
     reweight.add_argument("--label-words", nargs="+", default=None, help="label words")
-    reweight.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
-    reweight.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
-    reweight.add_argument("--top-k", type=int, default=5, help="top-weighted components to print")
+    reweight.add_argument("--limit", type=_count, default=None, help=argparse.SUPPRESS)
+    reweight.add_argument("--batch-size", type=_count, default=8, help="prompts per forward pass")
+    reweight.add_argument(
+        "--top-k", type=_count, default=5, help="top-weighted components to print"
+    )
     reweight.add_argument("--save", metavar="FILE", help="write the fitted weights (safetensors)")
     reweight.add_argument("--csv", metavar="FILE", help="write the summary table as CSV")
     reweight.add_argument(
@@ -348,7 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--tolerance",
-        type=float,
+        type=_non_negative_number,
         default=1e-3,
         help="largest logit difference the check accepts (default 1e-3; float32)",
     )
@@ -378,19 +446,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The sub-command parser that parsed ``args`` (its options name the CLI flags)."""
+    current: Any = parser
+    for dest in ("command", "models_command"):
+        choices = next(
+            (a.choices for a in current._actions if isinstance(a, argparse._SubParsersAction)),
+            None,
+        )
+        if choices is None or getattr(args, dest, None) not in choices:
+            break
+        current = choices[getattr(args, dest)]
+    return current
+
+
+def cli_message(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with API parameter hints (``overwrite=True``, ``cache_dir=``) rewritten as
+    the command's own flags (``--overwrite``, ``--cache-dir``)."""
+    for action in parser._actions:
+        flags = [flag for flag in action.option_strings if flag.startswith("--")]
+        if not flags or action.dest in ("help",):
+            continue
+        flag = flags[0]
+        if action.nargs == 0:  # a switch: "overwrite=True" -> "--overwrite"
+            message = re.sub(rf"\b{action.dest}=True\b", flag, message)
+        message = re.sub(rf"\b{action.dest}=(?=[\s,.;)]|$)", flag, message)
+        message = re.sub(rf"\b{action.dest}=", f"{flag} ", message)
+    return message
+
+
+def _debugging(args: argparse.Namespace) -> bool:
+    flag = os.environ.get(DEBUG_ENV_VAR, "").strip().lower()
+    return bool(getattr(args, "debug", False)) or flag in ("1", "true", "yes", "on")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 ok, 2 bad input or failure)."""
-    args = build_parser().parse_args(argv)
+    """Run the command line; returns the exit code (0 ok, 2 bad input or failure, 130 on
+    Ctrl-C). Errors are one line on standard error; ``--debug`` shows the traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = _command_parser(parser, args)
     # The commands (and torch, transformers, the analyses) load only once a command runs:
     # --help and argument errors stay fast.
-    from circuitlab.cli import commands
-
     try:
+        from circuitlab.cli import commands
+        from circuitlab.cli.output import check_outputs
+
+        check_outputs(args)  # every output path is checked before any work
         getattr(commands, args.handler)(args)
-    except CircuitlabError as error:
-        print(f"circuitlab: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{command.prog}: interrupted", file=sys.stderr)
+        return 130
+    except (CircuitlabError, OSError) as error:
+        if _debugging(args):
+            traceback.print_exc()
+        text = str(error) if isinstance(error, CircuitlabError) else _os_error_text(error)
+        print(f"{command.prog}: error: {cli_message(text, command)}", file=sys.stderr)
         return 2
+    except Exception as error:  # a bug: one line, the traceback on request
+        if _debugging(args):
+            traceback.print_exc()
+        print(
+            f"{command.prog}: internal error: {type(error).__name__}: {error}. This is a bug in "
+            f"circuitlab; rerun with --debug for the traceback and please report it.",
+            file=sys.stderr,
+        )
+        return 3
     return 0
+
+
+def _os_error_text(error: OSError) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,7 +142,7 @@ def component_accuracy(
     demo_pool: ClassificationTask | None = None,
     seed: int = 0,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> ComponentAccuracy:
     """Score every component's accuracy on ``task`` from its direct logit attribution.
 
@@ -154,7 +154,8 @@ def component_accuracy(
         demo_pool: where demonstrations come from (default: the task itself, never the query).
         seed: seed for drawing demonstrations.
         batch_size: prompts per forward pass.
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
 
     Returns:
         A `ComponentAccuracy`.

@@ -73,7 +73,7 @@ def direct_logit_attribution(
     *,
     positions: Positions = None,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Attribution:
     """How much each component writes directly into the logits of the targets.
 
@@ -86,7 +86,8 @@ def direct_logit_attribution(
         targets: a token (``" Paris"``), a token id, a `LogitDiff`, or a list of these.
         positions: which token to read in each prompt; default each prompt's last real token.
         batch_size: prompts per forward pass.
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
 
     Returns:
         An `Attribution` whose ``values`` [batch, component, target] plus ``constant``

@@ -316,7 +316,7 @@ def decompose_residual(
     positions: Positions = None,
     *,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> ResidualDecomposition:
     """Split the final residual stream into per-component contributions.
 
@@ -330,7 +330,8 @@ def decompose_residual(
             position in every prompt (negative: counted back from the last real token), or one
             int per prompt.
         batch_size: prompts per forward pass.
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
 
     Returns:
         A `ResidualDecomposition` with ``contributions`` of shape

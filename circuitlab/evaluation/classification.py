@@ -17,7 +17,7 @@ def classification_accuracy(
     template: int = 0,
     seed: int = 0,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> float:
     """Fraction of examples whose highest label-word logit is the gold label.
 

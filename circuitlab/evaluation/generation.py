@@ -22,7 +22,7 @@ def greedy_continuations(
     max_new_tokens: int = 10,
     stop: str | None = "\n",
     batch_size: int = 16,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> list[str]:
     """Greedy continuation text of each prompt, cut at the first ``stop`` string.
 
@@ -33,7 +33,8 @@ def greedy_continuations(
         stop: decoding of a row ends once its text contains this (``None``: only EOS / the
             token budget); the returned text is cut before it.
         batch_size: prompts decoded together.
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
 
     Returns:
         One continuation per prompt, in prompt order (special tokens removed).

@@ -37,7 +37,7 @@ def perplexity(
     window: int = 256,
     max_tokens: int | None = None,
     batch_size: int = 4,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> PerplexityResult:
     """Perplexity of the model on texts (default: the shipped held-out prose, evaluation split).
 
@@ -48,7 +48,8 @@ def perplexity(
         max_tokens: stop after the windows holding this many predicted tokens (default: all).
         batch_size: windows per forward pass (the logits of a batch are
             batch x window x vocabulary floats: lower it for large vocabularies).
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
     """
     texts = (
         load_heldout_prose()

@@ -74,7 +74,7 @@ def qa_accuracy(
     demos: Sequence[tuple[str, str]] = QA_DEMOS,
     max_new_tokens: int = 8,
     batch_size: int = 16,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> QAResult:
     """Answer each question greedily after the demonstrations; exact-match and contains scores.
 
@@ -84,7 +84,8 @@ def qa_accuracy(
         demos: (question, answer) demonstrations in front of every question.
         max_new_tokens: longest answer generated, in tokens.
         batch_size: questions decoded together.
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
     """
     questions = load_factual_qa() if questions is None else list(questions)
     if not questions:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any
 
+from circuitlab.checks import check_integer
 from circuitlab.errors import InputError
 from circuitlab.evaluation.classification import classification_accuracy
 from circuitlab.evaluation.data import FactualQuestion, load_factual_qa, load_heldout_prose
@@ -62,8 +63,14 @@ class EvaluationSuite:
         object.__setattr__(self, "tasks", tuple(dict.fromkeys(tasks)))
         for name in ("qa_questions", "perplexity_tokens", "sentiment_examples"):
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InputError(f"{name} must be at least 1 (or None for all), got {value}.")
+            if value is not None:
+                object.__setattr__(
+                    self, name, check_integer(f"{name} (or None for all)", value, minimum=1)
+                )
+        for name, minimum in (("k_shot", 0), ("window", 2), ("batch_size", 1), ("seed", 0)):
+            object.__setattr__(
+                self, name, check_integer(name, getattr(self, name), minimum=minimum)
+            )
 
     def settings(self) -> dict[str, Any]:
         """The suite as plain data (what a checkpoint must match)."""
@@ -71,7 +78,7 @@ class EvaluationSuite:
         data["tasks"] = list(self.tasks)
         return data
 
-    def evaluate(self, model: ModelHandle, *, progress: bool = False) -> dict[str, float]:
+    def evaluate(self, model: ModelHandle, *, progress: bool | None = None) -> dict[str, float]:
         """Measure the model: ``{"qa": ..., "qa_exact": ..., "perplexity": ..., "sentiment": ...}``.
 
         ``qa`` is the contains-gold accuracy and ``qa_exact`` the exact match (fractions);

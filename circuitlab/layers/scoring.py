@@ -68,7 +68,7 @@ def score_layers(
     window: int = 128,
     batch_size: int = 8,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> dict[str, LayerScores]:
     """Score every layer with each method; the data-driven ones share one forward pass per batch.
 
@@ -83,7 +83,8 @@ def score_layers(
         window: tokens per window of a text (the authors used 128).
         batch_size: windows per forward pass.
         seed: seed of the random ranking.
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
 
     Returns:
         ``{method: LayerScores}`` in the order asked.
@@ -152,7 +153,7 @@ def _stream(
     *,
     with_cosines: bool,
     batch_size: int,
-    progress: bool,
+    progress: bool | None,
 ) -> tuple[list[MomentStatistics], list[CosineStatistics], int]:
     """One collector pass over every real token: moments at ``site`` per layer, and the
     cosine between each block's input and output when ``with_cosines``."""

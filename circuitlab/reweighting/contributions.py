@@ -136,7 +136,7 @@ def label_contributions(
     template: int = 0,
     demos: Sequence[tuple[str, int]] = (),
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> LabelContributions:
     """Cache every component's contribution to the label words, in one streaming pass.
 
@@ -148,7 +148,8 @@ def label_contributions(
         template: the task template to render (tasks only).
         demos: ``(text, label index)`` demonstrations put in front of every query (tasks only).
         batch_size: prompts per forward pass.
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
 
     Returns:
         `LabelContributions` with values [example, component, label].

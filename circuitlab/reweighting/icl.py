@@ -24,7 +24,7 @@ def label_logits(
     label_words: Sequence[str],
     *,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Float[Tensor, "example label"]:
     """The model's next-token logits of the label words after each prompt.
 
@@ -33,7 +33,8 @@ def label_logits(
         prompts: prompt texts (each within the model's context; a longer one is an error).
         label_words: single-token label words.
         batch_size: prompts per forward pass.
-        progress: show a progress bar.
+        progress: progress bar (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
 
     Returns:
         Logits [example, label] on the CPU.

@@ -37,13 +37,13 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from circuitlab.checkpoints import CheckpointStore
 from circuitlab.components import Component, parse_components
 from circuitlab.errors import InputError
 from circuitlab.fingerprint import data_fingerprint, model_fingerprint
 from circuitlab.model import ModelHandle
+from circuitlab.progress import progress_bar
 from circuitlab.results import Result
 from circuitlab.reweighting.calibration import CalibPlus
 from circuitlab.reweighting.contributions import label_contributions
@@ -366,7 +366,7 @@ def reweighting_study(
     run_icl_all: bool = True,
     seed: int = 0,
     batch_size: int = 8,
-    progress: bool = False,
+    progress: bool | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
 ) -> ReweightingStudy:
     """Run the paper's few-shot protocol on one task.
@@ -385,7 +385,8 @@ def reweighting_study(
         run_icl_all: also run K-shot ICL (long prompts; the costliest baseline).
         seed: seed of the pool/test split and of every draw.
         batch_size: prompts per forward pass.
-        progress: show a progress bar over the runs.
+        progress: progress bar over the runs (default: shown once the call
+            runs past 2 s; ``False`` never; see `circuitlab.progress`).
         checkpoint: JSON file keeping every finished run (demonstration set x template);
             rerunning with the same path resumes from it, also after the process was killed.
 
@@ -427,7 +428,7 @@ def reweighting_study(
     accuracy_runs, weight_runs = [], []
     components: tuple[Component, ...] = ()
     runs = list(itertools.product(range(n_demo_sets), templates))
-    for demo_set, template in tqdm(runs, desc=f"{task.name} runs", disable=not progress):
+    for demo_set, template in progress_bar(runs, desc=f"{task.name} runs", progress=progress):
         run = store.compute(
             {"demo_set": demo_set, "template": template, "run_format": 2, **settings},
             lambda demo_set=demo_set, template=template: _run(
