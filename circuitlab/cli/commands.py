@@ -12,7 +12,7 @@ from circuitlab.cli.output import write_json, write_result_json
 from circuitlab.decomposition import LogitDiff, direct_logit_attribution
 from circuitlab.decomposition import component_accuracy as score_components
 from circuitlab.errors import InputError
-from circuitlab.interventions.export import EXPORT_RECORD, check_export, export_hf
+from circuitlab.interventions.export import DEFAULT_CHECK_PROMPTS, EXPORT_RECORD, export_hf
 from circuitlab.interventions.serialize import load_interventions, read_prompt_file
 from circuitlab.json_files import read_json
 from circuitlab.loading import load
@@ -336,8 +336,17 @@ def export(args: argparse.Namespace) -> None:
         args.model = spec.model
     model = _load(args)
     started = time.perf_counter()
-    folder = export_hf(model, list(spec.interventions), args.output, overwrite=args.overwrite)
+    folder = export_hf(  # with the check, a checkpoint that fails it is never put in place
+        model,
+        list(spec.interventions),
+        args.output,
+        overwrite=args.overwrite,
+        check=args.check,
+        tolerance=args.tolerance,
+        check_prompts=args.check_prompt or DEFAULT_CHECK_PROMPTS,
+    )
     seconds = time.perf_counter() - started
+    record = read_json(folder / EXPORT_RECORD, "export record")
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
     print(
         f"{model.name}: {len(spec.interventions)} intervention(s) baked into {folder} "
@@ -347,17 +356,14 @@ def export(args: argparse.Namespace) -> None:
         print(f"  {item!r}")
     run: dict[str, object] = {"output": str(folder), "seconds": seconds, "megabytes": size / 1e6}
     if args.check:
-        prompts = args.check_prompt or ["The capital of France is", "Once upon a time"]
-        difference = check_export(
-            model, list(spec.interventions), folder, prompts, tolerance=args.tolerance
-        )
+        difference = record["check"]["max_logit_difference"]
         run["max_logit_difference"] = difference
         print(
             f"  check: plain transformers reloads it to the hooked model's logits within "
             f"{difference:.1e} (tolerance {args.tolerance:g}): ok"
         )
     if args.json:  # the export's own record (a spec that loads again), and the run's facts
-        write_json({**read_json(folder / EXPORT_RECORD, "export record"), "run": run}, args.json)
+        write_json({**record, "run": run}, args.json)
 
 
 def layer_scores(args: argparse.Namespace) -> None:

@@ -13,7 +13,8 @@ from circuitlab.evaluation import EvaluationSuite, load_heldout_prose
 from circuitlab.evaluation.data import PROSE_SPLITS
 from circuitlab.files import read_text_file
 from circuitlab.interventions import PruneLayers
-from circuitlab.interventions.export import check_export, export_hf
+from circuitlab.interventions.export import EXPORT_RECORD, export_hf
+from circuitlab.json_files import read_json
 from circuitlab.layers import LayerScores, pruning_study, score_layers
 from circuitlab.model import ModelHandle
 from circuitlab.models.cache import atomic_file
@@ -171,8 +172,10 @@ def prune_study(args: argparse.Namespace, model: ModelHandle, texts: list[str]) 
     if args.export:
         layers = study.scores[export_method].lowest(args.export_k)
         pruning = PruneLayers(layers)
-        path = export_hf(model, [pruning], args.export, overwrite=args.overwrite)
-        difference = check_export(model, [pruning], path)
+        path = export_hf(model, [pruning], args.export, overwrite=args.overwrite, check=True)
+        difference = read_json(path / EXPORT_RECORD, "export record")["check"][
+            "max_logit_difference"
+        ]
         print(
             f"exported {model.name} without layers {list(layers)} ({export_method}, "
             f"{args.export_k:g}%) to {path}; plain transformers reloads it within "

@@ -489,10 +489,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The commands (and torch, transformers, the analyses) load only once a command runs:
     # --help and argument errors stay fast.
     try:
-        from circuitlab.cli import commands
-        from circuitlab.cli.output import check_outputs
+        from circuitlab.cli.paths import check_outputs
 
-        check_outputs(args)  # every output path is checked before any work
+        check_outputs(args)  # every output path is checked before any work (and any import)
+        from circuitlab.cli import commands
+
         getattr(commands, args.handler)(args)
     except KeyboardInterrupt:
         print(f"{command.prog}: interrupted", file=sys.stderr)

@@ -1,0 +1,312 @@
+"""Bad input through the real ``circuitlab`` console script (a subprocess per case).
+
+Every case must end with a non-zero exit status, exactly one ``circuitlab ...: error:`` line
+on standard error (progress bars aside) and no traceback (issue 15). The cases are a table:
+``{name: (arguments, text the error must contain)}``; ``{tiny}``, ``{tmp}``, ``{file}``,
+``{folder}`` and the prepared files below are filled in per test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from circuitlab.testing import tiny_hf_model
+
+SCRIPT = Path(sys.executable).with_name("circuitlab")
+PROMPT = "the capital of france is"
+LATIN1 = "caf\xe9".encode("latin-1")
+
+BAD_INPUTS: dict[str, tuple[list[str | bytes], str]] = {
+    # output paths: checked before any work (item 1)
+    "report --json under /proc": (["report", "--json", "/proc/x.json"], "/proc is not writable"),
+    "report --json an existing folder": (["report", "--json", "{folder}"], "existing folder"),
+    "report --json under a regular file": (
+        ["report", "--json", "{file}/x.json"],
+        "is a file, so nothing can be created under it",
+    ),
+    "decompose --plot an existing folder": (
+        ["decompose", "--prompt", PROMPT, "--target", "paris", "--plot", "{folder}"],
+        "existing folder",
+    ),
+    "decompose --save under /proc": (
+        ["decompose", "--prompt", PROMPT, "--target", "paris", "--save", "/proc/x.safetensors"],
+        "not writable",
+    ),
+    "ablate --save under a regular file": (
+        ["ablate", "--prompt", PROMPT, "--target", "paris", "--save", "{file}/x.safetensors"],
+        "is a file",
+    ),
+    "ablate --csv an existing folder": (
+        ["ablate", "--prompt", PROMPT, "--target", "paris", "--csv", "{folder}"],
+        "existing folder",
+    ),
+    "export OUT an existing file": (["export", "{spec}", "{file}"], "existing file, not a folder"),
+    "export OUT a non-empty folder": (["export", "{spec}", "{folder}"], "Pass --overwrite"),
+    "export OUT under /proc": (["export", "{spec}", "/proc/x"], "not writable"),
+    "layer-scores --out an existing file": (
+        ["layer-scores", "--out", "{file}"],
+        "existing file, not a folder",
+    ),
+    "prune-study --out under a regular file": (
+        ["prune-study", "--out", "{file}/study"],
+        "is a file",
+    ),
+    "prune-study --export under /proc": (
+        ["prune-study", "--out", "{tmp}/study", "--export", "/proc/x"],
+        "not writable",
+    ),
+    "reweight --checkpoint an existing folder": (
+        ["reweight", "--task", "sentiment", "--checkpoint", "{folder}"],
+        "existing folder",
+    ),
+    "models list --json under /proc": (["models", "list", "--json", "/proc/x"], "not writable"),
+    # figure formats (item 2)
+    "decompose --plot .xyz": (
+        ["decompose", "--prompt", PROMPT, "--target", "paris", "--plot", "{tmp}/x.xyz"],
+        ".xyz is not a figure format",
+    ),
+    "component-accuracy --plot without extension": (
+        ["component-accuracy", "--task", "sentiment", "--plot", "{tmp}/heads"],
+        "has no extension",
+    ),
+    # broken model folders (item 3)
+    "report --model ''": (["report", "--model", ""], "empty"),
+    "report --model an unknown name": (["report", "--model", "no-such-model"], "no-such-model"),
+    "report --model a folder with invalid config.json": (
+        ["report", "--model", "{bad_config}"],
+        "config.json",
+    ),
+    "report --model a folder with only pytorch_model.bin": (
+        ["report", "--model", "{bin_only}"],
+        "safetensors",
+    ),
+    "report --model a folder without tokenizer files": (
+        ["report", "--model", "{no_tokenizer}"],
+        "tokenizer",
+    ),
+    # encodings (item 4)
+    "component-accuracy --task a latin-1 file": (
+        ["component-accuracy", "--task", "{latin1_task}"],
+        "not UTF-8",
+    ),
+    "export a latin-1 spec": (["export", "{latin1_spec}", "{tmp}/out"], "not UTF-8"),
+    "layer-scores --data a latin-1 file": (
+        ["layer-scores", "--data", "{latin1_data}"],
+        "not UTF-8",
+    ),
+    "ablate --reference a latin-1 file": (
+        [
+            "ablate",
+            "--prompt",
+            PROMPT,
+            "--target",
+            "paris",
+            "--method",
+            "mean",
+            "--reference",
+            "{latin1_data}",
+        ],
+        "not UTF-8",
+    ),
+    "report --prompt with an invalid UTF-8 byte": (
+        ["report", "--model", "{tiny}", "--prompt", b"caf\xff is"],
+        "not valid UTF-8",
+    ),
+    # types and ranges (items 5, 11)
+    "decompose --batch-size 0": (
+        ["decompose", "--prompt", PROMPT, "--target", "paris", "--batch-size", "0"],
+        "--batch-size: must be at least 1",
+    ),
+    "ablate --top-k 0": (["ablate", "--task", "sentiment", "--top-k", "0"], "--top-k"),
+    "report --top-k 2.5": (["report", "--top-k", "2.5"], "expected a whole number"),
+    "export --tolerance -1": (["export", "{spec}", "{tmp}/o", "--tolerance", "-1"], "--tolerance"),
+    "export --tolerance nan": (["export", "{spec}", "{tmp}/o", "--tolerance", "nan"], "finite"),
+    "layer-scores --k 150": (["layer-scores", "--k", "150"], "percentage"),
+    "layer-scores --window 1": (["layer-scores", "--window", "1"], "at least 2"),
+    "layer-scores --epsilon abc": (["layer-scores", "--epsilon", "abc"], "expected a number"),
+    "reweight --lr 0": (["reweight", "--task", "sentiment", "--lr", "0"], "above 0"),
+    "component-accuracy --k-shot -1": (
+        ["component-accuracy", "--task", "sentiment", "--k-shot", "-1"],
+        "0 or more",
+    ),
+    "export a spec with factor 'abc'": (["export", "{spec_abc}", "{tmp}/o"], "must be a number"),
+    "export a spec with positions [[a, b]]": (
+        ["export", "{spec_positions}", "{tmp}/o"],
+        "true/false",
+    ),
+    "decompose without a target": (["decompose", "--prompt", PROMPT], "--target"),
+    "decompose a multi-token target": (
+        ["decompose", "--model", "{tiny}", "--prompt", PROMPT, "--target", "paris london"],
+        "Target token 'paris london' is 2 tokens",
+    ),
+    "ablate an unknown component": (
+        [
+            "ablate",
+            "--model",
+            "{tiny}",
+            "--prompt",
+            PROMPT,
+            "--target",
+            "paris",
+            "--components",
+            "L9H9",
+        ],
+        "L9H9",
+    ),
+    "prune-study with a corrupt evaluations.json": (
+        [
+            "prune-study",
+            "--model",
+            "{tiny}",
+            "--out",
+            "{corrupt_study}",
+            "--methods",
+            "random",
+            "--k",
+            "50",
+            "--tasks",
+            "sentiment",
+            "--sentiment-examples",
+            "2",
+            "--window",
+            "16",
+        ],
+        "not a circuitlab checkpoint",
+    ),
+    # silent wrong results (item 7)
+    "export a factor that gives NaN logits": (
+        ["export", "{spec_huge}", "{tmp}/nan-model", "--model", "{tiny}"],
+        "non-finite",
+    ),
+}
+
+
+LEAVES_NOTHING = {"export a factor that gives NaN logits": "nan-model"}
+"""Cases whose output (a folder under ``{tmp}``) must not exist afterwards, nor its partials."""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("bad-inputs")
+    model, tokenizer = tiny_hf_model("llama")
+    tiny = root / "tiny"
+    model.save_pretrained(tiny)
+    tokenizer.save_pretrained(tiny)
+    regular = root / "file.txt"
+    regular.write_text("x")
+    folder = root / "folder"
+    folder.mkdir()
+    (folder / "inside.txt").write_text("x")
+    bad_config = root / "bad-config"
+    bad_config.mkdir()
+    (bad_config / "config.json").write_text("{not json")
+    bin_only = root / "bin-only"
+    bin_only.mkdir()
+    (bin_only / "config.json").write_text((tiny / "config.json").read_text())
+    (bin_only / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    no_tokenizer = root / "no-tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (no_tokenizer / name).write_bytes((tiny / name).read_bytes())
+    specs = {
+        "spec": "- {kind: ablate, component: L1H1}\n",
+        "spec_abc": "- {kind: scale, component: L1H1, factor: abc}\n",
+        "spec_positions": "- {kind: ablate, component: L1H1, positions: [[a, b]]}\n",
+        "spec_huge": "- {kind: scale, component: MLP0, factor: 1.0e+38}\n",
+    }
+    paths = {}
+    for name, text in specs.items():
+        paths[name] = root / f"{name}.yaml"
+        paths[name].write_text(text)
+    latin1_task = root / "task.csv"
+    latin1_task.write_bytes(b"text,label\n" + LATIN1 + b",positive\n")
+    latin1_spec = root / "latin1.yaml"
+    latin1_spec.write_bytes(b"- {kind: ablate, component: L1H1}  # " + LATIN1 + b"\n")
+    latin1_data = root / "latin1.txt"
+    latin1_data.write_bytes(LATIN1 + b" is good\n")
+    corrupt_study = root / "corrupt-study"
+    corrupt_study.mkdir()
+    (corrupt_study / "evaluations.json").write_text(json.dumps([1, 2, 3]))
+    return {
+        "tiny": str(tiny),
+        "tmp": str(root),
+        "file": str(regular),
+        "folder": str(folder),
+        "bad_config": str(bad_config),
+        "bin_only": str(bin_only),
+        "no_tokenizer": str(no_tokenizer),
+        "latin1_task": str(latin1_task),
+        "latin1_spec": str(latin1_spec),
+        "latin1_data": str(latin1_data),
+        "corrupt_study": str(corrupt_study),
+        **{name: str(path) for name, path in paths.items()},
+    }
+
+
+def _fill(argument: str | bytes, files: dict[str, str]) -> str | bytes:
+    if isinstance(argument, bytes):
+        return argument
+    for key, value in files.items():
+        argument = argument.replace("{" + key + "}", value)
+    return argument
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """Standard error without progress bars (lines redrawn with carriage returns)."""
+    lines = [line.rsplit("\r", 1)[-1] for line in stderr.splitlines()]
+    return [line for line in lines if line.strip() and "it/s]" not in line and "%|" not in line]
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_one_clear_line(case: str, files: dict[str, str]) -> None:
+    arguments, expected = BAD_INPUTS[case]
+    environment = {**os.environ, "CIRCUITLAB_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+    environment.pop("CIRCUITLAB_DEBUG", None)
+    finished = subprocess.run(
+        [str(SCRIPT), *(_fill(argument, files) for argument in arguments)],
+        capture_output=True,
+        env=environment,
+        timeout=300,
+    )
+    stderr = finished.stderr.decode("utf-8", "replace")
+    lines = _error_lines(stderr)
+    assert finished.returncode != 0, f"{case}: exit 0\n{stderr}"
+    assert "Traceback" not in stderr, f"{case}: a traceback\n{stderr}"
+    errors = [line for line in lines if line.startswith("circuitlab") and ": error:" in line]
+    assert len(errors) == 1 and lines[-1] == errors[0], f"{case}: not one error line\n{stderr}"
+    assert expected in errors[0], f"{case}: {expected!r} not in {errors[0]!r}"
+    assert "=True" not in errors[0], f"{case}: an API hint instead of a flag: {errors[0]!r}"
+    if case in LEAVES_NOTHING:
+        left = [p.name for p in Path(files["tmp"]).iterdir() if LEAVES_NOTHING[case] in p.name]
+        assert not left, f"{case}: left {left}"
+
+
+def test_debug_shows_the_traceback(files: dict[str, str]) -> None:
+    finished = subprocess.run(
+        [str(SCRIPT), "export", files["spec_abc"], f"{files['tmp']}/o", "--debug"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 2
+    assert "Traceback" in finished.stderr and "must be a number" in finished.stderr
+
+
+def test_the_table_covers_every_command() -> None:
+    from circuitlab.cli.main import build_parser
+
+    parser = build_parser()
+    commands = {
+        name
+        for action in parser._actions
+        if hasattr(action, "choices") and isinstance(action.choices, dict)
+        for name in action.choices
+    }
+    covered = {arguments[0] for arguments, _ in BAD_INPUTS.values()}
+    assert commands <= covered, commands - covered
