@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from circuitlab.checks import check_prompts, checked_arguments
 from circuitlab.errors import InputError
 from circuitlab.positions import Positions, resolve_positions
 from circuitlab.prefix import SharedPrefix
@@ -90,12 +91,10 @@ def _tokenized(model: ModelHandle, data: Data) -> TokenBatch:
                 f"real token). Drop empty rows or give them real text."
             )
         return data
-    texts = [data] if isinstance(data, str) else list(data)
-    if not texts:
-        raise InputError("No prompts were given (an empty list). Pass at least one prompt.")
-    return model.tokenize(texts)
+    return model.tokenize(check_prompts(data))
 
 
+@checked_arguments
 def plan_batches(
     model: ModelHandle,
     data: Data,
@@ -260,6 +259,7 @@ class _Recorder:
         return name, record
 
 
+@checked_arguments
 def collect(
     model: ModelHandle,
     data: Data,
@@ -271,7 +271,7 @@ def collect(
     share_prefix: bool = True,
     grad: bool = False,
     shard: tuple[int, int] | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     desc: str = "collecting",
 ) -> dict[str, Any]:
     """Stream ``data`` through ``model`` once and fold every batch into each reader.

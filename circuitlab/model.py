@@ -16,7 +16,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from circuitlab import hf_compat
 from circuitlab.architecture import ArchitectureInfo, check_supported
-from circuitlab.checks import check_integer, check_prompts
+from circuitlab.checks import check_integer, check_prompts, checked_arguments
 from circuitlab.collector import EVERY_TOKEN, collect, plan_batches
 from circuitlab.decoding import greedy_decode
 from circuitlab.errors import (
@@ -228,6 +228,7 @@ class ModelHandle:
         return 0
 
     # ---------------------------------------------------------- tokenization
+    @checked_arguments
     def tokenize(self, prompts: Prompts) -> TokenBatch:
         """Tokenize prompts with the handle's BOS policy into a right-padded batch."""
         if isinstance(prompts, TokenBatch):
@@ -240,10 +241,12 @@ class ModelHandle:
             max_length=self.arch.n_ctx,
         )
 
+    @checked_arguments
     def to_str_tokens(self, prompt: str) -> list[str]:
         """The prompt's tokens as strings, under the handle's BOS policy."""
         return [self.tokenizer.decode([token]) for token in self.tokenize(prompt).row(0).tolist()]
 
+    @checked_arguments
     def token_id(self, word: str, *, what: str = "Token") -> int:
         """Id of a word that must be a single token (``" Paris"``); clear error otherwise.
 
@@ -251,6 +254,7 @@ class ModelHandle:
         """
         return single_token_id(self.tokenizer, word, what=what)
 
+    @checked_arguments
     def token_ids(self, words: Sequence[str]) -> list[int]:
         """Ids of several single-token words (label words), in order."""
         if isinstance(words, str):
@@ -259,6 +263,7 @@ class ModelHandle:
             raise InputError("No label words were given. Pass at least one word.")
         return [self.token_id(word, what="Label word") for word in words]
 
+    @checked_arguments
     def batches(
         self, prompts: Sequence[str], batch_size: int = 8, *, progress: bool = False
     ) -> Iterator[TokenBatch]:
@@ -274,6 +279,7 @@ class ModelHandle:
     def _inputs(self, prompts: Prompts) -> TokenBatch:
         return self.tokenize(prompts).to(self.device)
 
+    @checked_arguments
     def logits(self, prompts: Prompts, *, grad: bool = False) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits at every position (padding positions hold meaningless values).
 
@@ -287,6 +293,7 @@ class ModelHandle:
             )
 
     @torch.no_grad()
+    @checked_arguments
     def next_token_logits(self, prompts: Prompts) -> Float[Tensor, "batch d_vocab"]:
         """Logits after each prompt's last real token.
 
@@ -305,6 +312,7 @@ class ModelHandle:
     @overload
     def top_next_tokens(self, prompt: Sequence[str], k: int = 5) -> list[list[TokenPrediction]]: ...
 
+    @checked_arguments
     def top_next_tokens(
         self, prompt: str | Sequence[str], k: int = 5
     ) -> list[TokenPrediction] | list[list[TokenPrediction]]:
@@ -332,6 +340,7 @@ class ModelHandle:
             )
         return predictions[0] if isinstance(prompt, str) else predictions
 
+    @checked_arguments
     def run_with_hooks(
         self, prompts: Prompts, fwd_hooks: Sequence[tuple[HookSite, HookFn]]
     ) -> Float[Tensor, "batch pos d_vocab"]:
@@ -345,6 +354,7 @@ class ModelHandle:
             batch.input_ids, fwd_hooks=hooks, attention_mask=batch.attention_mask
         )
 
+    @checked_arguments
     def run_with_cache(
         self,
         prompts: Prompts,
@@ -360,8 +370,13 @@ class ModelHandle:
         """
         batch = self.tokenize(prompts)
         listed = [names] if isinstance(names, (str, Site)) else names
-        if listed is None or callable(listed):
-            listed = [name for name in self.bridge.hook_dict if listed is None or listed(name)]
+        if listed is None or callable(listed):  # every hook point that fires: TL's own sweep
+            batch = batch.to(self.device)
+            with torch.no_grad():
+                logits, cache = self.bridge.run_with_cache(
+                    batch.input_ids, attention_mask=batch.attention_mask, names_filter=listed
+                )
+            return self.check_finite(logits), cache
         hook_names = list(dict.fromkeys(hook_name_of(name) for name in listed))
         self._check_hook_names(hook_names)
         readers: dict[str, Reader] = {name: Keep(name) for name in hook_names}
@@ -447,6 +462,7 @@ class ModelHandle:
         return intervene(self, *interventions)
 
     # ------------------------------------------------------------ generation
+    @checked_arguments
     def generate_ids(
         self, prompts: str | Sequence[str], max_new_tokens: int = 20, *, stop_at_eos: bool = True
     ) -> list[list[int]]:
@@ -466,6 +482,7 @@ class ModelHandle:
             share_prefix=False,
         )
 
+    @checked_arguments
     def generate(
         self, prompts: str | Sequence[str], max_new_tokens: int = 20, *, stop_at_eos: bool = True
     ) -> str | list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Int
@@ -19,15 +21,30 @@ Positions = int | Sequence[int] | None
 one such position per prompt."""
 
 
+def _position_list(positions: Any) -> Int[Tensor, " batch"]:
+    """One position per prompt as a tensor; a clear error for anything else."""
+    if isinstance(positions, Tensor) and not positions.is_floating_point() and positions.ndim == 1:
+        return positions.to(torch.long).cpu()
+    items = list(positions) if isinstance(positions, (list, tuple, range)) else None
+    if items is None or not all(
+        isinstance(item, numbers.Integral) and not isinstance(item, bool) for item in items
+    ):
+        raise InputError(
+            f"positions must be None (each last token), an int for every prompt, or one int per "
+            f"prompt; got {type(positions).__name__} {positions!r:.60}."
+        )
+    return torch.tensor([int(item) for item in items], dtype=torch.long)
+
+
 def resolve_positions(batch: TokenBatch, positions: Positions) -> Int[Tensor, " batch"]:
     """Absolute position of the chosen token in each row of a right-padded batch."""
     lengths = batch.lengths
     if positions is None:
         return lengths - 1
-    if isinstance(positions, int):
-        requested = torch.full_like(lengths, positions)
+    if isinstance(positions, numbers.Integral) and not isinstance(positions, bool):
+        requested = torch.full_like(lengths, int(positions))
     else:
-        requested = torch.as_tensor(list(positions), dtype=torch.long)
+        requested = _position_list(positions)
         if requested.shape != lengths.shape:
             raise InputError(
                 f"Got {requested.numel()} positions for {lengths.numel()} prompts. Pass one "

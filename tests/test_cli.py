@@ -395,7 +395,7 @@ def test_reweight_bad_input_exits_2_with_a_message(
     assert main([*base, "--k", "4", "--demos", "4"]) == 2
     assert "K=4 labelled examples with 4 of them as demonstrations" in capsys.readouterr().err
     assert main([*base, "--l1", "-1"]) == 2
-    assert "l1=-1.0 is invalid" in capsys.readouterr().err
+    assert "argument --l1: must be a finite number, 0 or more, got -1" in capsys.readouterr().err
 
 
 def test_layer_scores_command_writes_tables_and_figures(
@@ -448,11 +448,11 @@ def test_prune_study_command_evaluates_resumes_and_exports(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--k", "0"], "outside (0, 100)"),
-        (["--k", "100"], "outside (0, 100)"),
+        (["--k", "0"], "must be a percentage above 0 and below 100"),
+        (["--k", "100"], "must be a percentage above 0 and below 100"),
         (["--k", "99"], "leaves no layers"),
-        (["--epsilon", "-1"], "epsilon = -1.0 is not a valid sparsity threshold"),
-        (["--epsilon", "nan"], "epsilon = nan"),
+        (["--epsilon", "-1"], "argument --epsilon: must be a finite number above 0, got -1"),
+        (["--epsilon", "nan"], "argument --epsilon: must be a finite number above 0, got nan"),
         (["--data", "no-such-file.txt"], "neither a shipped prose split"),
     ],
 )

@@ -59,7 +59,7 @@ def test_empty_prompt_list_and_empty_prompt() -> None:
         list(model.batches([]))
     with pytest.raises(InputError, match="has no tokens"):
         model.tokenize(["the cat", ""])
-    with pytest.raises(InputError, match="must be strings"):
+    with pytest.raises(InputError, match=r"list of strings.*its items are str, int"):
         model.tokenize(["the cat", 3])  # type: ignore[list-item]
 
 

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from circuitlab.ablation.metrics import check_metric, metric_values
 from circuitlab.ablation.results import AblationEffects
+from circuitlab.checks import checked_arguments
 from circuitlab.collector import collect
 from circuitlab.components import Component, Head, Layer, Mlp, parse_component
 from circuitlab.errors import InputError
@@ -119,6 +120,7 @@ def _measure(
     return collect(model, data, readers, batch_size=batch_size, desc="measuring")["metric"]
 
 
+@checked_arguments
 def ablation_study(
     model: ModelHandle,
     data: ClassificationTask | str | Sequence[str],

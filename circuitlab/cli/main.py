@@ -484,7 +484,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 ok, 2 bad input or failure, 130 on
     Ctrl-C). Errors are one line on standard error; ``--debug`` shows the traceback."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help (0) or a bad argument (2), already printed
+        return done.code if isinstance(done.code, int) else 2
     command = _command_parser(parser, args)
     # The commands (and torch, transformers, the analyses) load only once a command runs:
     # --help and argument errors stay fast.

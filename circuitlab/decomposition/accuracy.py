@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitlab.checks import checked_arguments
 from circuitlab.components import Component
 from circuitlab.decomposition.attribution import direct_logit_attribution
 from circuitlab.decomposition.results import ComponentTable
@@ -133,6 +134,7 @@ class ComponentAccuracy(ComponentTable):
         )
 
 
+@checked_arguments
 def component_accuracy(
     model: ModelHandle,
     task: ClassificationTask,

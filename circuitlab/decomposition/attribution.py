@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.checks import check_prompts
+from circuitlab.checks import check_prompts, checked_arguments
 from circuitlab.collector import CapturedBatch, collect
 from circuitlab.decomposition.residual import DecompositionReader, ResidualDecomposition
 from circuitlab.decomposition.results import Attribution
@@ -66,6 +66,7 @@ def attribute_decomposition(
     return values, constant
 
 
+@checked_arguments
 def direct_logit_attribution(
     model: ModelHandle,
     prompts: Prompts,

@@ -26,6 +26,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab import sites
+from circuitlab.checks import checked_arguments
 from circuitlab.collector import CapturedBatch, collect
 from circuitlab.components import Component, all_components
 from circuitlab.errors import InputError
@@ -310,6 +311,7 @@ def decompose_batch(
     )["parts"]
 
 
+@checked_arguments
 def decompose_residual(
     model: ModelHandle,
     prompts: Prompts,

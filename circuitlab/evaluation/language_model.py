@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from circuitlab.checks import checked_arguments
 from circuitlab.collector import EVERY_TOKEN, collect
 from circuitlab.errors import InputError
 from circuitlab.evaluation.data import load_heldout_prose
@@ -30,6 +31,7 @@ class PerplexityResult:
     tokens: int
 
 
+@checked_arguments
 def perplexity(
     model: ModelHandle,
     texts: str | Sequence[str] | None = None,

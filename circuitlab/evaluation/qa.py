@@ -14,6 +14,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from circuitlab.checks import checked_arguments
 from circuitlab.errors import InputError
 from circuitlab.evaluation.data import FactualQuestion, load_factual_qa
 from circuitlab.evaluation.generation import greedy_continuations
@@ -67,6 +68,7 @@ class QAResult:
         return len(self.predictions)
 
 
+@checked_arguments
 def qa_accuracy(
     model: ModelHandle,
     questions: Sequence[FactualQuestion] | None = None,

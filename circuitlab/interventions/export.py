@@ -14,7 +14,7 @@ from torch import Tensor
 from transformers import AutoModelForCausalLM
 
 import circuitlab
-from circuitlab.checks import check_number
+from circuitlab.checks import check_number, checked_arguments
 from circuitlab.errors import ExportCheckError, InputError, NumericalError
 from circuitlab.hf_compat import no_init_weights
 from circuitlab.interventions.bake import bake
@@ -31,6 +31,7 @@ EXPORT_RECORD = "circuitlab_export.json"
 DEFAULT_CHECK_PROMPTS = ("The capital of France is", "Once upon a time")
 
 
+@checked_arguments
 def export_hf(
     model: ModelHandle,
     interventions: Intervention | Sequence[Intervention],
@@ -149,6 +150,7 @@ def _model_reference(model: ModelHandle) -> str:
     return str(Path(folder).resolve()) if folder and Path(folder).is_dir() else model.name
 
 
+@checked_arguments
 def check_export(
     model: ModelHandle,
     interventions: Intervention | Sequence[Intervention],

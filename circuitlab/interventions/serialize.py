@@ -36,6 +36,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
+from circuitlab.checks import checked_arguments
 from circuitlab.components import Component
 from circuitlab.errors import InputError
 from circuitlab.files import read_text_file
@@ -219,7 +220,7 @@ def from_spec(
     model = None
     entries: Any = spec
     if isinstance(spec, Mapping):
-        unknown = sorted(set(spec) - {"interventions", "model", "export"})
+        unknown = sorted(set(spec) - {"interventions", "model", "export", "check"})
         if unknown or "interventions" not in spec:
             raise InputError(
                 f"A spec is a list of interventions or a mapping with 'interventions' (and "
@@ -233,6 +234,7 @@ def from_spec(
     return InterventionSpec(built, None if model is None else str(model))
 
 
+@checked_arguments
 def load_interventions(path: str | os.PathLike[str]) -> InterventionSpec:
     """Read a YAML or JSON spec file (see the module docstring) into interventions."""
     source = Path(path)
@@ -246,6 +248,7 @@ def load_interventions(path: str | os.PathLike[str]) -> InterventionSpec:
     return from_spec(data, base_dir=source.parent)
 
 
+@checked_arguments
 def save_interventions(
     interventions: Sequence[Intervention],
     path: str | os.PathLike[str],

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from circuitlab import sites
+from circuitlab.checks import checked_arguments
 from circuitlab.collector import EVERY_TOKEN, collect
 from circuitlab.errors import InputError
 from circuitlab.layers.scores import LayerScores
@@ -57,6 +58,7 @@ SITES: dict[str, Callable[[int], Site]] = dict(
 _PASS_METHODS = {"avss", "block_influence", "angular_distance"}
 
 
+@checked_arguments
 def score_layers(
     model: ModelHandle,
     data: str | Sequence[str] | TokenBatch,

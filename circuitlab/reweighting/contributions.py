@@ -16,6 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitlab.checks import checked_arguments
 from circuitlab.components import Component
 from circuitlab.decomposition.attribution import direct_logit_attribution
 from circuitlab.errors import InputError
@@ -85,7 +86,13 @@ class LabelContributions(Result):
             [float(margin[i]) for i in order],
             title=title
             or f"components separating {self.label_words[0]!r} from the other label words",
-            value_label="mean contribution difference (logits)",
+            value_label=f"mean contribution to {self.label_words[0]!r} minus "
+            + (
+                f"to {self.label_words[1]!r}"
+                if len(self.label_words) == 2
+                else "the mean of the others"
+            )
+            + f" (logits, {len(self)} examples)",
         )
 
     def subset(self, indices: Sequence[int] | Tensor) -> LabelContributions:
@@ -128,6 +135,7 @@ class LabelContributions(Result):
         return self.labels
 
 
+@checked_arguments
 def label_contributions(
     model: ModelHandle,
     data: ClassificationTask | Prompts,

@@ -39,6 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuitlab.checkpoints import CheckpointStore
+from circuitlab.checks import checked_arguments
 from circuitlab.components import Component, parse_components
 from circuitlab.errors import InputError
 from circuitlab.fingerprint import data_fingerprint, model_fingerprint
@@ -160,16 +161,37 @@ class ReweightingStudy(Result):
         k = max(self.settings["ks"]) if k is None else k
         if k not in self.settings["ks"]:
             raise InputError(f"K={k} was not part of this study; it has {self.settings['ks']}.")
+        from circuitlab.decomposition.plots import mark_short_bars
+
         names = list(METHODS)
         means = [self.mean(method, k) for method in names]
         stds = [self.std(method, k) for method in names]
-        figure = Figure(figsize=(7.0, 3.4), layout="constrained")
+        figure = Figure(figsize=(7.5, 3.8), layout="constrained")
         axes = figure.subplots()
-        axes.bar(range(len(names)), means, yerr=stds, color="tab:blue", capsize=3)
+        colors = ["tab:blue"] * len(names)
+        axes.bar(range(len(names)), means, yerr=stds, color=colors, capsize=3)
+        mark_short_bars(axes, range(len(names)), means, colors)
+        for index, (mean, std) in enumerate(zip(means, stds, strict=True)):
+            text = "not run" if math.isnan(mean) else f"{mean:.2f}"
+            top = 0.0 if math.isnan(mean) else mean + (0.0 if math.isnan(std) else std)
+            axes.text(index, top + 0.02, text, ha="center", va="bottom", fontsize=7)
+        words = self.settings.get("label_words") or []
+        if words:
+            chance = 1.0 / len(words)
+            axes.axhline(chance, color="grey", linestyle=":", linewidth=0.9, zorder=0.5)
+            axes.text(len(names) - 0.5, chance, f"chance {chance:.2f}", ha="right",
+                      va="bottom", fontsize=7, color="grey")  # fmt: skip
         axes.set_xticks(range(len(names)), [METHODS[m] for m in names], rotation=30, ha="right")
         axes.set_ylabel("test accuracy")
-        axes.set_ylim(0, 1)
-        axes.set_title(title or f"{self.task} on {self.model_name}, K = {k}", fontsize=10)
+        axes.set_ylim(0, 1.12)
+        axes.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+        runs = len(self.accuracies(names[0], k))
+        axes.set_title(
+            title
+            or f"{self.task} on {self.model_name}, K = {k} labelled examples\n"
+            f"mean test accuracy over {runs} run{'s' if runs != 1 else ''} (error bars: std)",
+            fontsize=10,
+        )
         return figure
 
     def top_weighted(self, k: int | None = None, n: int = 5) -> list[tuple[Component, float]]:
@@ -352,6 +374,7 @@ def _check_protocol(task: ClassificationTask, ks: Sequence[int], n_demos: int) -
             )
 
 
+@checked_arguments
 def reweighting_study(
     model: ModelHandle,
     task: ClassificationTask,

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from circuitlab.checks import checked_arguments
 from circuitlab.errors import InputError
 from circuitlab.files import read_text_file
 from circuitlab.models.cache import atomic_file
@@ -105,6 +106,7 @@ class _Row:
     where: str
 
 
+@checked_arguments
 def load_task(
     source: str | os.PathLike[str],
     *,
