@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -87,3 +88,14 @@ def test_component_accuracy_agrees_with_the_logits(smollm2: circuitlab.ModelHand
     for component, word in biased.items():
         column = result.components.index(component)
         assert set(result.predictions[:, column].tolist()) == {task.label_words.index(word)}
+
+
+def test_a_target_without_its_leading_space_is_flagged(smollm2: circuitlab.ModelHandle) -> None:
+    prompt = "The Eiffel Tower is in the city of"
+    with pytest.warns(UserWarning, match=r"Target 'Paris' has no leading space; ' Paris'"):
+        result = circuitlab.direct_logit_attribution(smollm2, prompt, "Paris")
+    assert result.targets == ("'Paris'",) and result.values.shape[-1] == 1  # extra column gone
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        circuitlab.direct_logit_attribution(smollm2, prompt, " Paris")
+        circuitlab.direct_logit_attribution(smollm2, prompt, [" Paris", "Paris"])
