@@ -172,6 +172,8 @@ def _predicate(annotation: Any) -> Predicate | None:
         return "a function", callable
     if isinstance(annotation, type) and origin is None:
         return _plain(annotation)
+    if isinstance(origin, type):  # os.PathLike[str], type[X], ...: the class is what counts
+        return _plain(origin)
     return None
 
 

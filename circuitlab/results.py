@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import inspect
 import json
 import math
 import os
@@ -36,6 +37,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from circuitlab.checks import checked_arguments
 from circuitlab.components import Component, parse_component
 from circuitlab.errors import InputError
 from circuitlab.models.cache import atomic_file
@@ -57,6 +59,17 @@ _KINDS: dict[str, type[Result]] = {}
 ResultT = TypeVar("ResultT", bound="Result")
 
 
+def _check_method_arguments(cls: type) -> None:
+    """Wrap the public methods ``cls`` defines (plain and class methods) in argument checks."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_"):
+            continue
+        if isinstance(member, classmethod):
+            setattr(cls, name, classmethod(checked_arguments(member.__func__)))
+        elif inspect.isfunction(member):
+            setattr(cls, name, checked_arguments(member))
+
+
 class Result:
     """Base of every result class (a frozen dataclass); see the module docstring."""
 
@@ -64,11 +77,13 @@ class Result:
     """The name files record for this class (the class name)."""
 
     def __init_subclass__(cls, *, abstract: bool = False, **kwargs: Any) -> None:
-        """Register a result class by name (``abstract=True``: a shared base, not a kind)."""
+        """Register a result class by name (``abstract=True``: a shared base, not a kind);
+        its public methods check their arguments (`circuitlab.checks.checked_arguments`)."""
         super().__init_subclass__(**kwargs)
         cls.kind = cls.__name__
         if not abstract:
             _KINDS[cls.__name__] = cls
+        _check_method_arguments(cls)
 
     # ------------------------------------------------------------ per class
     def to_frame(self) -> Any:  # pragma: no cover - every result class defines it
@@ -144,6 +159,9 @@ class Result:
             more = f"<p>{len(frame)} rows; showing the first 20.</p>" if len(frame) > 20 else ""
             table = frame.head(20).to_html(index=False) + more
         return f"<p><code>{html.escape(repr(self))}</code></p>{table}"
+
+
+_check_method_arguments(Result)
 
 
 def write_result_file(

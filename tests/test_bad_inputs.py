@@ -198,10 +198,22 @@ def test_written_files_and_folders_follow_the_umask(
         saved = circuitlab.direct_logit_attribution(model, PROMPT, "paris").save(
             tmp_path / "attribution.safetensors"
         )
+        contributions = circuitlab.label_contributions(
+            model, load_task("sentiment").subset(range(6))
+        )
+        weights = circuitlab.ComponentReweighting(max_epochs=3).fit(contributions)
+        weights_file = weights.save(tmp_path / "weights.safetensors")
+        figure_folder = tmp_path / "figures"
+        from circuitlab.cli.main import main
+
+        main(["layer-scores", "--model", str(folder), "--data", "calibration", "--window", "16",
+              "--methods", "avss", "--out", str(figure_folder)])  # fmt: skip
     finally:
         os.umask(previous)
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755
-    for path in [*folder.iterdir(), written, saved]:
+    cli_files = sorted(figure_folder.iterdir())
+    assert {p.suffix for p in cli_files} == {".csv", ".json", ".png"}
+    for path in [*folder.iterdir(), written, saved, weights_file, *cli_files]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
 
 
