@@ -134,3 +134,53 @@ def test_full_cache_holds_every_firing_hook(model: circuitlab.ModelHandle) -> No
     assert "blocks.0.attn.hook_z" in cache and len(cache) > 50
     assert cache["blocks.1.hook_resid_post"].allclose(one["blocks.1.hook_resid_post"], atol=1e-5)
     assert logits.shape[:2] == (2, 5)
+
+
+@pytest.fixture(scope="module")
+def results(model: circuitlab.ModelHandle) -> dict[str, Any]:
+    task = circuitlab.load_task("sentiment").balanced_sample(8)
+    return {
+        "Attribution": circuitlab.direct_logit_attribution(
+            model, [PROMPT, "the sky is"], ["paris", "london"]
+        ),
+        "ComponentAccuracy": circuitlab.component_accuracy(model, task),
+        "AblationEffects": circuitlab.ablation_study(
+            model, [PROMPT], "paris", components=["L0H0", "L1H1", "mlps"]
+        ),
+        "LayerScores": circuitlab.score_layers(model, ["the cat sat on the mat"] * 2, ["avss"])[
+            "avss"
+        ],
+        "LabelContributions": circuitlab.label_contributions(model, task),
+    }
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["Attribution", "ComponentAccuracy", "AblationEffects", "LayerScores", "LabelContributions"],
+)
+def test_result_methods_refuse_wrong_values_clearly(
+    results: dict[str, Any], kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # save("abc") writes a file named abc: keep it here
+    result = results[kind]
+    raw = []
+    for name, method in inspect.getmembers(result, inspect.ismethod):
+        if name.startswith("_") or name in ("plot", "plot_heads", "to_document", "from_document"):
+            continue
+        for parameter in inspect.signature(method).parameters.values():
+            if parameter.kind not in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                continue
+            for value in [*WRONG_VALUES, 10**6]:
+                try:
+                    method(**{parameter.name: value})
+                except CircuitlabError:
+                    continue
+                except TypeError as error:  # another required argument is missing: fine
+                    if "missing" in str(error) and "required" in str(error):
+                        continue
+                    raw.append(f"{name}({parameter.name}={value!r}): TypeError: {error}")
+                except Exception as error:
+                    raw.append(
+                        f"{name}({parameter.name}={value!r}): {type(error).__name__}: {error}"
+                    )
+    assert not raw, f"{kind}: raw exceptions:\n" + "\n".join(raw)
