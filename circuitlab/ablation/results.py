@@ -78,7 +78,8 @@ class AblationEffects(ComponentTable):
 
     def _column_label(self, column: int | str) -> str:
         return (
-            f"{self.method} ablation on {self.data} ({len(self)} examples), {self.metric} "
+            f"{self.method} ablation on {self.data} ({len(self)} example"
+            f"{'' if len(self) == 1 else 's'}), {self.metric} "
             f"intact {self.baseline_value:.3g}"
         )
 
@@ -102,20 +103,24 @@ class AblationEffects(ComponentTable):
     def plot(self, *, title: str | None = None) -> Any:
         """Heatmaps of the effects: layer x head, and the MLPs and whole layers beside it.
 
-        Each panel has its own colour scale (a whole layer's effect dwarfs a head's).
+        Each panel has its own colour scale and colour bar (a whole layer's effect dwarfs a
+        head's). The head columns are the heads measured, by their real index; unmeasured
+        cells are hatched.
         """
-        from circuitlab.decomposition.plots import plot_layer_panels
+        from circuitlab.decomposition.plots import head_grid, plot_layer_panels
 
         n_layers = max(getattr(c, "layer", 0) for c in self.components) + 1
         effects = self.effects.numpy()
         panels = []
+        xlabels = []
         heads = [(i, c) for i, c in enumerate(self.components) if isinstance(c, Head)]
         if heads:
-            n_heads = max(c.head for _, c in heads) + 1
-            matrix = np.full((n_layers, n_heads), np.nan)
-            for index, head in heads:
-                matrix[head.layer, head.head] = effects[index]
-            panels.append(("heads", matrix, [str(h) for h in range(n_heads)]))
+            matrix, columns = head_grid(
+                [(c.layer, c.head) for _, c in heads], [effects[i] for i, _ in heads], n_layers
+            )
+            panels.append(("heads", matrix, [str(h) for h in columns]))
+            contiguous = columns == list(range(len(columns)))
+            xlabels.append("head" if contiguous else "head (only the heads measured)")
         for kind, name in ((Mlp, "MLP"), (Layer, "layer")):
             column = np.full((n_layers, 1), np.nan)
             found = False
@@ -125,9 +130,11 @@ class AblationEffects(ComponentTable):
                     found = True
             if found:
                 panels.append((name, column, [name]))
+                xlabels.append("")
         return plot_layer_panels(
             panels,
             title=title
             or f"effect of ablating each component on {self.metric}\n{self._column_label(0)}",
             colorbar_label=f"{self.score_short} on {self.metric}",
+            xlabels=xlabels,
         )

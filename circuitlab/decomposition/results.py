@@ -71,11 +71,23 @@ class ComponentTable(Result, abstract=True):
         return matrix
 
     def plot_heads(self, column: int | str = 0, *, title: str | None = None) -> Any:
-        """Layer x head heatmap of the scores (matplotlib Figure)."""
-        from circuitlab.decomposition.plots import plot_head_heatmap
+        """Layer x head heatmap of the scores (matplotlib Figure).
 
+        One column per head index measured, labelled with its real index (a subset of heads
+        shows those heads); cells not measured are hatched.
+        """
+        from circuitlab.decomposition.plots import head_grid, plot_head_heatmap
+
+        heads = [(i, c) for i, c in enumerate(self.components) if isinstance(c, Head)]
+        if not heads:
+            raise InputError("This result has no attention-head components.")
+        values = self.scores(column)
+        matrix, columns = head_grid(
+            [(c.layer, c.head) for _, c in heads], [float(values[i]) for i, _ in heads]
+        )
         return plot_head_heatmap(
-            self.head_matrix(column).numpy(),
+            matrix,
+            heads=columns,
             title=title or f"{self.score_short} per head\n{self._column_label(column)}",
             colorbar_label=self.score_name,
             center=self.score_center,
@@ -86,13 +98,17 @@ class ComponentTable(Result, abstract=True):
         from circuitlab.decomposition.plots import plot_bars
 
         values = self.scores(column)
-        order = torch.argsort((values - self.score_center).abs(), descending=True)[:k]
+        center = self.score_center
+        order = torch.argsort((values - center).abs(), descending=True)[:k]
+        ranked_by = f"|{self.score_short}|" if center == 0 else f"|{self.score_short} - chance|"
         return plot_bars(
             [str(self.components[int(i)]) for i in order],
             [float(values[i]) for i in order],
             title=title
-            or f"top {len(order)} components by |{self.score_short}|\n{self._column_label(column)}",
+            or f"top {len(order)} components by {ranked_by}\n{self._column_label(column)}",
             value_label=self.score_name,
+            center=center,
+            center_label=None if center == 0 else f"chance {center:.2g}",
         )
 
     def _column_label(self, column: int | str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
@@ -84,16 +85,27 @@ def ground_truth_scores(
     *,
     checkpoint: str | os.PathLike[str] | None = None,
     progress: bool = False,
-    _evaluations: _Evaluations | None = None,
 ) -> LayerScores:
     """The ground truth of layer importance: the performance lost when each layer alone is removed.
 
     Value of layer i = 1 − mean retention over the suite's tasks with layer i pruned (so 0.3
     means 30% of the performance is lost; higher = more important). The per-task retentions
     are kept as details. Costs one suite evaluation per layer (plus the intact model).
+
+    Args:
+        model: the model handle.
+        suite: what to evaluate (default: the full `EvaluationSuite`).
+        checkpoint: JSON file keeping every finished evaluation; rerunning resumes from it.
+        progress: show progress bars.
     """
     suite = suite or EvaluationSuite()
-    evaluations = _evaluations or _Evaluations(model, suite, checkpoint, progress)
+    return _ground_truth(model, suite, _Evaluations(model, suite, checkpoint, progress), progress)
+
+
+def _ground_truth(
+    model: ModelHandle, suite: EvaluationSuite, evaluations: _Evaluations, progress: bool
+) -> LayerScores:
+    """`ground_truth_scores` from memoised ``evaluations`` (shared with a pruning study)."""
     original = evaluations(())
     per_task: dict[str, list[float]] = {task: [] for task in original}
     values = []
@@ -196,22 +208,48 @@ class PruningStudy(Result):
         return pd.DataFrame.from_records(records)
 
     def plot(self) -> Figure:
-        """Retention against k, one line per method, one panel per task and one for the mean."""
+        """Retention against k, one line per method, one panel per task and one for the mean.
+
+        Each method has its own marker, so methods whose lines coincide stay visible; the
+        legend sits outside the panels.
+        """
         frame = self.to_frame()
         tasks = [t for t in (*EVALUATION_TASKS, "mean") if f"retention_{t}" in frame.columns]
-        figure = Figure(figsize=(3.2 * len(tasks), 3.2), layout="constrained")
+        figure = Figure(figsize=(2.9 * len(tasks) + 1.8, 3.4), layout="constrained")
         axes = np.atleast_1d(figure.subplots(1, len(tasks), sharey=True))
+        markers = "osD^vP*Xh"
+        methods = list(dict.fromkeys(frame["method"]))
+        palette = colormaps["tab10" if len(methods) <= 10 else "tab20"].colors  # no repeats
         for ax, task in zip(axes, tasks, strict=True):
-            for method, group in frame.groupby("method", sort=False):
+            for index, (method, group) in enumerate(frame.groupby("method", sort=False)):
                 style = "--" if method in ("random", "ground_truth") else "-"
-                ax.plot(group["k"], group[f"retention_{task}"], style, marker="o", label=method)
-            ax.axhline(0.9, color="grey", linewidth=0.8, linestyle=":")
+                ax.plot(
+                    group["k"],
+                    group[f"retention_{task}"],
+                    style,
+                    marker=markers[index % len(markers)],
+                    color=palette[index % len(palette)],
+                    markersize=6 - 0.6 * min(index, 4),  # later markers smaller: overlaps show
+                    label=method,
+                )
+            ax.axhline(0.9, color="grey", linewidth=0.8, linestyle=":", label="90% retained")
+            if frame[f"retention_{task}"].isna().all():
+                ax.text(0.5, 0.5, "not measurable\n(intact score 0)", ha="center",
+                        va="center", transform=ax.transAxes, fontsize=8, color="grey")  # fmt: skip
             ax.set_title(task, fontsize=10)
             ax.set_xlabel("layers removed (%)")
             ax.set_xticks(self.percents)
-        axes[0].set_ylabel("performance retained (pruned / original)")
-        axes[-1].legend(fontsize=7)
-        figure.suptitle(f"{self.model}: retention after pruning (dotted: 90%)", fontsize=10)
+        axes[0].set_ylabel("performance retained\n(pruned / original)")
+        handles, labels = axes[0].get_legend_handles_labels()
+        figure.legend(
+            handles, labels, loc="outside right upper", fontsize=8, title="ranking",
+            title_fontsize=8,
+        )  # fmt: skip
+        figure.suptitle(
+            f"{self.model}: retention after pruning the k% lowest-ranked layers "
+            f"({len(methods)} rankings)",
+            fontsize=10,
+        )
         return figure
 
     # --------------------------------------------------------------- storage
@@ -284,7 +322,7 @@ def pruning_study(
     if isinstance(ground_truth, LayerScores):
         rankings["ground_truth"] = ground_truth
     elif ground_truth:
-        rankings["ground_truth"] = ground_truth_scores(model, suite, _evaluations=evaluations)
+        rankings["ground_truth"] = _ground_truth(model, suite, evaluations, progress)
     rows = []
     for method, ranking in rankings.items():
         for percent in percents:

@@ -139,9 +139,14 @@ class LayerScores(Result):
         return frame
 
     def plot(self, percent: float | None = 25.0, *, title: str | None = None) -> Figure:
-        """Bar chart of the scores by layer; the layers k% pruning removes are marked."""
+        """Bar chart of the scores by layer; the layers k% pruning removes are marked.
+
+        A bar too short to see (a zero score) gets a diamond marker at its value.
+        """
+        from circuitlab.decomposition.plots import mark_short_bars
+
         pruned = set(self.lowest(percent)) if percent is not None else set()
-        figure = Figure(figsize=(min(3.0 + 0.28 * self.n_layers, 14.0), 3.4), layout="constrained")
+        figure = Figure(figsize=(min(3.0 + 0.28 * self.n_layers, 14.0), 3.6), layout="constrained")
         axes = figure.subplots()
         colors = ["#c0392b" if layer in pruned else "#2e6fba" for layer in range(self.n_layers)]
         bars = axes.bar(range(self.n_layers), self.values, color=colors)
@@ -150,8 +155,11 @@ class LayerScores(Result):
         values = np.asarray(self.values)
         if values.min() > 0 and values.max() / values.min() > 100:
             axes.set_yscale("log")  # AVSS can span orders of magnitude across depth
+        else:
+            mark_short_bars(axes, range(self.n_layers), self.values, colors)
         axes.set_xlabel("layer")
-        axes.set_ylabel(self.method + (" (log scale)" if axes.get_yscale() == "log" else ""))
+        scale = " (log scale)" if axes.get_yscale() == "log" else ""
+        axes.set_ylabel(f"{self.method}{scale}\nhigher = more important", fontsize=9)
         axes.set_xticks(range(self.n_layers))
         labels = axes.set_xticklabels([str(layer) for layer in range(self.n_layers)])
         axes.tick_params(axis="x", labelsize=7 if self.n_layers > 20 else 9)
@@ -160,7 +168,7 @@ class LayerScores(Result):
             labels[layer].set_fontweight("bold")
         heading = title or f"{self.method} by layer ({self.model or 'model'})"
         if pruned:
-            heading += f"; red: the {len(pruned)} layers {percent:g}% pruning removes"
+            heading += f"\nred, hatched: the {len(pruned)} layers {percent:g}% pruning removes"
         axes.set_title(heading, fontsize=9)
         return figure
 
