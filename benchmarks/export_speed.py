@@ -62,7 +62,7 @@ def main() -> None:
                 warnings.simplefilter("ignore")
                 export_hf(model, edits, target, overwrite=True)
             export_seconds.append(time.perf_counter() - start)
-        size_mb = sum(f.stat().st_size for f in target.iterdir()) / 2**20
+        size_mb = sum(f.stat().st_size for f in target.iterdir()) / 1e6  # MB, not MiB
         start = time.perf_counter()
         reloaded = AutoModelForCausalLM.from_pretrained(
             target, dtype=torch.float32, attn_implementation="eager"

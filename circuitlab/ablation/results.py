@@ -49,7 +49,8 @@ class AblationEffects(ComponentTable):
     def __repr__(self) -> str:
         worst, value = self.bottom(1)[0]
         return (
-            f"AblationEffects({self.data!r}: {len(self)} examples, {len(self.components)} "
+            f"AblationEffects({self.data!r}: {len(self)} example{'s' * (len(self) != 1)}, "
+            f"{len(self.components)} "
             f"components, {self.method} ablation; {self.metric} {self.baseline_value:.4g} intact, "
             f"most negative effect {worst} {value:+.4g})"
         )

@@ -85,6 +85,7 @@ class BakedModel:
     config: Any
     zeroed_heads: tuple[str, ...]  # pruned heads kept as zero columns (could not be removed)
     removed_heads: tuple[str, ...] = ()  # pruned heads removed from the weights and config
+    edited: tuple[str, ...] = ()  # keys of the tensors the interventions were written into
 
 
 def clean_state_dict(model: ModelHandle) -> dict[str, Tensor]:
@@ -124,9 +125,13 @@ class _Baker:
         self.state = state
         self.config = config
         self.d_head = model.d_head
+        self.edited: set[str] = set()
 
     def key(self, layer: int, module: str, tensor: str = "weight") -> str:
-        return f"{self.layout.layer_prefix.format(layer=layer)}{module}.{tensor}"
+        """A tensor's state-dict key; every key asked for is one the baker writes into."""
+        key = f"{self.layout.layer_prefix.format(layer=layer)}{module}.{tensor}"
+        self.edited.add(key)
+        return key
 
     # --------------------------------------------------------------- biases on demand
     def bias(self, layer: int, which: str, edit: SiteEdit) -> Tensor:
@@ -280,7 +285,7 @@ def bake(model: ModelHandle, resolved: ResolvedInterventions, config: Any) -> Ba
     if pruned:
         state = _drop_layers(state, baker.layout, model.n_layers, pruned)
         _shrink_config(config, baker.layout, model.n_layers, pruned)
-    return BakedModel(state, config, zeroed, removed)
+    return BakedModel(state, config, zeroed, removed, tuple(sorted(baker.edited)))
 
 
 def _head_removal_plan(

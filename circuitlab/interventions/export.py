@@ -83,7 +83,10 @@ def export_hf(
             delattr(config, attribute)
     config.architectures = [type(model.hf_model).__name__]
     baked = bake(model, resolved, config)
-    _check_finite_weights(baked.state, resolved.interventions)
+    _check_finite_weights(  # only what the interventions wrote: the rest is the model's own
+        {key: baked.state[key] for key in baked.edited if key in baked.state},
+        resolved.interventions,
+    )
     with no_init_weights():  # every weight is loaded below: skip the random initialisation
         clean = AutoModelForCausalLM.from_config(baked.config, dtype=model.dtype)
     clean.tie_weights()  # init_weights, skipped above, is what ties embeddings
