@@ -179,6 +179,13 @@ BAD_INPUTS: dict[str, tuple[list[str | bytes], str]] = {
         ],
         "not a circuitlab checkpoint",
     ),
+    # consistency (issue 16)
+    "consistency-heads --paraphrases with one paraphrase": (
+        ["consistency-heads", "--task", "sentiment", "--paraphrases", "{one_paraphrase}"],
+        "paraphrase",
+    ),
+    "consistency-edit --alphas nan": (["consistency-edit", "--alphas", "nan"], "finite"),
+    "consistency-edit --ks 0": (["consistency-edit", "--ks", "0"], "at least 1"),
     # silent wrong results (item 7)
     "export a factor that gives NaN logits": (
         ["export", "{spec_huge}", "{tmp}/nan-model", "--model", "{tiny}"],
@@ -230,6 +237,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     latin1_spec.write_bytes(b"- {kind: ablate, component: L1H1}  # " + LATIN1 + b"\n")
     latin1_data = root / "latin1.txt"
     latin1_data.write_bytes(LATIN1 + b" is good\n")
+    one_paraphrase = root / "one.txt"
+    one_paraphrase.write_text("Review: {text}\\nSentiment:\n")
     corrupt_study = root / "corrupt-study"
     corrupt_study.mkdir()
     (corrupt_study / "evaluations.json").write_text(json.dumps([1, 2, 3]))
@@ -245,6 +254,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "latin1_spec": str(latin1_spec),
         "latin1_data": str(latin1_data),
         "corrupt_study": str(corrupt_study),
+        "one_paraphrase": str(one_paraphrase),
         **{name: str(path) for name, path in paths.items()},
     }
 

@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 import circuitlab
 from circuitlab import InputError
 from circuitlab.consistency.answers import ParaphraseAnswers
+from circuitlab.consistency.heads import locate_consistency_heads
+from circuitlab.consistency.sweep import consistency_sweep
 from circuitlab.evaluation import EvaluationSuite
 from circuitlab.layers import drop_last_scores, pruning_study, score_layers
 from circuitlab.results import _KINDS, Result, read_header
@@ -27,6 +29,7 @@ from circuitlab.reweighting.study import reweighting_study
 from circuitlab.testing import tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_consistency import tiny_paraphrase_task
 from test_reweighting import tiny_task
 
 DATA = Path(__file__).resolve().parent.parent / "docs" / "reproductions" / "data"
@@ -54,6 +57,11 @@ def _build() -> dict[str, Callable[[circuitlab.ModelHandle], Result]]:
         "ParaphraseAnswers": lambda m: ParaphraseAnswers(
             logits=torch.randn(3, 2, 2), labels=torch.tensor([0, 1, 1]), paraphrases=(0, 4),
             label_words=(" no", " yes"), task="toy", model=m.name, settings={"batch_size": 8},
+        ),
+        "ConsistencyHeads": lambda m: locate_consistency_heads(m, tiny_paraphrase_task()),
+        "ConsistencySweep": lambda m: consistency_sweep(
+            m, tiny_paraphrase_task(), locate_consistency_heads(m, tiny_paraphrase_task()),
+            alphas=(2,), ks=(1,), control_seeds=(0,),
         ),
         "PruningStudy": lambda m: pruning_study(
             m, [drop_last_scores(2)], percents=[40], suite=TINY_SUITE, ground_truth=False

@@ -31,6 +31,8 @@ from circuitlab.tasks import ClassificationTask, load_task
 __all__ = [
     "ablate",
     "component_accuracy",
+    "consistency_edit",
+    "consistency_heads",
     "decompose",
     "export",
     "layer_scores",
@@ -385,3 +387,19 @@ def prune_study(args: argparse.Namespace) -> None:
         check_percent(percent)
     texts = layers.read_texts(args.data)
     layers.prune_study(args, _load(args), texts)
+
+
+def consistency_heads(args: argparse.Namespace) -> None:
+    """Probe and rank the consistency heads (see `circuitlab.cli.consistency`)."""
+    from circuitlab.cli import consistency
+
+    consistency._tasks(args)  # a bad task fails before the model loads
+    consistency.consistency_heads(args, _load(args))
+
+
+def consistency_edit(args: argparse.Namespace) -> None:
+    """The bias-injection sweep and export (see `circuitlab.cli.consistency`)."""
+    from circuitlab.cli import consistency
+
+    consistency._tasks(args)
+    consistency.consistency_edit(args, _load(args))

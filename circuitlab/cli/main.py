@@ -233,6 +233,79 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     study.set_defaults(handler="prune_study")
 
 
+def _add_consistency_options(parser: argparse.ArgumentParser) -> None:
+    """The paraphrase task, its input split and the probes (shared by both commands)."""
+    parser.add_argument(
+        "--task",
+        default="sentiment",
+        help="paraphrase task: sentiment, yesno, nli, or a .jsonl/.csv file of inputs with "
+        "--paraphrases (default sentiment)",
+    )
+    parser.add_argument("--paraphrases", metavar="FILE", help="a .txt/.json/.jsonl of templates")
+    parser.add_argument("--limit", type=_count, default=None, help="use a balanced sample of N")
+    parser.add_argument(
+        "--locate-fraction",
+        type=_real_number(lambda v: 0 < v < 1, "between 0 and 1"),
+        default=0.5,
+        help="share of the inputs used to locate heads; the rest are held out (0.5)",
+    )
+    parser.add_argument("--C", type=_positive_number, default=1.0, help="probe inverse L2 (1.0)")
+    parser.add_argument(
+        "--method",
+        default="mean_difference",
+        choices=["mean_difference", "mass_mean", "probe", "random"],
+        help="bias direction (mean_difference: the paper's)",
+    )
+    parser.add_argument("--seed", type=_index, default=0, help="seed of the input split (0)")
+    parser.add_argument("--batch-size", type=_count, default=8, help="prompts per forward pass")
+    parser.add_argument("--plot", metavar="PNG", help="write the figure")
+
+
+def _add_consistency_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    heads = sub.add_parser(
+        "consistency-heads",
+        help="probe every head for whether paraphrases get the same answer; rank them",
+        description="Read every head's last-token output over the task's inputs under its "
+        "locating paraphrases (one pass), label each prompt consistent or not, fit one probe "
+        "per head and rank the heads by held-out probe accuracy (arXiv 2501.11041).",
+    )
+    _add_model_options(heads)
+    _add_consistency_options(heads)
+    heads.add_argument("--top-k", type=_count, default=10, help="heads to print (10)")
+    heads.add_argument("--save", metavar="FILE", help="write the located heads (safetensors)")
+    heads.set_defaults(handler="consistency_heads")
+
+    edit = sub.add_parser(
+        "consistency-edit",
+        help="bias injection: sweep alpha x K with controls on held-out data; export the best",
+        description="Locate the heads (or load --heads), add alpha times each one's consistency "
+        "direction to the top K, and measure consistency and accuracy on held-out inputs and "
+        "paraphrases, beside random heads and random directions. --export bakes the best (or "
+        "--k/--alpha) into a Hugging Face checkpoint and checks its answers.",
+    )
+    _add_model_options(edit)
+    _add_consistency_options(edit)
+    edit.add_argument("--heads", metavar="FILE", help="located heads from consistency-heads --save")
+    edit.add_argument(
+        "--alphas", type=_real_number(lambda v: True, "a finite number"), nargs="+",
+        default=[1, 3, 5, 7, 9], help="bias strengths (1 3 5 7 9)",
+    )  # fmt: skip
+    edit.add_argument(
+        "--ks", type=_count, nargs="+", default=[5, 15, 25, 35], help="heads K (5 15 25 35)"
+    )
+    edit.add_argument(
+        "--control-seeds", type=_index, nargs="*", default=[0, 1, 2], help="control seeds (0 1 2)"
+    )
+    edit.add_argument("--export", metavar="DIR", help="export the chosen edit to DIR")
+    edit.add_argument("--k", type=_count, default=None, help="export these K heads (best)")
+    edit.add_argument(
+        "--alpha", type=_real_number(lambda v: True, "a finite number"), default=None,
+        help="export with this alpha (best)",
+    )  # fmt: skip
+    edit.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    edit.set_defaults(handler="consistency_edit")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for documentation and tests)."""
     parser = _Parser(
@@ -388,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     reweight.set_defaults(handler="reweight")
 
     _add_layer_commands(sub)
+    _add_consistency_commands(sub)
 
     export = sub.add_parser(
         "export",
