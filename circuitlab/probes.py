@@ -10,6 +10,11 @@ the intercept ``b`` unpenalised. Units are independent, so the batched problem s
 every unit gets its own Newton step (Cholesky solve of its own [feature+1]² Hessian), its own
 backtracking line search and its own stopping test; a unit that has converged stops moving.
 
+Why Newton: with tens of features the Hessian is small, Newton needs 5-10 iterations from zero
+whatever the conditioning, and its per-unit steps batch into a few large matrix products
+(the Hessians, in float32; gradients and objectives stay float64). 270 units × 1000 examples ×
+64 features fit in about 0.5 s on 2 CPU cores (``benchmarks/probe_speed.py``).
+
 Example:
     >>> X = torch.randn(270, 1000, 64)  # [unit, example, feature], e.g. every head's z
     >>> y = torch.randint(0, 2, (1000,))  # labels shared by all units
@@ -33,7 +38,7 @@ from circuitlab.errors import InputError
 
 __all__ = ["LinearProbes"]
 
-_CHUNK_ELEMENTS = 2**21
+_CHUNK_ELEMENTS = 2**22
 """Units are solved in chunks of about this many [example, feature] elements (memory bound)."""
 
 _ARMIJO = 1e-4
@@ -59,8 +64,8 @@ class LinearProbes:
             the solver when ``fit_intercept``; that reparametrisation is exact.)
 
     Attributes (after `fit`):
-        coef_: weights on the original features [unit, feature] (float64).
-        intercept_: intercepts [unit] (float64; zeros without ``fit_intercept``).
+        coef_: weights on the original features [unit, feature] (float64, on the CPU).
+        intercept_: intercepts [unit] (float64, on the CPU; zeros without ``fit_intercept``).
         n_iter_: Newton iterations each unit took [unit] (int64).
         converged_: whether each unit met ``tol`` within ``max_iter`` [unit] (bool).
 
@@ -193,8 +198,8 @@ class LinearProbes:
         work.scratch = torch.empty_like(work.design32)  # reused: no fresh pages per iteration
         for iteration in range(self.max_iter + 1):
             probability = torch.sigmoid(work.logits)
-            residual = (probability - work.y)[..., None]
-            gradient = (work.design.mT @ residual)[..., 0] / n_examples + penalty * work.beta
+            residual = (probability - work.y)[:, None, :]  # a row: rᵀX is 3x faster than Xᵀr
+            gradient = (residual @ work.design)[:, 0] / n_examples + penalty * work.beta
             largest = gradient.abs().amax(-1)
             done = largest <= self.tol
             converged[units[done]] = True
@@ -249,10 +254,10 @@ class LinearProbes:
             )
         dtype = torch.promote_types(X.dtype, torch.float32)
         coef = self.coef_.to(X.device, dtype)
-        return (X.to(dtype) @ coef[..., None])[..., 0] + self.intercept_.to(X.device, dtype)[
-            :, None
-        ]
+        intercept = self.intercept_.to(X.device, dtype)
+        return (X.to(dtype) @ coef[..., None])[..., 0] + intercept[:, None]
 
+    @checked_arguments
     def predict_proba(
         self, X: Float[Tensor, "unit example feature"]
     ) -> Float[Tensor, "unit example"]:
@@ -263,6 +268,7 @@ class LinearProbes:
         self._check_fitted("predict_proba")
         return torch.sigmoid(self.decision_function(X))
 
+    @checked_arguments
     def predict(self, X: Float[Tensor, "unit example feature"]) -> Int[Tensor, "unit example"]:
         """Predicted class (0 or 1, int64) for every unit and example [unit, example]."""
         self._check_fitted("predict")
@@ -311,8 +317,9 @@ def as_features(X: Any, where: str) -> Float[Tensor, "unit example feature"]:
 
 
 def is_finite(values: Tensor) -> bool:
-    """Whether every entry is finite, in one float64 reduction (NaN and ±inf propagate)."""
-    return bool(torch.isfinite(values.sum(dtype=torch.float64))) or bool(
+    """Whether every entry is finite, in one reduction (NaN and ±inf propagate to the sum)."""
+    total = values.sum(dtype=torch.promote_types(values.dtype, torch.float32))
+    return bool(torch.isfinite(total)) or bool(
         torch.isfinite(values).all()  # the sum of huge finite values overflowed
     )
 
