@@ -72,7 +72,7 @@ def check_prompts(prompts: Any, *, what: str = "prompt") -> list[str]:
     """One text or a sequence of texts as a non-empty list of valid UTF-8 strings."""
     if isinstance(prompts, str):
         texts = [prompts]
-    elif isinstance(prompts, Sequence) or _is_iterable_collection(prompts):
+    elif isinstance(prompts, Sequence) or _is_collection(prompts):
         texts = list(prompts)
     else:
         raise InputError(
@@ -89,18 +89,6 @@ def check_prompts(prompts: Any, *, what: str = "prompt") -> list[str]:
         check_text(f"{what.capitalize()} {index}", text)
     return texts
 
-
-def _is_iterable_collection(value: Any) -> bool:
-    """A tuple-like container of texts (a pandas Series, a dataset column), not a mapping."""
-    return (
-        hasattr(value, "__iter__")
-        and hasattr(value, "__len__")
-        and not isinstance(value, (bytes, dict))
-    )
-
-
-_UNKNOWN = object()
-"""An annotation `checked_arguments` cannot judge (the parameter is then not checked)."""
 
 Predicate = tuple[str, Callable[[Any], bool]]
 """A check: its description (``"a whole number"``) and the test it stands for."""

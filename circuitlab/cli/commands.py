@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from circuitlab.ablation import ablation_study
-from circuitlab.cli.output import write_json, write_result_json
+from circuitlab.cli.output import save_figure, write_json, write_result_json
 from circuitlab.decomposition import LogitDiff, direct_logit_attribution
 from circuitlab.decomposition import component_accuracy as score_components
 from circuitlab.errors import InputError
@@ -48,14 +48,6 @@ def _load(args: argparse.Namespace) -> ModelHandle:
     return load(
         args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, progress=True
     )
-
-
-def _save_figure(figure: object, path: str) -> None:
-    """Write a matplotlib figure atomically (PNG, SVG or PDF by extension)."""
-    destination = Path(path)
-    with atomic_file(destination) as tmp:
-        figure.savefig(tmp, dpi=150, format=destination.suffix.lstrip(".") or "png")
-    print(f"wrote {destination}")
 
 
 def _save_table(frame: Any, path: str) -> None:
@@ -146,7 +138,7 @@ def decompose(args: argparse.Namespace) -> None:
         ):
             print(f"  {kind} {args.top_k}: " + ", ".join(f"{c} {v:+.3f}" for c, v in ranked))
     if args.plot:
-        _save_figure(result.plot_heads(0), args.plot)
+        save_figure(result.plot_heads(0), args.plot)
     if args.save:
         print(f"wrote {result.save(args.save)}")
     if args.json:
@@ -181,7 +173,7 @@ def component_accuracy(args: argparse.Namespace) -> None:
         f"({types['label_biased_fraction']:.1%}) predict one label for every example"
     )
     if args.plot:
-        _save_figure(result.plot_heads(), args.plot)
+        save_figure(result.plot_heads(), args.plot)
     if args.csv:
         _save_table(result.to_frame(), args.csv)
     if args.json:
@@ -269,7 +261,7 @@ def ablate(args: argparse.Namespace) -> None:
     ):
         print(f"  {label}: " + ", ".join(f"{c} {v:+.3f}±{errors[c]:.3f}" for c, v in ranked))
     if args.plot:
-        _save_figure(result.plot(), args.plot)
+        save_figure(result.plot(), args.plot)
     if args.csv:
         _save_table(result.to_frame(), args.csv)
     if args.save:

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Any
 
-from circuitlab.cli.output import write_result_json
+from circuitlab.cli.output import save_figure, write_result_json
 from circuitlab.consistency import load_paraphrase_task
 from circuitlab.consistency.export import export_consistency_edit
 from circuitlab.consistency.heads import ConsistencyHeads, locate_consistency_heads
 from circuitlab.consistency.sweep import consistency_sweep
 from circuitlab.model import ModelHandle
-from circuitlab.models.cache import atomic_file
 
 __all__ = ["consistency_edit", "consistency_heads"]
 
@@ -43,13 +41,6 @@ def _locate(model: ModelHandle, task: Any, args: argparse.Namespace) -> Consiste
     )
 
 
-def _save_figure(figure: Any, path: str) -> None:
-    destination = Path(path)
-    with atomic_file(destination) as tmp:
-        figure.savefig(tmp, dpi=150, format=destination.suffix.lstrip("."))
-    print(f"wrote {destination}")
-
-
 def consistency_heads(args: argparse.Namespace, model: ModelHandle) -> None:
     """Probe every head, print the top K, write the heatmap and the result."""
     locate_task, _ = _tasks(args)
@@ -67,7 +58,7 @@ def consistency_heads(args: argparse.Namespace, model: ModelHandle) -> None:
     top = heads.top(min(args.top_k, heads.n_heads))
     print("  top heads: " + ", ".join(f"{h} {v:.3f}" for h, v in top))
     if args.plot:
-        _save_figure(heads.plot(), args.plot)
+        save_figure(heads.plot(), args.plot)
     if args.save:
         print(f"wrote {heads.save(args.save)}")
     if args.json:
@@ -103,7 +94,7 @@ def consistency_edit(args: argparse.Namespace, model: ModelHandle) -> None:
     )
     print(sweep.table().round(3).to_string())
     if args.plot:
-        _save_figure(sweep.plot(), args.plot)
+        save_figure(sweep.plot(), args.plot)
     run: dict[str, Any] = {"seconds": seconds, "best": dict(best)}
     if args.export:
         k = args.k if args.k is not None else best["k"]

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from circuitlab.json_files import write_json_atomic
+from circuitlab.models.cache import atomic_file
 from circuitlab.results import Result
 
-__all__ = ["write_json", "write_result_json"]
+__all__ = ["save_figure", "write_json", "write_result_json"]
 
 
 def write_json(data: Any, destination: str) -> None:
@@ -28,3 +30,11 @@ def write_json(data: Any, destination: str) -> None:
 def write_result_json(result: Result, destination: str, **run: Any) -> None:
     """Write ``result``'s document with ``run`` facts to ``destination`` (``-``: stdout)."""
     write_json({**result.to_document(), "run": run}, destination)
+
+
+def save_figure(figure: Any, path: str) -> None:
+    """Write a matplotlib figure atomically, in the format its extension names."""
+    destination = Path(path)
+    with atomic_file(destination) as tmp:
+        figure.savefig(tmp, dpi=150, format=destination.suffix.lstrip(".") or "png")
+    print(f"wrote {destination}")
