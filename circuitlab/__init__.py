@@ -28,6 +28,12 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
         Mlp,
         parse_component,
     )
+    from circuitlab.consistency import (
+        ConsistencyHeads,
+        consistency_sweep,
+        load_paraphrase_task,
+        locate_consistency_heads,
+    )
     from circuitlab.decomposition import (
         Attribution,
         ComponentAccuracy,
@@ -37,6 +43,7 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
         decompose_residual,
         direct_logit_attribution,
     )
+    from circuitlab.directions import direction
     from circuitlab.errors import CircuitlabError, InputError
     from circuitlab.evaluation import perplexity
     from circuitlab.interventions import (
@@ -82,6 +89,11 @@ _EXPORTS: dict[str, str] = {
     "Layer": "circuitlab.components",
     "Mlp": "circuitlab.components",
     "parse_component": "circuitlab.components",
+    "ConsistencyHeads": "circuitlab.consistency",
+    "consistency_sweep": "circuitlab.consistency",
+    "load_paraphrase_task": "circuitlab.consistency",
+    "locate_consistency_heads": "circuitlab.consistency",
+    "direction": "circuitlab.directions",
     "Attribution": "circuitlab.decomposition",
     "ComponentAccuracy": "circuitlab.decomposition",
     "LogitDiff": "circuitlab.decomposition",
@@ -132,6 +144,7 @@ __all__ = [
     "Component",
     "ComponentAccuracy",
     "ComponentReweighting",
+    "ConsistencyHeads",
     "Embedding",
     "Head",
     "InputError",
@@ -154,13 +167,17 @@ __all__ = [
     "ablation_study",
     "collect",
     "component_accuracy",
+    "consistency_sweep",
     "decompose_residual",
     "direct_logit_attribution",
+    "direction",
     "export_hf",
     "label_contributions",
     "load",
     "load_interventions",
+    "load_paraphrase_task",
     "load_task",
+    "locate_consistency_heads",
     "parse_component",
     "perplexity",
     "pruning_study",

@@ -14,6 +14,10 @@ site's own activation units, ready to be added as a steering bias (``α · vecto
 
 ``vectors = scale · θ̂``; for ``mean_difference`` that is the difference itself.
 
+`steering_edits` turns vectors at a site into interventions: at a head site (``z``) one
+`SteerHead` per head, its d_head vector mapped through the head's output projection; at a
+residual site (``resid_post``, or ``resid_pre`` of a later layer) one `SteerResidual`.
+
 σ is ITI's scale (Li et al. 2023, ``likenneth/honest_llama``): the population standard deviation
 of the projections ⟨a, θ̂⟩ of *all* activations ``a`` on θ̂, so ``α · vectors`` is ITI's offset
 ``α σ θ̂``: α standard deviations of the activations along θ̂.
@@ -49,6 +53,7 @@ Example:
 from __future__ import annotations
 
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,10 +64,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuitlab.checks import check_number, checked_arguments
+from circuitlab.components import Head
 from circuitlab.errors import InputError
+from circuitlab.interventions.spec import SteerHead, SteerResidual
 from circuitlab.probes import LinearProbes, is_finite
+from circuitlab.sites import Site
 
-__all__ = ["METHODS", "Direction", "direction"]
+__all__ = ["METHODS", "Direction", "direction", "steering_edits"]
 
 Method = Literal["mean_difference", "mass_mean", "probe", "pca", "random"]
 METHODS: tuple[str, ...] = typing.get_args(Method)
@@ -276,3 +284,65 @@ def _first_component(differences: Float[Tensor, "unit pair d"]) -> Float[Tensor,
     first = eigenvectors[..., -1]  # eigh sorts eigenvalues in ascending order
     sign = torch.sign(einops.einsum(differences, first, "unit pair d, unit d -> unit"))
     return first * torch.where(sign == 0, torch.ones_like(sign), sign)[:, None]
+
+
+@checked_arguments
+def steering_edits(
+    model: Any,
+    site: Site,
+    vectors: Float[Tensor, "*unit d"],
+    alpha: float,
+    *,
+    heads: Sequence[int] | None = None,
+) -> list[SteerHead] | list[SteerResidual]:
+    """Interventions that add ``alpha · vectors`` at ``site`` (e.g. a `Direction`'s vectors).
+
+    Args:
+        model: the `circuitlab.ModelHandle` the site belongs to.
+        site: ``sites.z(layer)`` (vectors [head, d_head], one per head of the layer) or
+            ``sites.resid_post(layer)`` / ``sites.resid_pre(layer)`` (vectors [d_model]).
+        vectors: the direction(s) in the site's activation units.
+        alpha: the strength α (any finite number; negative steers the other way).
+        heads: at a head site, only these head indices (default: every head).
+
+    Returns:
+        One `SteerHead` per head (its vector ``W_O[h]ᵀ · α · vectors[h]``, d_model) or one
+        `SteerResidual`.
+    """
+    from circuitlab.weights import output_projection
+
+    alpha = check_number("alpha", alpha, lambda v: True, "a finite number, e.g. 3")
+    site.check(model.n_layers)
+    vectors = torch.as_tensor(vectors).detach()
+    if not bool(torch.isfinite(vectors).all()):
+        raise InputError("The steering vectors hold NaN or infinite values.")
+    assert site.layer is not None  # z and residual sites always have one
+    if site.kind == "z":
+        expected = (model.n_heads, model.d_head)
+        if tuple(vectors.shape) != expected:
+            raise InputError(
+                f"A z site takes one d_head vector per head, shape {list(expected)}; got "
+                f"{list(vectors.shape)}."
+            )
+        w_o, _ = output_projection(model, site.layer)  # [head, d_head, d_model]
+        chosen = list(range(model.n_heads)) if heads is None else [int(h) for h in heads]
+        edits = []
+        for index in chosen:
+            head = Head(site.layer, index).check(model.arch)
+            vector = alpha * (vectors[index].to(w_o.device, w_o.dtype) @ w_o[index])
+            edits.append(SteerHead(head, vector.detach().float().cpu()))
+        return edits
+    if heads is not None:
+        raise InputError(f"heads= applies to z (head) sites only, not {site!r}.")
+    layer = site.layer if site.kind == "resid_post" else site.layer - 1
+    if site.kind not in ("resid_post", "resid_pre") or layer < 0:
+        raise InputError(
+            f"Steering is available at z (head) and residual sites (resid_post(l), "
+            f"resid_pre(l) for l >= 1); got {site!r}."
+        )
+    if tuple(vectors.shape) != (model.d_model,):
+        raise InputError(
+            f"A residual site takes one d_model vector, shape [{model.d_model}]; got "
+            f"{list(vectors.shape)}."
+        )
+    return [SteerResidual(layer, (alpha * vectors).float().cpu())]

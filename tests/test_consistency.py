@@ -167,6 +167,44 @@ def test_the_sweep_has_every_setting_and_its_controls(
         consistency_sweep(model, task, located, alphas=(float("inf"),))
 
 
+def test_the_sweep_resumes_from_its_checkpoint_and_refuses_other_heads(
+    model: circuitlab.ModelHandle,
+    located: ConsistencyHeads,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import circuitlab.consistency.sweep as sweep_module
+    from circuitlab.consistency.sweep import random_direction_heads
+
+    task = tiny_paraphrase_task()
+    checkpoint = tmp_path / "sweep.json"
+    options: dict[str, Any] = {"alphas": (2,), "ks": (1, 2), "control_seeds": (0, 1)}
+    first = consistency_sweep(
+        model, task, located, **options, direction_seeds=(), checkpoint=checkpoint
+    )
+    assert [row["method"] for row in first.rows].count("random_direction") == 0
+    assert [row["method"] for row in first.rows].count("random_heads") == 4
+
+    def no_forward(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a finished setting was measured again")
+
+    monkeypatch.setattr(sweep_module, "read_paraphrases", no_forward)
+    again = consistency_sweep(
+        model, task, located, **options, direction_seeds=(), checkpoint=checkpoint
+    )
+    assert again.rows == first.rows
+    with pytest.raises(InputError, match="heads_fingerprint"):
+        consistency_sweep(
+            model, task, random_direction_heads(located, 3), **options, checkpoint=checkpoint
+        )
+    monkeypatch.undo()
+    extended = consistency_sweep(
+        model, task, located, **options, direction_seeds=(5,), checkpoint=checkpoint
+    )
+    assert all(row in extended.rows for row in first.rows)  # resumed, not remeasured
+    assert [row["seed"] for row in extended.rows if row["method"] == "random_direction"] == [5, 5]
+
+
 def test_the_export_answers_every_held_out_prompt_like_the_edited_model(
     model: circuitlab.ModelHandle, located: ConsistencyHeads, tmp_path: Path
 ) -> None:

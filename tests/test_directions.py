@@ -134,3 +134,51 @@ def test_bad_input() -> None:
         direction(positive, negative, method="probe", C=-1)
     with pytest.raises(InputError, match="seed must be a whole number"):
         direction(positive, negative, seed=0.5)
+
+
+def test_steering_edits_at_head_and_residual_sites() -> None:
+    from circuitlab import SteerHead, SteerResidual, sites
+    from circuitlab.directions import steering_edits
+    from circuitlab.testing import tiny_model
+    from circuitlab.weights import output_projection
+
+    model = tiny_model("llama")
+    generator = torch.Generator().manual_seed(0)
+    per_head = torch.randn(model.n_heads, model.d_head, generator=generator)
+    edits = steering_edits(model, sites.z(1), per_head, 2.0, heads=[0, 3])
+    w_o, _ = output_projection(model, 1)
+    assert [type(edit) for edit in edits] == [SteerHead, SteerHead]
+    assert [str(edit.head) for edit in edits] == ["L1H0", "L1H3"]
+    torch.testing.assert_close(edits[1].vector, 2.0 * per_head[3] @ w_o[3])
+    assert len(steering_edits(model, sites.z(0), per_head, 1.0)) == model.n_heads
+
+    vector = torch.randn(model.d_model, generator=generator)
+    (post,) = steering_edits(model, sites.resid_post(0), vector, -1.5)
+    (pre,) = steering_edits(model, sites.resid_pre(1), vector, -1.5)
+    assert isinstance(post, SteerResidual) and post.layer == pre.layer == 0
+    torch.testing.assert_close(post.vector, -1.5 * vector)
+    # the residual edit moves the residual stream by exactly alpha * vector
+    prompt = "the cat sat"
+    clean = model.run_with_cache(prompt, names=[sites.resid_post(0).hook_name])
+    with model.intervene(post):
+        steered = model.run_with_cache(prompt, names=[sites.resid_post(0).hook_name])
+    name = sites.resid_post(0).hook_name
+    torch.testing.assert_close(steered[1][name] - clean[1][name], (-1.5 * vector).expand_as(
+        clean[1][name]), atol=1e-5, rtol=1e-4)  # fmt: skip
+
+    with pytest.raises(InputError, match="resid_pre"):
+        steering_edits(model, sites.resid_pre(0), vector, 1.0)
+    with pytest.raises(InputError, match="z \\(head\\) and residual sites"):
+        steering_edits(model, sites.mlp_out(0), vector, 1.0)
+    with pytest.raises(InputError, match="one d_head vector per head"):
+        steering_edits(model, sites.z(0), vector, 1.0)
+    with pytest.raises(InputError, match="one d_model vector"):
+        steering_edits(model, sites.resid_post(0), per_head, 1.0)
+    with pytest.raises(InputError, match="heads= applies to z"):
+        steering_edits(model, sites.resid_post(0), vector, 1.0, heads=[0])
+    with pytest.raises(InputError, match="head 9"):
+        steering_edits(model, sites.z(0), per_head, 1.0, heads=[9])
+    with pytest.raises(InputError, match="alpha"):
+        steering_edits(model, sites.z(0), per_head, float("nan"))
+    with pytest.raises(InputError, match="layer 7"):
+        steering_edits(model, sites.z(7), per_head, 1.0)

@@ -77,7 +77,9 @@ def consistency_edit(args: argparse.Namespace, model: ModelHandle) -> None:
         alphas=args.alphas,
         ks=args.ks,
         control_seeds=args.control_seeds,
+        direction_seeds=args.direction_seeds,
         batch_size=args.batch_size,
+        checkpoint=args.checkpoint,
         progress=True,
     )
     seconds = time.perf_counter() - started

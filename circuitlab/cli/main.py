@@ -238,7 +238,7 @@ def _add_consistency_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task",
         default="sentiment",
-        help="paraphrase task: sentiment, yesno, nli, or a .jsonl/.csv file of inputs with "
+        help="paraphrase task: sentiment, yesno, topic, nli, or a .jsonl/.csv file of inputs with "
         "--paraphrases (default sentiment)",
     )
     parser.add_argument("--paraphrases", metavar="FILE", help="a .txt/.json/.jsonl of templates")
@@ -294,7 +294,17 @@ def _add_consistency_commands(sub: argparse._SubParsersAction) -> None:  # type:
         "--ks", type=_count, nargs="+", default=[5, 15, 25, 35], help="heads K (5 15 25 35)"
     )
     edit.add_argument(
-        "--control-seeds", type=_index, nargs="*", default=[0, 1, 2], help="control seeds (0 1 2)"
+        "--control-seeds", type=_index, nargs="*", default=[0, 1, 2],
+        help="seeds of the random-head controls (0 1 2); none: no controls",
+    )  # fmt: skip
+    edit.add_argument(
+        "--direction-seeds", type=_index, nargs="*", default=None,
+        help="seeds of the random-direction controls (default: --control-seeds)",
+    )  # fmt: skip
+    edit.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="keep every measured setting in FILE (JSON); rerun with it to resume the sweep",
     )
     edit.add_argument("--export", metavar="DIR", help="export the chosen edit to DIR")
     edit.add_argument("--k", type=_count, default=None, help="export these K heads (best)")

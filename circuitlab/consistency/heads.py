@@ -46,7 +46,6 @@ from circuitlab.interventions.spec import SteerHead
 from circuitlab.model import ModelHandle
 from circuitlab.readers import Keep, Logits
 from circuitlab.results import Result
-from circuitlab.weights import output_projection
 
 __all__ = ["ConsistencyHeads", "locate_consistency_heads", "read_paraphrases"]
 
@@ -170,6 +169,8 @@ class ConsistencyHeads(Result):
             alpha: the bias strength α (the paper sweeps 1..9).
             heads: explicit heads instead of the top ``k`` (e.g. random heads, a control).
         """
+        from circuitlab.directions import steering_edits
+
         alpha = check_number("alpha", alpha, lambda v: True, "a finite number, e.g. 3")
         chosen = list(heads) if heads is not None else [head for head, _ in self.top(k)]
         layers, n_heads = self.accuracy.shape
@@ -179,13 +180,13 @@ class ConsistencyHeads(Result):
                 f"{model.name} has {model.n_layers} x {model.n_heads}. Use the model they were "
                 f"located on."
             )
-        edits = []
+        edits: list[SteerHead] = []
         for head in chosen:
             head.check(model.arch)
-            w_o, _ = output_projection(model, head.layer)  # [head, d_head, d_model]
-            direction = self.directions[head.layer, head.head].to(w_o.device, w_o.dtype)
-            vector = alpha * (direction @ w_o[head.head])
-            edits.append(SteerHead(head, vector.detach().float().cpu()))
+            site = sites.z(head.layer)
+            edits += steering_edits(  # type: ignore[arg-type]
+                model, site, self.directions[head.layer], alpha, heads=[head.head]
+            )
         return edits
 
     def to_frame(self) -> pd.DataFrame:

@@ -12,10 +12,15 @@ rate and accuracy (mean ± std across paraphrases) of:
 
 Each row is one setting; `ConsistencySweep.best` picks the setting with the highest
 consistency rate among the located ones (ties: higher accuracy, then smaller K and α).
+With ``checkpoint=PATH`` every setting is stored the moment it is measured (a
+`circuitlab.checkpoints.CheckpointStore` scoped to the model, the task, the paraphrases and
+the heads), so a killed sweep rerun with the same path measures only what is missing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,10 +29,12 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from circuitlab.checkpoints import CheckpointStore
 from circuitlab.checks import check_integer, check_number, checked_arguments
 from circuitlab.components import Head
 from circuitlab.consistency.heads import ConsistencyHeads, read_paraphrases
 from circuitlab.errors import InputError
+from circuitlab.fingerprint import data_fingerprint, model_fingerprint
 from circuitlab.model import ModelHandle
 from circuitlab.progress import progress_bar
 from circuitlab.results import Result
@@ -145,8 +152,10 @@ def consistency_sweep(
     alphas: Sequence[float] = (1, 3, 5, 7, 9),
     ks: Sequence[int] = (5, 15, 25, 35),
     control_seeds: Sequence[int] = (0, 1, 2),
+    direction_seeds: Sequence[int] | None = None,
     templates: Sequence[int] | None = None,
     batch_size: int = 8,
+    checkpoint: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
 ) -> ConsistencySweep:
     """Measure the base model and every (K, α) edit with its controls (module docstring).
@@ -157,10 +166,13 @@ def consistency_sweep(
         heads: the located heads and their directions.
         alphas: bias strengths α.
         ks: numbers of heads K.
-        control_seeds: seeds of the random-head and random-direction controls (none: no
-            controls).
+        control_seeds: seeds of the random-head control, and of the random-direction control
+            unless ``direction_seeds`` is given (empty: no controls).
+        direction_seeds: seeds of the random-direction control (default: ``control_seeds``).
         templates: the paraphrases to evaluate on (default: the task's held-out ones).
         batch_size: prompts per forward pass.
+        checkpoint: a JSON file that keeps every measured setting; rerunning with the same
+            file resumes (a file from another model, task or heads is refused).
         progress: progress bar over the settings (default: shown after 2 s).
     """
     alphas = [check_number("alpha", a, lambda v: True, "a finite number, e.g. 3") for a in alphas]
@@ -177,12 +189,25 @@ def consistency_sweep(
     if len(chosen) < 2:
         raise InputError("Consistency is measured over at least two paraphrases; give more.")
 
-    def measure(edits: list[Any]) -> dict[str, float]:
-        with model.intervene(*edits):
-            answers, _ = read_paraphrases(
-                model, task, chosen, batch_size=batch_size, progress=False
-            )
-        return answers.summary()
+    control_seeds = [check_integer("control seed", seed) for seed in control_seeds]
+    direction_seeds = (
+        control_seeds
+        if direction_seeds is None
+        else [check_integer("direction seed", seed) for seed in direction_seeds]
+    )
+    store = CheckpointStore(
+        checkpoint, kind="consistency-sweep", scope=_scope(model, task, chosen, heads)
+    )
+
+    def measure(key: dict[str, Any], edits: list[Any]) -> dict[str, float]:
+        def step() -> dict[str, float]:
+            with model.intervene(*edits):
+                answers, _ = read_paraphrases(
+                    model, task, chosen, batch_size=batch_size, progress=False
+                )
+            return answers.summary()
+
+        return dict(store.compute(key, step))
 
     settings: list[tuple[str, int | None, int, float, ConsistencyHeads, list[Head] | None]] = []
     for k in ks:
@@ -194,25 +219,18 @@ def consistency_sweep(
                 n_heads = heads.accuracy.shape[1]
                 random_heads = [Head(i // n_heads, i % n_heads) for i in picked]
                 settings.append(("random_heads", seed, k, alpha, heads, random_heads))
+            for seed in direction_seeds:
                 settings.append(
                     ("random_direction", seed, k, alpha, random_direction_heads(heads, seed), None)
                 )
-    rows = [{"method": "base", "seed": None, "k": 0, "alpha": 0.0, "heads": [], **measure([])}]
+    base_key = {"method": "base", "seed": None, "k": 0, "alpha": 0.0}
+    rows = [{**base_key, "heads": [], **measure(base_key, [])}]
     for method, seed, k, alpha, source, explicit in progress_bar(
         settings, progress=progress, desc="settings"
     ):
         edits = source.interventions(model, k, alpha, heads=explicit)
-        names = [str(edit.head) for edit in edits]
-        rows.append(
-            {
-                "method": method,
-                "seed": seed,
-                "k": k,
-                "alpha": alpha,
-                "heads": names,
-                **measure(edits),
-            }
-        )
+        key = {"method": method, "seed": seed, "k": k, "alpha": alpha}
+        rows.append({**key, "heads": [str(edit.head) for edit in edits], **measure(key, edits)})
     return ConsistencySweep(
         rows=tuple(rows),
         task=task.task.name,
@@ -223,6 +241,26 @@ def consistency_sweep(
             "alphas": alphas,
             "ks": ks,
             "control_seeds": list(control_seeds),
+            "direction_seeds": list(direction_seeds),
             "located_on": heads.task,
         },
     )
+
+
+def _scope(
+    model: ModelHandle, task: Any, templates: Sequence[int], heads: ConsistencyHeads
+) -> dict[str, Any]:
+    """What every measured setting depends on: the weights, the prompts, the heads."""
+    inner = task.task
+    digest = hashlib.sha256()
+    for tensor in (heads.accuracy, heads.directions):
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return {
+        "model": model.name,
+        "model_fingerprint": model_fingerprint(model),
+        "task": inner.name,
+        "data_fingerprint": data_fingerprint(
+            {"prompts": task.prompts(templates=list(templates)), "labels": list(inner.labels)}
+        ),
+        "heads_fingerprint": digest.hexdigest()[:16],
+    }
