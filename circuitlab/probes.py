@@ -280,7 +280,7 @@ class LinearProbes:
         X: Float[Tensor, "unit example feature"],
         y: Int[Tensor, " example"] | Int[Tensor, "unit example"],
     ) -> Float[Tensor, " unit"]:
-        """Accuracy of each unit's probe on (X, y), a fraction in [0, 1] [unit] (float64)."""
+        """Accuracy of each unit's probe on (X, y): fractions in 0..1, shape [unit] (float64)."""
         self._check_fitted("score")
         X = as_features(X, "score()")
         y = as_labels(y, X, "score()")
