@@ -35,6 +35,7 @@ from circuitlab.statistics import CosineStatistics, MomentStatistics
 __all__ = [
     "Cosine",
     "GroupMean",
+    "GroupMoments",
     "Keep",
     "Logits",
     "Mean",
@@ -43,6 +44,7 @@ __all__ = [
     "PaddedActivations",
     "Reader",
     "RowChunks",
+    "SpanMean",
     "TokenCount",
 ]
 
@@ -285,6 +287,115 @@ class Moments(Reader):
 
     def result(self) -> MomentStatistics:
         return self.statistics
+
+
+class GroupMoments(Reader):
+    """`Moments` per group of prompts (e.g. truthful and hallucinated answers), optionally
+    only from a position onwards in each prompt (e.g. the answer's tokens).
+
+    Args:
+        site: the site read.
+        epsilon: the sparsity threshold.
+        groups: the group index of every prompt of the data set (0 .. n_groups − 1).
+        n_groups: number of groups (default: ``max(groups) + 1``).
+        start: per prompt, the first position read (earlier tokens are skipped); needs
+            ``positions="all"``.
+
+    Result: one `circuitlab.statistics.MomentStatistics` per group (a list).
+    """
+
+    def __init__(
+        self,
+        site: Site | str,
+        epsilon: float,
+        groups: Sequence[int] | Tensor,
+        n_groups: int | None = None,
+        start: Sequence[int] | Tensor | None = None,
+    ) -> None:
+        self.sites = (site,)
+        self.groups = torch.as_tensor(groups, dtype=torch.long)
+        if self.groups.dim() != 1 or len(self.groups) == 0 or int(self.groups.min()) < 0:
+            raise InputError("groups must be one non-negative group index per prompt.")
+        self.n_groups = int(self.groups.max()) + 1 if n_groups is None else n_groups
+        if int(self.groups.max()) >= self.n_groups:
+            raise InputError(f"A group index is >= n_groups = {self.n_groups}.")
+        self.start = None if start is None else torch.as_tensor(start, dtype=torch.long)
+        if self.start is not None and self.start.shape != self.groups.shape:
+            raise InputError(
+                f"start needs one position per prompt ({len(self.groups)}); got "
+                f"{tuple(self.start.shape)}."
+            )
+        self.statistics = [MomentStatistics(epsilon) for _ in range(self.n_groups)]
+
+    def update(self, batch: CapturedBatch) -> None:
+        values = batch.read(self.sites[0])
+        rows = batch.read_rows()
+        if int(rows.max()) >= len(self.groups):
+            raise InputError(
+                f"groups has {len(self.groups)} entries but the data set has more prompts; "
+                f"give one group index per prompt."
+            )
+        keep = torch.ones(len(rows), dtype=torch.bool)
+        if self.start is not None:
+            if not batch.every_token:
+                raise InputError("GroupMoments(start=...) needs collect(positions='all').")
+            position = batch.mask.nonzero()[:, 1].cpu()  # each read token's position, in order
+            keep = position >= self.start[rows]
+        group = self.groups[rows]
+        for index, statistics in enumerate(self.statistics):
+            chosen = keep & (group == index)
+            if bool(chosen.any()):
+                statistics.update(values[chosen.to(values.device)])
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        for mine, theirs in zip(self.statistics, other.statistics, strict=True):
+            mine.merge(theirs)
+
+    def result(self) -> list[MomentStatistics]:
+        return self.statistics
+
+
+class SpanMean(RowChunks):
+    """Per prompt, the mean activation at ``site`` over its tokens from ``start[prompt]`` on
+    (e.g. the answer after a question), for every-token reads (``positions="all"``).
+
+    Result: [prompt, ...] (float32): one pooled vector per prompt, in data order.
+    """
+
+    def __init__(self, site: Site | str, start: Sequence[int] | Tensor) -> None:
+        super().__init__()
+        self.sites = (site,)
+        self.start = torch.as_tensor(start, dtype=torch.long)
+        if self.start.dim() != 1 or not len(self.start) or int(self.start.min()) < 0:
+            raise InputError("start must be one non-negative position per prompt.")
+
+    def update(self, batch: CapturedBatch) -> None:
+        if not batch.every_token:
+            raise InputError("SpanMean needs collect(positions='all').")
+        values = batch.real(self.sites[0]).float()
+        rows = batch.read_rows()
+        if int(rows.max()) >= len(self.start):
+            raise InputError(
+                f"start has {len(self.start)} entries but the data set has more prompts; give "
+                f"one start position per prompt."
+            )
+        position = batch.mask.nonzero()[:, 1].cpu()
+        keep = position >= self.start[rows]
+        index = torch.repeat_interleave(torch.arange(len(batch.rows)), batch.tokens.lengths.cpu())[
+            keep
+        ]
+        sums = values.new_zeros(len(batch.rows), *values.shape[1:])
+        sums.index_add_(0, index.to(values.device), values[keep.to(values.device)])
+        counts = torch.bincount(index, minlength=len(batch.rows))
+        if bool((counts == 0).any()):
+            row = int(batch.rows[int((counts == 0).nonzero()[0])])
+            raise InputError(
+                f"Prompt {row} has no token at or after its start position "
+                f"{int(self.start[row])}; the span to average is empty."
+            )
+        shape = (-1, *([1] * (values.dim() - 1)))
+        self.keep(batch.rows, sums / counts.to(values.device, values.dtype).view(shape))
 
 
 class Cosine(Reader):

@@ -246,3 +246,20 @@ def test_pruning_study_resumes_from_its_checkpoint(
     )
     with pytest.raises(InputError, match="another model or suite"):
         pruning_study(model, rankings, suite=other, checkpoint=checkpoint)
+
+
+def test_the_extended_question_set() -> None:
+    from collections import Counter
+
+    from circuitlab.evaluation import load_factual_qa
+
+    core, every = load_factual_qa(), load_factual_qa(extended=True)
+    assert len(core) == 240 and len(every) == 660 and every[:240] == core
+    texts = [question.question.casefold() for question in every]
+    assert len(set(texts)) == len(texts)  # no question twice
+    more = every[240:]
+    assert set(Counter(q.category for q in more).values()) == {35}
+    assert len({q.category for q in more}) == 12
+    assert Counter(q.difficulty for q in more) == {"easy": 144, "medium": 144, "hard": 132}
+    assert all(q.answer.strip() and q.question.endswith("?") for q in every)
+    assert len(load_factual_qa("sports", extended=True)) == 35

@@ -5,6 +5,10 @@ Both were written for the project (no downloaded data set):
 - ``factual_qa.jsonl``: 240 short factual questions, 40 in each of six categories
   (geography, science, history, culture, language, everyday), each with a gold answer and
   accepted aliases.
+- ``factual_qa_more.jsonl``: 420 more, 35 in each of twelve categories (the six above and
+  sports, literature, music, nature, technology, food), each marked easy, medium or hard
+  (144 / 144 / 132), for studies that need many right and wrong answers (the hallucination
+  analysis). `load_factual_qa(extended=True)` returns all 660.
 - ``heldout_prose.jsonl``: 40 original documents (~26,800 words) in four themes; 8 of them
   form the ``calibration`` split (for scoring layers), the other 32 the ``evaluation`` split
   (for perplexity).
@@ -32,6 +36,7 @@ class FactualQuestion:
     answer: str
     aliases: tuple[str, ...] = ()
     category: str = ""
+    difficulty: str = ""
 
     @property
     def golds(self) -> tuple[str, ...]:
@@ -46,11 +51,27 @@ def _rows(name: str) -> list[dict[str, Any]]:
 
 def load_factual_qa(
     categories: str | tuple[str, ...] | list[str] | None = None,
+    *,
+    extended: bool = False,
 ) -> list[FactualQuestion]:
-    """The shipped factual questions (240), optionally only some categories."""
+    """The shipped factual questions, optionally only some categories.
+
+    Args:
+        categories: keep only these categories.
+        extended: also the 420 questions of ``factual_qa_more.jsonl`` (660 in all; they carry
+            a difficulty, the first 240 do not).
+    """
+    files = ("factual_qa.jsonl", "factual_qa_more.jsonl") if extended else ("factual_qa.jsonl",)
     questions = [
-        FactualQuestion(row["question"], row["answer"], tuple(row["aliases"]), row["category"])
-        for row in _rows("factual_qa.jsonl")
+        FactualQuestion(
+            row["question"],
+            row["answer"],
+            tuple(row["aliases"]),
+            row["category"],
+            row.get("difficulty", ""),
+        )
+        for name in files
+        for row in _rows(name)
     ]
     if categories is None:
         return questions
