@@ -183,3 +183,56 @@ def test_scores_refuse_data_without_contrast() -> None:
         hallucination_scores(model, right)
     with pytest.raises(InputError, match="Unknown site"):
         hallucination_scores(model, answers, site="resid")
+
+
+def test_continuation_logprobs_are_mean_token_logprobs_of_the_answer() -> None:
+    from circuitlab.hallucination.contrastive import continuation_logprobs
+
+    model = tiny_model("llama")
+    prompts, answers = ["the cat sat", "a dog"], [" on the mat", " ran"]
+    got, pooled = continuation_logprobs(model, prompts, answers, layers=[1])
+    for row, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
+        start = int(model.tokenize(prompt).lengths[0])
+        tokens = model.tokenize(prompt + answer).input_ids[0]
+        log_probs = torch.log_softmax(model.logits(prompt + answer)[0], dim=-1)
+        expected = torch.stack(
+            [log_probs[t - 1, tokens[t]] for t in range(start, len(tokens))]
+        ).mean()
+        assert float(got[row]) == pytest.approx(float(expected), abs=1e-5)
+        hidden = _cached(model, prompt + answer, sites.resid_post(1))[start:]
+        torch.testing.assert_close(pooled[1][row], hidden.mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_contrastive_loss_terms() -> None:
+    from circuitlab.hallucination.contrastive import contrastive_loss, representation_loss
+
+    correct = torch.tensor([-1.0, -2.0])
+    incorrect = torch.tensor([[-1.5, -3.0], [float("-inf"), float("-inf")]])
+    # question 0: -(-1) + 1 * max(0, 1 - (-1 - -1.5)) = 1 + 0.5; question 1: 2 (no ranking)
+    loss = contrastive_loss(correct, incorrect, margin=1.0, ranking_weight=1.0)
+    assert float(loss) == pytest.approx((1.5 + 2.0) / 2)
+    assert float(contrastive_loss(correct, incorrect[:, :0])) == pytest.approx(1.5)
+    pooled = torch.tensor([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0]])
+    truthful = torch.tensor([True, True, False])
+    near = representation_loss(pooled, truthful, 0.1)
+    far = representation_loss(pooled[[0, 2, 1]], truthful, 0.1)  # positive is now the far one
+    assert 0 <= float(near) < float(far)
+
+
+def test_contrastive_finetune_trains_only_the_chosen_layers() -> None:
+    from circuitlab.hallucination.contrastive import contrastive_finetune, contrastive_pairs
+
+    model = tiny_model("llama")
+    answers = _tiny_answers(12)
+    pairs = contrastive_pairs(answers)
+    assert len(pairs) == 12 and sum(bool(pair.incorrect) for pair in pairs) == 6
+    run = contrastive_finetune(
+        model, answers, [1], epochs=4, batch_size=6, learning_rate=5e-3,
+        representation_weight=0.5, seed=0,
+    )  # fmt: skip
+    assert run.history.epochs == 4 and run.history.losses[-1] < run.history.losses[0]
+    assert run.settings["steps"] == 8
+    lora = [name for name, _ in model.hf_model.named_parameters() if "lora_" in name]
+    assert lora and all(".layers.1." in name for name in lora)
+    with pytest.raises(InputError, match="at least one layer"):
+        contrastive_finetune(tiny_model("llama"), answers, [])
