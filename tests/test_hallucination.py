@@ -236,3 +236,69 @@ def test_contrastive_finetune_trains_only_the_chosen_layers() -> None:
     assert lora and all(".layers.1." in name for name in lora)
     with pytest.raises(InputError, match="at least one layer"):
         contrastive_finetune(tiny_model("llama"), answers, [])
+
+
+_KILLED_RUN = """
+import os, sys
+import torch
+from safetensors.torch import save_file
+import circuitlab.hallucination.contrastive as contrastive
+sys.path.insert(0, {tests!r})
+from test_hallucination import _tiny_answers
+from circuitlab.testing import tiny_model
+
+kill_at = int(sys.argv[1])
+calls = [0]
+original = contrastive.continuation_logprobs
+
+def counting(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), 9)  # like kill -9: no cleanup, no flush
+    return original(*args, **kwargs)
+
+contrastive.continuation_logprobs = counting
+model = tiny_model("llama")
+run = contrastive.contrastive_finetune(
+    model, _tiny_answers(12), [1], epochs=4, batch_size=6, learning_rate=5e-3,
+    checkpoint=sys.argv[2],
+)
+save_file(run.adapter.state_dict(), sys.argv[3])
+"""
+
+
+def test_a_killed_training_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from circuitlab.hallucination.contrastive import contrastive_finetune
+
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_RUN.format(tests=str(Path(__file__).parent)))
+    state, out = tmp_path / "state.safetensors", tmp_path / "adapter.safetensors"
+    killed = subprocess.run([sys.executable, str(script), "6", str(state), str(out)], check=False)
+    assert killed.returncode == -9 and state.exists() and not out.exists()  # died in epoch 3
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    resumed = subprocess.run([sys.executable, str(script), "0", str(state), str(out)], check=False)
+    assert resumed.returncode == 0
+
+    model = tiny_model("llama")
+    run = contrastive_finetune(
+        model, _tiny_answers(12), [1], epochs=4, batch_size=6, learning_rate=5e-3
+    )
+    expected = run.adapter.state_dict()
+    got = load_file(out)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5)
+    other = contrastive_finetune(
+        tiny_model("llama"), _tiny_answers(12), [1], epochs=4, batch_size=6,
+        learning_rate=5e-3, checkpoint=state,
+    )  # fmt: skip
+    assert other.history.epochs == 4  # a finished checkpoint returns its history at once
+    with pytest.raises(InputError, match="belongs to another run"):
+        contrastive_finetune(
+            tiny_model("llama"), _tiny_answers(12), [0], epochs=4, checkpoint=state
+        )

@@ -131,3 +131,47 @@ def test_history_round_trips_through_plain_data() -> None:
 def test_bad_settings_are_clear_errors(call: object, message: str) -> None:
     with pytest.raises(InputError, match=message):
         call(torch.ones(1))  # type: ignore[operator]
+
+
+def test_a_checkpointed_run_resumes_from_its_last_epoch(tmp_path) -> None:
+    x, y, _ = _least_squares()
+
+    def run(w: torch.Tensor, epochs: int, checkpoint=None, stop_after: int | None = None):
+        calls = [0]
+
+        def objective(batch: torch.Tensor) -> Step:
+            calls[0] += 1
+            if stop_after is not None and calls[0] > stop_after:
+                raise KeyboardInterrupt  # killed mid-run, between epochs' checkpoints
+            return Step(((x[batch] @ w) - y[batch]).pow(2).mean())
+
+        def batches(epoch: int) -> list[torch.Tensor]:
+            order = torch.randperm(64, generator=torch.Generator().manual_seed(epoch))
+            return list(order.split(16))
+
+        return train(
+            [w],
+            objective,
+            batches,
+            learning_rate=0.05,
+            stopping=Stopping(epochs),
+            optimizer=torch.optim.Adam,
+            checkpoint=checkpoint,
+            scope={"data": "toy"},
+        )
+
+    straight = torch.zeros(3, dtype=torch.float64)
+    expected = run(straight, 6)
+    state = tmp_path / "state.safetensors"
+    interrupted = torch.zeros(3, dtype=torch.float64)
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted, 6, state, stop_after=4 * 3 + 2)  # dies in epoch 4
+    resumed = torch.zeros(3, dtype=torch.float64)
+    history = run(resumed, 6, state)
+    assert history == expected
+    torch.testing.assert_close(resumed, straight, rtol=0, atol=0)
+    with pytest.raises(InputError, match="belongs to another run"):
+        run(torch.zeros(3, dtype=torch.float64), 7, state)
+    (tmp_path / "junk.safetensors").write_bytes(b"not a state")
+    with pytest.raises(InputError, match="not a circuitlab training state"):
+        run(torch.zeros(3, dtype=torch.float64), 6, tmp_path / "junk.safetensors")

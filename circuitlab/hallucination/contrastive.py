@@ -21,6 +21,7 @@ The loss of a batch is the mean over its questions (plus μ times the representa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from torch import Tensor
 from circuitlab import sites
 from circuitlab.checks import check_integer, check_number, checked_arguments
 from circuitlab.errors import InputError
+from circuitlab.fingerprint import data_fingerprint, model_fingerprint
 from circuitlab.hallucination.data import AnswerSet
 from circuitlab.lora import LoraAdapter, add_lora
 from circuitlab.model import ModelHandle
@@ -185,6 +187,7 @@ def contrastive_finetune(
     lora_alpha: float = 16.0,
     modules: Sequence[str] | None = None,
     seed: int = 0,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> ContrastiveRun:
     """Train a LoRA adapter on ``layers`` only with the contrastive loss (module docstring).
 
@@ -203,6 +206,8 @@ def contrastive_finetune(
         lora_alpha: LoRA scaling numerator.
         modules: LoRA target modules (default every linear map of the layers).
         seed: seed of the adapter's initialisation and of the batch order.
+        checkpoint: a file keeping the training state after every epoch; rerunning with it
+            resumes a killed run (`circuitlab.training.train`).
     """
     epochs = check_integer("epochs", epochs, minimum=1)
     batch_size = check_integer("batch_size", batch_size, minimum=1)
@@ -218,9 +223,9 @@ def contrastive_finetune(
         raise InputError("Choose at least one layer to fine-tune (k must be at least 1).")
     torch.manual_seed(seed)
     adapter = add_lora(model, layer_list, modules, r=r, alpha=lora_alpha)
-    generator = torch.Generator().manual_seed(seed)
 
-    def batches() -> list[list[ContrastPair]]:
+    def batches(epoch: int) -> list[list[ContrastPair]]:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(len(pairs), generator=generator).tolist()
         return [
             [pairs[i] for i in order[start : start + batch_size]]
@@ -259,30 +264,43 @@ def contrastive_finetune(
             loss = loss + representation_weight * torch.stack(terms).mean()
         return Step(loss)
 
-    history = train(
-        adapter.parameters(),
-        objective,
-        batches,
-        learning_rate=learning_rate,
-        stopping=Stopping(max_epochs=epochs),
-        optimizer=torch.optim.AdamW,
-    )
+    settings = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "margin": margin,
+        "ranking_weight": ranking_weight,
+        "representation_weight": representation_weight,
+        "temperature": temperature,
+        "r": r,
+        "lora_alpha": lora_alpha,
+        "seed": seed,
+        "questions": len(pairs),
+        "steps": epochs * -(-len(pairs) // batch_size),
+        "layers": layer_list,
+        "modules": list(modules) if modules is not None else None,
+    }
+    scope = {
+        "model_fingerprint": model_fingerprint(model),
+        "data_fingerprint": data_fingerprint(
+            [[p.prompt, p.correct, list(p.incorrect)] for p in pairs]
+        ),
+        **settings,
+    }
+    try:
+        history = train(
+            adapter.parameters(),
+            objective,
+            batches,
+            learning_rate=learning_rate,
+            stopping=Stopping(max_epochs=epochs),
+            optimizer=torch.optim.AdamW,
+            checkpoint=checkpoint,
+            scope=scope,
+        )
+    except BaseException:
+        adapter.remove()
+        raise
     return ContrastiveRun(
-        adapter=adapter,
-        history=history,
-        layers=tuple(layer_list),
-        settings={
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "margin": margin,
-            "ranking_weight": ranking_weight,
-            "representation_weight": representation_weight,
-            "temperature": temperature,
-            "r": r,
-            "lora_alpha": lora_alpha,
-            "seed": seed,
-            "questions": len(pairs),
-            "steps": epochs * -(-len(pairs) // batch_size),
-        },
+        adapter=adapter, history=history, layers=tuple(layer_list), settings=settings
     )

@@ -12,6 +12,12 @@ signal that training is done), and a `Stopping` rule:
 - ``check_done_every``: epochs between looks at the objective's ``done`` signal (a done
   signal stops training before that batch's step).
 
+With ``checkpoint=PATH`` the run's state (parameters, optimiser, counters) is written after
+every epoch (`circuitlab.training.state`); the same call with the same path resumes a run that
+was killed, from its last finished epoch, and returns what an uninterrupted run returns.
+Batches that change per epoch should then come from a function of the epoch index
+(``batches(epoch)``), so that a resumed run draws the same ones.
+
 `classification_objective` (in `circuitlab.training.objectives`) is the cross-entropy
 objective of the classifiers; its ``done`` is "every training example right".
 
@@ -25,7 +31,9 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -129,6 +137,8 @@ def train(
     penalty: Callable[[], Tensor] | None = None,
     optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD,
     done_reason: str = "done",
+    checkpoint: str | os.PathLike[str] | None = None,
+    scope: Mapping[str, Any] | None = None,
 ) -> TrainingHistory:
     """Train ``parameters`` in place to minimise ``objective`` over ``batches``.
 
@@ -136,14 +146,19 @@ def train(
         parameters: the tensors to learn (leaf tensors; gradients are switched on for the run
             and their former ``requires_grad`` restored after).
         objective: maps one batch to a `Step`.
-        batches: the batches of one epoch, or a function returning them afresh each epoch
-            (default: one ``None`` batch, for full-batch objectives that close over their data).
+        batches: the batches of one epoch, or a function returning them afresh each epoch,
+            called with the epoch index if it takes an argument (default: one ``None`` batch,
+            for full-batch objectives that close over their data).
         learning_rate: the optimiser's step size.
         stopping: the `Stopping` rule.
         penalty: an extra term added to every batch's loss for the gradient (e.g. an L1 norm
             of the weights); the stopping rule does not see it.
         optimizer: builds the optimiser from ``(parameters, lr=learning_rate)`` (SGD).
         done_reason: the ``stopped`` value recorded when the objective signals done.
+        checkpoint: a file keeping the run's state after every epoch; an existing one is
+            resumed (a finished run returns its history at once).
+        scope: what the run depends on (model and data fingerprints, settings); a checkpoint
+            of another scope is refused.
 
     Returns:
         The `TrainingHistory`.
@@ -159,9 +174,27 @@ def train(
     losses: list[float] = []
     best, strikes, stopped, steps = math.inf, 0, "max_epochs", 0
     check_every, patience = stopping.check_done_every, stopping.patience
+    first_epoch = 0
+    run_scope = {**dict(scope or {}), "stopping": repr(stopping), "learning_rate": learning_rate}
+    if checkpoint is not None and os.path.exists(checkpoint):
+        from circuitlab.training.state import load_training_state
+
+        saved = load_training_state(checkpoint, parameters, optimiser, run_scope)
+        losses = [float(loss) for loss in saved["losses"]]
+        best = math.inf if saved["best"] is None else float(saved["best"])
+        strikes, steps, first_epoch = int(saved["strikes"]), int(saved["steps"]), len(losses)
+        if saved["stopped"] is not None:
+            for parameter, before in zip(parameters, grad_before, strict=True):
+                parameter.requires_grad_(before)
+            return TrainingHistory(epochs=steps, stopped=saved["stopped"], losses=tuple(losses))
+    takes_epoch = callable(batches) and _takes_an_argument(batches)
+    finished: str | None = None
     try:
-        for epoch in range(stopping.max_epochs):
-            epoch_batches = batches() if callable(batches) else batches
+        for epoch in range(first_epoch, stopping.max_epochs):
+            if callable(batches):
+                epoch_batches = batches(epoch) if takes_epoch else batches()
+            else:
+                epoch_batches = batches
             loss_sum, n_batches = 0.0, 0
             done = False
             for batch in epoch_batches:
@@ -189,8 +222,48 @@ def train(
             if patience is not None and strikes >= patience:
                 stopped = "patience"
                 break
+            if checkpoint is not None:
+                _save(
+                    checkpoint, parameters, optimiser, losses, best, strikes, steps, None, run_scope
+                )
+        finished = stopped
     finally:
         for parameter, before in zip(parameters, grad_before, strict=True):
             parameter.requires_grad_(before)
             parameter.grad = None
+    if checkpoint is not None and finished is not None:
+        _save(checkpoint, parameters, optimiser, losses, best, strikes, steps, finished, run_scope)
     return TrainingHistory(epochs=steps, stopped=stopped, losses=tuple(losses))
+
+
+def _takes_an_argument(function: Callable[..., Any]) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters
+    )
+
+
+def _save(
+    path: str | os.PathLike[str],
+    parameters: Sequence[Tensor],
+    optimiser: torch.optim.Optimizer,
+    losses: list[float],
+    best: float,
+    strikes: int,
+    steps: int,
+    stopped: str | None,
+    scope: Mapping[str, Any],
+) -> None:
+    from circuitlab.training.state import save_training_state
+
+    progress = {
+        "losses": losses,
+        "best": None if math.isinf(best) else best,
+        "strikes": strikes,
+        "steps": steps,
+        "stopped": stopped,
+    }
+    save_training_state(path, parameters, optimiser, progress, scope)
