@@ -239,6 +239,19 @@ def _verdict(sweep: ConsistencySweep) -> str:
     )
     if controls.empty:
         return text
+    grid = frame[frame["method"] != "base"].pivot_table(
+        index=["k", "alpha"], columns="method", values="consistency_rate"
+    )  # controls averaged over their seeds
+    for control, label in (
+        ("random_heads", "random heads"),
+        ("random_direction", "random directions"),
+    ):
+        if control in grid.columns:
+            difference = 100 * (grid["located"] - grid[control])
+            text += (
+                f" Against {label} at the same (K, α): {difference.mean():+.1f} points on average "
+                f"(from {difference.min():+.1f} to {difference.max():+.1f})."
+            )
     if control_best >= best["consistency_rate"]:
         text += (
             f" A control does as well or better (best control {_pct(control_best)}%): on this "
