@@ -302,3 +302,22 @@ def test_a_killed_training_run_resumes_to_the_uninterrupted_result(tmp_path: Pat
         contrastive_finetune(
             tiny_model("llama"), _tiny_answers(12), [0], epochs=4, checkpoint=state
         )
+
+
+def test_hallucination_rates_split_every_question(monkeypatch: pytest.MonkeyPatch) -> None:
+    import circuitlab.evaluation.qa as qa
+    from circuitlab.evaluation.data import FactualQuestion
+    from circuitlab.hallucination import hallucination_rates
+
+    questions = [
+        FactualQuestion("Capital of France?", "Paris"),
+        FactualQuestion("2+2?", "4", ("four",)),
+        FactualQuestion("Red planet?", "Mars"),
+        FactualQuestion("Author of Hamlet?", "Shakespeare"),
+    ]
+    replies = ["Paris, France", "five", "", "William Shakespeare"]
+    monkeypatch.setattr(qa, "greedy_continuations", lambda model, prompts, **kw: replies)
+    rates = hallucination_rates(tiny_model("llama"), questions)
+    assert rates.as_dict() == {"accuracy": 0.5, "hallucination_rate": 0.25, "abstention_rate": 0.25}
+    with pytest.raises(InputError, match="No questions"):
+        hallucination_rates(tiny_model("llama"), [])

@@ -15,6 +15,7 @@ from circuitlab.hallucination.contrastive import (
     representation_loss,
 )
 from circuitlab.hallucination.data import AnswerSet, label_model_answers, load_labelled_answers
+from circuitlab.hallucination.evaluate import HallucinationRates, hallucination_rates
 from circuitlab.hallucination.scores import (
     HALLUCINATION_METHODS,
     answer_starts,
@@ -26,11 +27,13 @@ __all__ = [
     "AnswerSet",
     "ContrastPair",
     "ContrastiveRun",
+    "HallucinationRates",
     "answer_starts",
     "continuation_logprobs",
     "contrastive_finetune",
     "contrastive_loss",
     "contrastive_pairs",
+    "hallucination_rates",
     "hallucination_scores",
     "label_model_answers",
     "load_labelled_answers",
