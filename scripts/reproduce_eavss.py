@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> None:
     work = Path(args.work_dir) / args.model
     work.mkdir(parents=True, exist_ok=True)
     questions = load_factual_qa(extended=True)
+    if args.limit:  # a smoke run on a few questions
+        questions = questions[:: max(1, len(questions) // args.limit)][: args.limit]
     by_text = {question.question: question for question in questions}
     started = time.perf_counter()
     answers = label_model_answers(model, questions, progress=True)
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--perplexity-tokens", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=None, help="use only this many questions")
     parser.add_argument(
         "--work-dir", default=str(cache_root() / "reproductions" / "eavss"), help="checkpoints"
     )
