@@ -47,6 +47,7 @@ ALPHAS = (1, 3, 5, 7, 9)
 KS = (5, 15, 25, 35)
 HEAD_SEEDS = (0, 1, 2)
 DIRECTION_SEEDS = (0,)
+TRANSFER_HEAD_SEEDS = (0,)
 SPLIT_SEED = 0
 TRANSFER_INPUTS = 100
 BATCH_SIZE = 32
@@ -84,12 +85,16 @@ def run(model_name: str, args: argparse.Namespace) -> None:
     task.check_label_words(model)
     timings: dict[str, float] = {}
 
-    started = time.perf_counter()
-    heads = locate_consistency_heads(
-        model, locate_task, seed=SPLIT_SEED, batch_size=BATCH_SIZE, progress=True
-    )
-    timings["locate"] = time.perf_counter() - started
-    heads.save(paths["heads"])
+    if paths["heads"].exists() and paths["run"].exists():  # a rerun keeps the located heads
+        heads = ConsistencyHeads.load(paths["heads"])
+        timings["locate"] = json.loads(paths["run"].read_text())["seconds"]["locate"]
+    else:
+        started = time.perf_counter()
+        heads = locate_consistency_heads(
+            model, locate_task, seed=SPLIT_SEED, batch_size=BATCH_SIZE, progress=True
+        )
+        timings["locate"] = time.perf_counter() - started
+        heads.save(paths["heads"])
     print(heads)
 
     started = time.perf_counter()
@@ -120,7 +125,8 @@ def run(model_name: str, args: argparse.Namespace) -> None:
         heads,
         alphas=ALPHAS,
         ks=KS,
-        control_seeds=(),
+        control_seeds=TRANSFER_HEAD_SEEDS,
+        direction_seeds=(),
         batch_size=BATCH_SIZE,
         checkpoint=work / "transfer.json",
         progress=True,
@@ -337,10 +343,12 @@ def _model_section(model_name: str) -> list[str]:
         f"**Transfer to {TRANSFER_TASK}** (heads and directions from sentiment, "
         f"{split['transfer_inputs']} topic inputs x {len(transfer.settings['templates'])} "
         f"held-out paraphrases; base consistency {_pct(transfer.base()['consistency_rate'])}%, "
-        f"accuracy {_pct(transfer.base()['accuracy_mean'])}%; no controls were run here, so a "
-        f"gain cannot be credited to the located heads). {_verdict(transfer)}",
+        f"accuracy {_pct(transfer.base()['accuracy_mean'])}%; control: random heads, seed "
+        f"{', '.join(map(str, transfer.settings['control_seeds']))}). {_verdict(transfer)}",
         "",
         *_located_table(transfer, "consistency_rate"),
+        "",
+        *_control_table(transfer),
         "",
         f"![transfer](figures/consistency-{model_name}-transfer-{TRANSFER_TASK}.png)",
         "",
