@@ -217,6 +217,26 @@ class Mean(Reader):
         return self.total / self.count
 
 
+def _checked_groups(groups: Sequence[int] | Tensor, n_groups: int | None) -> tuple[Tensor, int]:
+    """One non-negative group index per prompt, and the number of groups."""
+    indices = torch.as_tensor(groups, dtype=torch.long)
+    if indices.dim() != 1 or len(indices) == 0 or int(indices.min()) < 0:
+        raise InputError("groups must be one non-negative group index per prompt.")
+    count = int(indices.max()) + 1 if n_groups is None else n_groups
+    if int(indices.max()) >= count:
+        raise InputError(f"A group index is >= n_groups = {count}.")
+    return indices, count
+
+
+def _check_rows(rows: Tensor, entries: int, what: str, item: str) -> None:
+    """Refuse data-set rows past the ``entries`` a per-prompt argument holds."""
+    if int(rows.max()) >= entries:
+        raise InputError(
+            f"{what} {entries} entries but the data set has more prompts; give one {item} per "
+            f"prompt."
+        )
+
+
 class GroupMean(Reader):
     """Mean activation at ``site`` per group of prompts (e.g. per label), in float64.
 
@@ -233,23 +253,14 @@ class GroupMean(Reader):
         self, site: Site | str, groups: Sequence[int] | Tensor, n_groups: int | None = None
     ) -> None:
         self.sites = (site,)
-        self.groups = torch.as_tensor(groups, dtype=torch.long)
-        if self.groups.dim() != 1 or len(self.groups) == 0 or int(self.groups.min()) < 0:
-            raise InputError("groups must be one non-negative group index per prompt.")
-        self.n_groups = int(self.groups.max()) + 1 if n_groups is None else n_groups
-        if int(self.groups.max()) >= self.n_groups:
-            raise InputError(f"A group index is >= n_groups = {self.n_groups}.")
+        self.groups, self.n_groups = _checked_groups(groups, n_groups)
         self.total: Tensor | None = None
         self.counts = torch.zeros(self.n_groups, dtype=torch.long)
 
     def update(self, batch: CapturedBatch) -> None:
         values = batch.read(self.sites[0]).to(torch.float64)
         rows = batch.read_rows()
-        if int(rows.max()) >= len(self.groups):
-            raise InputError(
-                f"groups has {len(self.groups)} entries but the data set has more prompts; "
-                f"give one group index per prompt."
-            )
+        _check_rows(rows, len(self.groups), "groups has", "group index")
         group = self.groups[rows]
         if self.total is None:
             self.total = values.new_zeros(self.n_groups, *values.shape[1:])
@@ -313,12 +324,7 @@ class GroupMoments(Reader):
         start: Sequence[int] | Tensor | None = None,
     ) -> None:
         self.sites = (site,)
-        self.groups = torch.as_tensor(groups, dtype=torch.long)
-        if self.groups.dim() != 1 or len(self.groups) == 0 or int(self.groups.min()) < 0:
-            raise InputError("groups must be one non-negative group index per prompt.")
-        self.n_groups = int(self.groups.max()) + 1 if n_groups is None else n_groups
-        if int(self.groups.max()) >= self.n_groups:
-            raise InputError(f"A group index is >= n_groups = {self.n_groups}.")
+        self.groups, self.n_groups = _checked_groups(groups, n_groups)
         self.start = None if start is None else torch.as_tensor(start, dtype=torch.long)
         if self.start is not None and self.start.shape != self.groups.shape:
             raise InputError(
@@ -330,11 +336,7 @@ class GroupMoments(Reader):
     def update(self, batch: CapturedBatch) -> None:
         values = batch.read(self.sites[0])
         rows = batch.read_rows()
-        if int(rows.max()) >= len(self.groups):
-            raise InputError(
-                f"groups has {len(self.groups)} entries but the data set has more prompts; "
-                f"give one group index per prompt."
-            )
+        _check_rows(rows, len(self.groups), "groups has", "group index")
         keep = torch.ones(len(rows), dtype=torch.bool)
         if self.start is not None:
             if not batch.every_token:
@@ -375,11 +377,7 @@ class SpanMean(RowChunks):
             raise InputError("SpanMean needs collect(positions='all').")
         values = batch.real(self.sites[0]).float()
         rows = batch.read_rows()
-        if int(rows.max()) >= len(self.start):
-            raise InputError(
-                f"start has {len(self.start)} entries but the data set has more prompts; give "
-                f"one start position per prompt."
-            )
+        _check_rows(rows, len(self.start), "start has", "start position")
         position = batch.mask.nonzero()[:, 1].cpu()
         keep = position >= self.start[rows]
         index = torch.repeat_interleave(torch.arange(len(batch.rows)), batch.tokens.lengths.cpu())[
