@@ -17,6 +17,9 @@ change to this file alone. What they cover:
   name its module is reachable by, and the bridge makes each reachable under several aliases.
 - **Skipping random initialisation** (``no_init_weights``) when building a model whose weights
   are all loaded afterwards.
+- **Plain greedy generation** (``plain_greedy_ids``): ``generate`` merges the model's own
+  generation config (sampling settings, several EOS ids) into the call differently across
+  releases; an explicit greedy config with one EOS id gives the same decoding in all of them.
 
 Example:
     >>> cache = new_kv_cache(model.hf_model)
@@ -51,6 +54,7 @@ __all__ = [
     "new_kv_cache",
     "no_init_weights",
     "peft_adapter_state_dict",
+    "plain_greedy_ids",
     "probe_kv_cache",
     "repeat_kv_cache",
 ]
@@ -251,3 +255,36 @@ def peft_adapter_state_dict(hf_model: Any, adapter_name: str = "default") -> dic
 
     raw = get_peft_model_state_dict(hf_model, adapter_name=adapter_name)
     return {key: value for key, value in raw.items() if key in canonical}
+
+
+@torch.no_grad()
+def plain_greedy_ids(
+    hf_model: Any,
+    input_ids: torch.Tensor,
+    *,
+    max_new_tokens: int,
+    eos_token_id: int | None,
+    pad_token_id: int | None,
+) -> list[list[int]]:
+    """Greedy continuation ids of each row of ``input_ids`` [batch, pos] (unpadded rows of one
+    length) by plain ``generate``, each cut after ``eos_token_id`` (the EOS id kept)."""
+    from transformers import GenerationConfig
+
+    config = GenerationConfig(
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id if pad_token_id is not None else eos_token_id,
+    )
+    output = hf_model.generate(
+        input_ids=input_ids,
+        attention_mask=torch.ones_like(input_ids),
+        generation_config=config,
+    )
+    rows = []
+    for row in output[:, input_ids.shape[1] :].tolist():
+        if eos_token_id is not None and eos_token_id in row:
+            row = row[: row.index(eos_token_id) + 1]
+        rows.append(row)
+    return rows

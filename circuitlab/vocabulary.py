@@ -13,6 +13,7 @@ __all__ = [
     "DEFAULT_EPSILON",
     "DEFAULT_PERCENTS",
     "EVALUATION_TASKS",
+    "HALLUCINATION_METHODS",
     "METRICS",
     "SCORE_METHODS",
     "SCORE_SITES",
@@ -48,6 +49,9 @@ DEFAULT_PERCENTS = (10.0, 25.0, 40.0)
 SCORE_METHODS = ("avss", "block_influence", "angular_distance", "random", "drop_last")
 """Methods `circuitlab.score_layers` computes (the ground truth needs evaluations: see
 `circuitlab.layers.ground_truth_scores`)."""
+
+HALLUCINATION_METHODS = ("eavss", "hsav", "hss", "probe")
+"""The layer rankings `circuitlab.hallucination.hallucination_scores` returns."""
 
 SCORE_SITES = ("block", "attn", "mlp")
 """Which activation layer scores measure: the block's output (the paper's), or what its

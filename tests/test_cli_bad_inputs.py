@@ -186,6 +186,32 @@ BAD_INPUTS: dict[str, tuple[list[str | bytes], str]] = {
     ),
     "consistency-edit --alphas nan": (["consistency-edit", "--alphas", "nan"], "finite"),
     "consistency-edit --ks 0": (["consistency-edit", "--ks", "0"], "at least 1"),
+    # hallucination layers (issue 17)
+    "hallucination-layers --top-k 0": (["hallucination-layers", "--top-k", "0"], "at least 1"),
+    "hallucination-layers --questions without gold answers": (
+        ["hallucination-layers", "--questions", "{no_gold}"],
+        "has no gold answer",
+    ),
+    "hallucination-layers when every answer is wrong": (
+        ["hallucination-layers", "--model", "{tiny}", "--limit", "4"],
+        "is wrong",
+    ),
+    "contrastive-finetune --top-k beyond the layers": (
+        ["contrastive-finetune", "--model", "{tiny}", "--data", "{labelled}", "--top-k", "3"],
+        "pass --top-k between 1 and 2",
+    ),
+    "contrastive-finetune --layers out of range": (
+        ["contrastive-finetune", "--model", "{tiny}", "--data", "{labelled}", "--layers", "2"],
+        "out of range",
+    ),
+    "contrastive-finetune when every answer is right": (
+        ["contrastive-finetune", "--model", "{tiny}", "--data", "{all_right}", "--layers", "1"],
+        "answers is right",
+    ),
+    "contrastive-finetune --export a non-empty folder": (
+        ["contrastive-finetune", "--data", "{labelled}", "--export", "{folder}"],
+        "Pass --overwrite",
+    ),
     # silent wrong results (item 7)
     "export a factor that gives NaN logits": (
         ["export", "{spec_huge}", "{tmp}/nan-model", "--model", "{tiny}"],
@@ -239,6 +265,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     latin1_data.write_bytes(LATIN1 + b" is good\n")
     one_paraphrase = root / "one.txt"
     one_paraphrase.write_text("Review: {text}\\nSentiment:\n")
+    labelled = root / "labelled.jsonl"
+    labelled.write_text(
+        json.dumps({"question": "a ?", "correct_answers": ["cat"], "incorrect_answers": ["dog"]})
+        + "\n"
+        + json.dumps({"question": "b ?", "correct_answers": ["sky"], "incorrect_answers": ["red"]})
+        + "\n"
+    )
+    all_right = root / "right.jsonl"
+    all_right.write_text(json.dumps({"question": "a ?", "correct_answers": ["cat"]}) + "\n")
+    no_gold = root / "no-gold.jsonl"
+    no_gold.write_text(json.dumps({"question": "Who wrote Hamlet?", "answer": ""}) + "\n")
     corrupt_study = root / "corrupt-study"
     corrupt_study.mkdir()
     (corrupt_study / "evaluations.json").write_text(json.dumps([1, 2, 3]))
@@ -255,6 +292,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "latin1_data": str(latin1_data),
         "corrupt_study": str(corrupt_study),
         "one_paraphrase": str(one_paraphrase),
+        "labelled": str(labelled),
+        "all_right": str(all_right),
+        "no_gold": str(no_gold),
         **{name: str(path) for name, path in paths.items()},
     }
 

@@ -33,8 +33,10 @@ __all__ = [
     "component_accuracy",
     "consistency_edit",
     "consistency_heads",
+    "contrastive_finetune",
     "decompose",
     "export",
+    "hallucination_layers",
     "layer_scores",
     "models_fetch",
     "models_list",
@@ -395,3 +397,19 @@ def consistency_edit(args: argparse.Namespace) -> None:
 
     consistency._tasks(args)
     consistency.consistency_edit(args, _load(args))
+
+
+def hallucination_layers(args: argparse.Namespace) -> None:
+    """Rank hallucination-prone layers (see `circuitlab.cli.hallucination`)."""
+    from circuitlab.cli import hallucination
+
+    hallucination.read_questions(args)  # a bad data file fails before the model loads
+    hallucination.hallucination_layers(args, _load(args))
+
+
+def contrastive_finetune(args: argparse.Namespace) -> None:
+    """Contrastive LoRA fine-tuning of chosen layers (see `circuitlab.cli.hallucination`)."""
+    from circuitlab.cli import hallucination
+
+    hallucination.read_questions(args)
+    hallucination.contrastive_finetune(args, _load(args))

@@ -29,6 +29,7 @@ from circuitlab.vocabulary import (
     DEFAULT_EPSILON,
     DEFAULT_PERCENTS,
     EVALUATION_TASKS,
+    HALLUCINATION_METHODS,
     METRICS,
     SCORE_METHODS,
     SCORE_SITES,
@@ -316,6 +317,123 @@ def _add_consistency_commands(sub: argparse._SubParsersAction) -> None:  # type:
     edit.set_defaults(handler="consistency_edit")
 
 
+def _add_hallucination_options(parser: argparse.ArgumentParser) -> None:
+    """The answers (graded or labelled) and the layer scores (shared by both commands)."""
+    data = parser.add_mutually_exclusive_group()
+    data.add_argument(
+        "--questions",
+        metavar="FILE",
+        help="questions with gold answers (.jsonl/.json/.csv: question, answer, aliases) whose "
+        "greedy answers are graded (default: the 660 shipped factual questions)",
+    )
+    data.add_argument(
+        "--data",
+        metavar="FILE",
+        help="labelled answers in TruthfulQA's shape (.jsonl/.json/.csv: question, "
+        "correct_answers, incorrect_answers); CSV answers are separated by ';'",
+    )
+    parser.add_argument("--question-field", default="question", help="question field (question)")
+    parser.add_argument("--correct-field", default="correct_answers", help="--data correct field")
+    parser.add_argument(
+        "--incorrect-field", default="incorrect_answers", help="--data incorrect field"
+    )
+    parser.add_argument("--limit", type=_count, default=None, help="use only N questions")
+    parser.add_argument(
+        "--site", default="block", choices=["block", "attn", "mlp"], help="scored output (block)"
+    )
+    parser.add_argument(
+        "--epsilon", type=_positive_number, default=DEFAULT_EPSILON, help="sparsity threshold"
+    )
+    parser.add_argument("--C", type=_positive_number, default=1.0, help="probe inverse L2 (1.0)")
+    parser.add_argument(
+        "--method",
+        default="eavss",
+        choices=list(HALLUCINATION_METHODS),
+        help="ranking whose top K layers are chosen (eavss)",
+    )
+    parser.add_argument(
+        "--top-k", type=_count, default=None, help="layers chosen, K (4, or every layer if fewer)"
+    )
+    parser.add_argument("--seed", type=_index, default=0, help="seed of every split (0)")
+    parser.add_argument("--batch-size", type=_count, default=8, help="samples per forward pass")
+
+
+def _add_hallucination_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    layers = sub.add_parser(
+        "hallucination-layers",
+        help="rank layers by hallucination propensity (EAVSS, HSAV, HSS) beside a probe baseline",
+        description="Grade the model's answers to factual questions (or read labelled answers), "
+        "then score every layer in one pass: activation variance and sparsity on the "
+        "hallucinated and the truthful answer tokens, contrasted as HSAV, HSS and EAVSS, and a "
+        "linear probe's held-out accuracy at telling the two apart (arXiv 2411.10069).",
+    )
+    _add_model_options(layers)
+    _add_hallucination_options(layers)
+    layers.add_argument(
+        "--probe-fraction",
+        type=_real_number(lambda v: 0 < v < 1, "between 0 and 1"),
+        default=0.5,
+        help="share of the questions that train the probes (0.5)",
+    )
+    layers.add_argument("--plot", metavar="PNG", help="write the scores by layer")
+    layers.add_argument("--save", metavar="FILE", help="write the scores (safetensors or .json)")
+    layers.set_defaults(handler="hallucination_layers")
+
+    tune = sub.add_parser(
+        "contrastive-finetune",
+        help="LoRA on the hallucination-prone layers: correct answers above hallucinated ones",
+        description="Split the questions into training and test questions, choose the layers "
+        "(--layers, or the top K of --method scored on the training answers), train a LoRA "
+        "adapter on them with the contrastive loss, and compare the test questions before and "
+        "after. --export writes the adapter (plain peft) and the merged model (plain "
+        "transformers) and checks that both give circuitlab's answers.",
+    )
+    _add_model_options(tune)
+    _add_hallucination_options(tune)
+    tune.add_argument("--layers", type=_index, nargs="+", default=None, help="layers to tune")
+    tune.add_argument(
+        "--test-fraction",
+        type=_real_number(lambda v: 0 < v < 1, "between 0 and 1"),
+        default=0.2,
+        help="share of the questions held out for the comparison (0.2)",
+    )
+    tune.add_argument("--epochs", type=_count, default=2, help="passes over the questions (2)")
+    tune.add_argument(
+        "--learning-rate", type=_positive_number, default=5e-4, help="AdamW step (5e-4)"
+    )
+    tune.add_argument(
+        "--margin", type=_non_negative_number, default=1.0, help="ranking margin, nats/token (1)"
+    )
+    tune.add_argument(
+        "--ranking-weight", type=_non_negative_number, default=1.0, help="ranking term weight (1)"
+    )
+    tune.add_argument(
+        "--representation-weight",
+        type=_non_negative_number,
+        default=0.0,
+        help="InfoNCE term weight (0: off)",
+    )
+    tune.add_argument(
+        "--temperature", type=_positive_number, default=0.1, help="InfoNCE temperature (0.1)"
+    )
+    tune.add_argument("--rank", type=_count, default=8, help="LoRA rank (8)")
+    tune.add_argument("--lora-alpha", type=_positive_number, default=16.0, help="LoRA alpha (16)")
+    tune.add_argument(
+        "--modules", nargs="+", default=None, help="LoRA target modules (every linear map)"
+    )
+    tune.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="keep the training state in FILE after every epoch; rerun with it to resume",
+    )
+    tune.add_argument("--show", type=_index, default=5, help="test answers to print (5)")
+    tune.add_argument(
+        "--export", metavar="DIR", help="write adapter/ and merged/ to DIR, checked with plain HF"
+    )
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    tune.set_defaults(handler="contrastive_finetune")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for documentation and tests)."""
     parser = _Parser(
@@ -472,6 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_layer_commands(sub)
     _add_consistency_commands(sub)
+    _add_hallucination_commands(sub)
 
     export = sub.add_parser(
         "export",

@@ -36,7 +36,12 @@ from circuitlab.evaluation.qa import QA_DEMOS, qa_accuracy, qa_prompt
 from circuitlab.files import read_text_file
 from circuitlab.model import ModelHandle
 
-__all__ = ["AnswerSet", "label_model_answers", "load_labelled_answers"]
+__all__ = [
+    "AnswerSet",
+    "label_model_answers",
+    "load_labelled_answers",
+    "load_questions",
+]
 
 _SUFFIXES = (".jsonl", ".json", ".csv")
 
@@ -181,6 +186,12 @@ def label_model_answers(
     questions = list(questions)
     if not questions:
         raise InputError("No questions were given; pass at least one FactualQuestion.")
+    for number, question in enumerate(questions):
+        if not question.answer.strip():
+            raise InputError(
+                f"Question {number} ({question.question[:50]!r}) has no gold answer; answers "
+                f"are graded against it. Give every question an answer (and any aliases)."
+            )
     graded = qa_accuracy(
         model,
         questions,
@@ -271,6 +282,52 @@ def load_labelled_answers(
         source="labelled",
         settings={"file": str(source)},
     )
+
+
+@checked_arguments
+def load_questions(
+    path: str | os.PathLike[str],
+    *,
+    question_field: str = "question",
+    answer_field: str = "answer",
+    aliases_field: str = "aliases",
+) -> list[FactualQuestion]:
+    """Questions with gold answers (and optional aliases) from a ``.jsonl`` / ``.json`` /
+    ``.csv`` file, for `label_model_answers` to grade the model's own answers against. In a CSV,
+    aliases are separated by ``;``. A question without a gold answer is an error."""
+    source = Path(path)
+    if source.suffix.lower() not in _SUFFIXES:
+        raise InputError(
+            f"{source} is not a question file: use .jsonl, .json or .csv (with the fields "
+            f"{question_field!r}, {answer_field!r} and optionally {aliases_field!r})."
+        )
+    rows = _rows(source, read_text_file(source, "question file"))
+    if not rows:
+        raise InputError(f"{source} holds no questions; add at least one row.")
+    questions = []
+    for number, row in enumerate(rows, start=1):
+        where = f"{source} row {number}"
+        if not isinstance(row, dict):
+            raise InputError(
+                f"{where} is not an object with {question_field!r} and {answer_field!r}."
+            )
+        if question_field not in row:
+            raise InputError(
+                f"{where} has no {question_field!r} field (it has {sorted(row)}); pass "
+                f"question_field= to name yours."
+            )
+        question = str(row[question_field]).strip()
+        gold = _answers(row.get(answer_field), ".json")
+        if not question:
+            raise InputError(f"{where} has an empty question.")
+        if not gold:
+            raise InputError(
+                f"{where} ({question[:50]!r}) has no gold answer in {answer_field!r}; every "
+                f"question needs one to grade the model's answer against."
+            )
+        aliases = _answers(row.get(aliases_field), source.suffix.lower())
+        questions.append(FactualQuestion(question, gold[0], tuple(gold[1:] + aliases)))
+    return questions
 
 
 def _rows(source: Path, text: str) -> list[Any]:

@@ -4,6 +4,10 @@ On held-out questions, the model answers greedily (the QA harness of
 `circuitlab.evaluation.qa`); each answer is right (the gold answer or an alias appears in it as
 whole words), *hallucinated* (a non-empty answer that is not right) or empty (an abstention).
 The three rates sum to 1.
+
+`choice_accuracy` needs no generation: the share of questions whose correct answer the model
+finds more likely (mean log-probability per token) than every incorrect answer it is given
+(TruthfulQA's MC1 rule); it scores externally labelled data as well as graded answers.
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from circuitlab.checks import checked_arguments
 from circuitlab.errors import InputError
 from circuitlab.evaluation.data import FactualQuestion
 from circuitlab.evaluation.qa import QA_DEMOS, qa_accuracy
+from circuitlab.hallucination.contrastive import continuation_logprobs, contrastive_pairs
+from circuitlab.hallucination.data import AnswerSet
 from circuitlab.model import ModelHandle
 
-__all__ = ["HallucinationRates", "hallucination_rates"]
+__all__ = ["ChoiceAccuracy", "HallucinationRates", "choice_accuracy", "hallucination_rates"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +80,52 @@ def hallucination_rates(
         predictions=graded.predictions,
         correct=graded.correct,
     )
+
+
+@dataclass(frozen=True)
+class ChoiceAccuracy:
+    """How often the correct answer beats every incorrect one (`choice_accuracy`).
+
+    Attributes:
+        accuracy: share of the scored questions (0..1).
+        questions: questions scored (those with at least one incorrect answer).
+        margins: per scored question, ℓ(correct) − max ℓ(incorrect) in nats per token.
+    """
+
+    accuracy: float
+    questions: int
+    margins: tuple[float, ...]
+
+
+@checked_arguments
+def choice_accuracy(
+    model: ModelHandle, answers: AnswerSet, *, batch_size: int = 16
+) -> ChoiceAccuracy:
+    """Score every question of ``answers`` that has an incorrect answer: is the gold answer's
+    mean token log-probability above every incorrect answer's (module docstring)?"""
+    pairs = [pair for pair in contrastive_pairs(answers) if pair.incorrect]
+    if not pairs:
+        raise InputError(
+            "No question has an incorrect answer to compare with; choice accuracy needs "
+            "hallucinated (or labelled incorrect) answers."
+        )
+    prompts: list[str] = []
+    texts: list[str] = []
+    for pair in pairs:
+        prompts += [pair.prompt] * (1 + len(pair.incorrect))
+        texts += [pair.correct, *pair.incorrect]
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            logprobs, _ = continuation_logprobs(
+                model, prompts[start : start + batch_size], texts[start : start + batch_size]
+            )
+            scores += logprobs.tolist()
+    margins = []
+    row = 0
+    for pair in pairs:
+        correct, incorrect = scores[row], scores[row + 1 : row + 1 + len(pair.incorrect)]
+        margins.append(correct - max(incorrect))
+        row += 1 + len(pair.incorrect)
+    wins = sum(margin > 0 for margin in margins)
+    return ChoiceAccuracy(wins / len(pairs), len(pairs), tuple(margins))

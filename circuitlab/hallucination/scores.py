@@ -34,16 +34,14 @@ from circuitlab.checks import check_number, checked_arguments
 from circuitlab.collector import EVERY_TOKEN, collect
 from circuitlab.errors import InputError
 from circuitlab.hallucination.data import AnswerSet
+from circuitlab.hallucination.result import HallucinationScores
 from circuitlab.layers.scores import LayerScores
 from circuitlab.layers.scoring import DEFAULT_SPARSITY_FLOOR, SITES
 from circuitlab.model import ModelHandle
 from circuitlab.readers import GroupMoments, Reader, SpanMean
-from circuitlab.vocabulary import DEFAULT_EPSILON
+from circuitlab.vocabulary import DEFAULT_EPSILON, HALLUCINATION_METHODS
 
 __all__ = ["HALLUCINATION_METHODS", "answer_starts", "hallucination_scores"]
-
-HALLUCINATION_METHODS = ("eavss", "hsav", "hss", "probe")
-"""The rankings `hallucination_scores` returns (module docstring)."""
 
 
 def answer_starts(model: ModelHandle, answers: AnswerSet) -> torch.Tensor:
@@ -73,7 +71,7 @@ def hallucination_scores(
     seed: int = 0,
     batch_size: int = 8,
     progress: bool | None = None,
-) -> dict[str, LayerScores]:
+) -> HallucinationScores:
     """Score every layer for hallucination propensity (module docstring), in one pass.
 
     Args:
@@ -89,7 +87,8 @@ def hallucination_scores(
         progress: progress bar (default: shown once the call runs past 2 s).
 
     Returns:
-        ``{method: LayerScores}`` for every method in `HALLUCINATION_METHODS`.
+        `HallucinationScores`: a `LayerScores` for every method in `HALLUCINATION_METHODS`
+        (``result["eavss"]``), ``top(k, method)``, a table and a figure.
     """
     from circuitlab.probes import LinearProbes
 
@@ -160,7 +159,7 @@ def hallucination_scores(
         "eavss_signed": signed,
     }
     chance = float(max(test_labels.float().mean(), 1 - test_labels.float().mean()))
-    return {
+    rankings = {
         "eavss": LayerScores("eavss", np.abs(signed), details, settings, model.name),
         "hsav": LayerScores("hsav", np.abs(hsav), details, settings, model.name),
         "hss": LayerScores("hss", np.abs(hss), details, settings, model.name),
@@ -178,6 +177,7 @@ def hallucination_scores(
             model.name,
         ),
     }
+    return HallucinationScores(rankings, model.name, {**settings, **rankings["probe"].settings})
 
 
 def _contrast(first: np.ndarray, second: np.ndarray) -> np.ndarray:
