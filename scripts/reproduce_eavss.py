@@ -103,16 +103,7 @@ def run(args: argparse.Namespace) -> None:
 
         def step(layers: list[int] = layers, name: str = name) -> dict[str, Any]:
             began = time.perf_counter()
-            finetuned = contrastive_finetune(
-                model,
-                train,
-                layers,
-                epochs=args.epochs,
-                batch_size=BATCH_SIZE,
-                learning_rate=args.learning_rate,
-                seed=args.seed,
-                checkpoint=work / f"train-{name}.safetensors",
-            )
+            finetuned = _finetune(model, args, train, layers, work / f"train-{name}.safetensors")
             try:
                 measured = evaluate()
             finally:
@@ -173,6 +164,26 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
+def _finetune(
+    model: circuitlab.ModelHandle,
+    args: argparse.Namespace,
+    train: AnswerSet,
+    layers: list[int],
+    checkpoint: Path,
+) -> Any:
+    """The one training setting every condition shares (a finished checkpoint restores it)."""
+    return contrastive_finetune(
+        model,
+        train,
+        layers,
+        epochs=args.epochs,
+        batch_size=BATCH_SIZE,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        checkpoint=checkpoint,
+    )
+
+
 def _export_check(
     model: circuitlab.ModelHandle,
     args: argparse.Namespace,
@@ -183,16 +194,7 @@ def _export_check(
 ) -> dict[str, Any]:
     """Restore the EAVSS condition's finished adapter from its checkpoint, export it and check
     that plain peft and plain transformers answer every test question as circuitlab does."""
-    finetuned = contrastive_finetune(
-        model,
-        train,
-        layers,
-        epochs=args.epochs,
-        batch_size=BATCH_SIZE,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        checkpoint=work / "train-eavss.safetensors",
-    )
+    finetuned = _finetune(model, args, train, layers, work / "train-eavss.safetensors")
     began = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 import circuitlab
 from circuitlab.models import cached_model_dir, get_spec
-from circuitlab.testing import TINY_ARCHITECTURES
+from circuitlab.testing import TINY_ARCHITECTURES, tiny_hf_model
 
 REAL_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
@@ -19,6 +20,16 @@ REAL_MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 def tiny_architecture(request: pytest.FixtureRequest) -> str:
     """Every tiny architecture, one test each."""
     return request.param
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """A tiny random Llama saved as a plain Hugging Face folder (model and tokenizer)."""
+    model, tokenizer = tiny_hf_model("llama")
+    folder = tmp_path / "tiny-llama"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

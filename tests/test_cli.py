@@ -19,16 +19,6 @@ from circuitlab import (
     ReweightingStudy,
 )
 from circuitlab.cli.main import build_parser, main
-from circuitlab.testing import tiny_hf_model
-
-
-@pytest.fixture
-def tiny_folder(tmp_path: Path) -> Path:
-    model, tokenizer = tiny_hf_model("llama")
-    folder = tmp_path / "tiny-llama"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_report_on_a_local_folder_writes_json(

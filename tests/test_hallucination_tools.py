@@ -25,7 +25,7 @@ from circuitlab.hallucination import (
     load_labelled_answers,
     load_questions,
 )
-from circuitlab.testing import tiny_hf_model, tiny_model
+from circuitlab.testing import tiny_model
 
 WORDS = "the a cat dog sky city movie film good bad great blue green red".split()
 
@@ -46,15 +46,6 @@ def labelled(tmp_path: Path) -> Path:
     path = tmp_path / "labelled.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in _labelled_rows()))
     return path
-
-
-@pytest.fixture
-def tiny_folder(tmp_path: Path) -> Path:
-    model, tokenizer = tiny_hf_model("llama")
-    folder = tmp_path / "tiny-llama"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_scores_result_ranks_saves_and_refuses_bad_k(labelled: Path, tmp_path: Path) -> None:
