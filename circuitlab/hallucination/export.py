@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -179,5 +180,9 @@ def _peft_answers(
     plain = AutoModelForCausalLM.from_pretrained(
         base, dtype=model.dtype, attn_implementation="eager"
     ).to(model.device)
-    with_adapter = PeftModel.from_pretrained(plain, adapter)
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question; not ours
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        with_adapter = PeftModel.from_pretrained(plain, adapter)
     return plain_answers(with_adapter, model, prompts, max_new_tokens=max_new_tokens)
