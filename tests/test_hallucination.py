@@ -123,7 +123,7 @@ def test_labelled_answers_from_jsonl_and_csv(tmp_path: Path) -> None:
         load_labelled_answers(tmp_path / "qa.txt")
 
 
-def _tiny_answers(n: int = 24) -> AnswerSet:
+def tiny_answers(n: int = 24) -> AnswerSet:
     words = "the a cat dog sky city movie film good bad great blue green red".split()
     generator = torch.Generator().manual_seed(1)
     picks = torch.randint(len(words), (n, 5), generator=generator).tolist()
@@ -146,7 +146,7 @@ def test_scores_follow_their_definitions() -> None:
     )
 
     model = tiny_model("llama")
-    answers = _tiny_answers()
+    answers = tiny_answers()
     scores = hallucination_scores(model, answers, epsilon=0.05)
     assert set(scores) == set(HALLUCINATION_METHODS)
     starts = answer_starts(model, answers)
@@ -177,7 +177,7 @@ def test_scores_refuse_data_without_contrast() -> None:
     from circuitlab.hallucination.scores import hallucination_scores
 
     model = tiny_model("llama")
-    answers = _tiny_answers()
+    answers = tiny_answers()
     right = answers.subset([i for i in range(24) if i % 2 == 0])
     with pytest.raises(InputError, match="answers is right"):
         hallucination_scores(model, right)
@@ -223,7 +223,7 @@ def test_contrastive_finetune_trains_only_the_chosen_layers() -> None:
     from circuitlab.hallucination.contrastive import contrastive_finetune, contrastive_pairs
 
     model = tiny_model("llama")
-    answers = _tiny_answers(12)
+    answers = tiny_answers(12)
     pairs = contrastive_pairs(answers)
     assert len(pairs) == 12 and sum(bool(pair.incorrect) for pair in pairs) == 6
     run = contrastive_finetune(
@@ -244,7 +244,7 @@ import torch
 from safetensors.torch import save_file
 import circuitlab.hallucination.contrastive as contrastive
 sys.path.insert(0, {tests!r})
-from test_hallucination import _tiny_answers
+from test_hallucination import tiny_answers
 from circuitlab.testing import tiny_model
 
 kill_at = int(sys.argv[1])
@@ -260,7 +260,7 @@ def counting(*args, **kwargs):
 contrastive.continuation_logprobs = counting
 model = tiny_model("llama")
 run = contrastive.contrastive_finetune(
-    model, _tiny_answers(12), [1], epochs=4, batch_size=6, learning_rate=5e-3,
+    model, tiny_answers(12), [1], epochs=4, batch_size=6, learning_rate=5e-3,
     checkpoint=sys.argv[2],
 )
 save_file(run.adapter.state_dict(), sys.argv[3])
@@ -286,7 +286,7 @@ def test_a_killed_training_run_resumes_to_the_uninterrupted_result(tmp_path: Pat
 
     model = tiny_model("llama")
     run = contrastive_finetune(
-        model, _tiny_answers(12), [1], epochs=4, batch_size=6, learning_rate=5e-3
+        model, tiny_answers(12), [1], epochs=4, batch_size=6, learning_rate=5e-3
     )
     expected = run.adapter.state_dict()
     got = load_file(out)
@@ -294,13 +294,13 @@ def test_a_killed_training_run_resumes_to_the_uninterrupted_result(tmp_path: Pat
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=1e-5)
     other = contrastive_finetune(
-        tiny_model("llama"), _tiny_answers(12), [1], epochs=4, batch_size=6,
+        tiny_model("llama"), tiny_answers(12), [1], epochs=4, batch_size=6,
         learning_rate=5e-3, checkpoint=state,
     )  # fmt: skip
     assert other.history.epochs == 4  # a finished checkpoint returns its history at once
     with pytest.raises(InputError, match="belongs to another run"):
         contrastive_finetune(
-            tiny_model("llama"), _tiny_answers(12), [0], epochs=4, checkpoint=state
+            tiny_model("llama"), tiny_answers(12), [0], epochs=4, checkpoint=state
         )
 
 

@@ -23,6 +23,7 @@ from circuitlab.consistency.answers import ParaphraseAnswers
 from circuitlab.consistency.heads import locate_consistency_heads
 from circuitlab.consistency.sweep import consistency_sweep
 from circuitlab.evaluation import EvaluationSuite
+from circuitlab.hallucination import hallucination_scores
 from circuitlab.layers import drop_last_scores, pruning_study, score_layers
 from circuitlab.results import _KINDS, Result, read_header
 from circuitlab.reweighting.study import reweighting_study
@@ -30,6 +31,7 @@ from circuitlab.testing import tiny_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_consistency import tiny_paraphrase_task
+from test_hallucination import tiny_answers
 from test_reweighting import tiny_task
 
 DATA = Path(__file__).resolve().parent.parent / "docs" / "reproductions" / "data"
@@ -63,6 +65,7 @@ def _build() -> dict[str, Callable[[circuitlab.ModelHandle], Result]]:
             m, tiny_paraphrase_task(), locate_consistency_heads(m, tiny_paraphrase_task()),
             alphas=(2,), ks=(1,), control_seeds=(0,),
         ),
+        "HallucinationScores": lambda m: hallucination_scores(m, tiny_answers()),
         "PruningStudy": lambda m: pruning_study(
             m, [drop_last_scores(2)], percents=[40], suite=TINY_SUITE, ground_truth=False
         ),

@@ -108,10 +108,10 @@ class HallucinationScores(Result):
                     frame[name] = column
         return frame
 
-    def plot(self, *, k: int | None = 4, title: str | None = None) -> Figure:
-        """One panel per method, scores by layer; each method's top ``k`` layers in red."""
-        if k is not None:
-            check_layer_count(k, self.n_layers)
+    def plot(self, *, k: int | None = None, title: str | None = None) -> Figure:
+        """One panel per method, scores by layer; each method's top ``k`` layers in red
+        (default 4, or every layer of a smaller model)."""
+        k = min(4, self.n_layers) if k is None else check_layer_count(k, self.n_layers)
         methods = list(self.scores)
         figure = Figure(
             figsize=(min(3.5 + 0.3 * self.n_layers, 14.0), 1.9 * len(methods) + 0.6),
@@ -121,7 +121,7 @@ class HallucinationScores(Result):
         layers = np.arange(self.n_layers)
         for axes, method in zip(panels, methods, strict=True):
             values = np.asarray(self.scores[method].values)
-            chosen = set(self.top(k, method)) if k is not None else set()
+            chosen = set(self.top(k, method))
             colors = ["#c0392b" if layer in chosen else "#2e6fba" for layer in layers]
             axes.bar(layers, values, color=colors)
             if method == "probe" and "chance" in self.scores[method].settings:
@@ -135,8 +135,7 @@ class HallucinationScores(Result):
         panels[-1].set_xlabel("layer")
         panels[-1].set_xticks(layers)
         heading = title or f"Hallucination-prone layers ({self.model or 'model'})"
-        if k is not None:
-            heading += f"; red: each score's top {k}"
+        heading += f"; red: each score's top {k}"
         figure.suptitle(heading, fontsize=10)
         return figure
 
