@@ -26,7 +26,7 @@ from circuitlab.hf_compat import peft_adapter_state_dict
 from circuitlab.model import ModelHandle
 from circuitlab.output_folder import check_writable_folder, staged_folder
 
-__all__ = ["LoraAdapter", "adapted", "add_lora", "load_lora", "lora_delta"]
+__all__ = ["LoraAdapter", "adapted", "add_lora", "check_lora_layers", "load_lora", "lora_delta"]
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "gpt2": ("c_fc", "c_proj"),  # MLP only: the bridge replaces GPT-2's fused c_attn
@@ -92,6 +92,20 @@ class LoraAdapter:
         )
 
 
+def check_lora_layers(layers: Sequence[int], n_layers: int) -> list[int]:
+    """``layers`` sorted and deduplicated if each is a layer of the model; a clear error
+    otherwise (none, or out of range)."""
+    layer_list = sorted({int(layer) for layer in layers})
+    if not layer_list:
+        raise InputError("Choose at least one layer for the LoRA adapter.")
+    bad = [layer for layer in layer_list if not 0 <= layer < n_layers]
+    if bad:
+        raise InputError(
+            f"Layers {bad} are out of range: the model has layers 0 .. {n_layers - 1}."
+        )
+    return layer_list
+
+
 def add_lora(
     model: ModelHandle,
     layers: Sequence[int],
@@ -117,14 +131,7 @@ def add_lora(
     Returns:
         The `LoraAdapter`; pass ``adapter.parameters()`` to an optimiser.
     """
-    layer_list = sorted(set(int(layer) for layer in layers))
-    if not layer_list:
-        raise InputError("add_lora needs at least one layer.")
-    bad = [layer for layer in layer_list if not 0 <= layer < model.n_layers]
-    if bad:
-        raise InputError(
-            f"Layers {bad} are out of range: the model has layers 0 .. {model.n_layers - 1}."
-        )
+    layer_list = check_lora_layers(layers, model.n_layers)
     known = _MODULES.get(model.arch.family, _DECODER_MODULES)
     chosen = tuple(modules) if modules is not None else known
     unknown = [name for name in chosen if name not in known]

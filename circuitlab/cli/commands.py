@@ -403,13 +403,13 @@ def hallucination_layers(args: argparse.Namespace) -> None:
     """Rank hallucination-prone layers (see `circuitlab.cli.hallucination`)."""
     from circuitlab.cli import hallucination
 
-    hallucination.read_questions(args)  # a bad data file fails before the model loads
-    hallucination.hallucination_layers(args, _load(args))
+    questions = hallucination.read_questions(args)  # a bad file fails before the model loads
+    hallucination.hallucination_layers(args, _load(args), questions)
 
 
 def contrastive_finetune(args: argparse.Namespace) -> None:
     """Contrastive LoRA fine-tuning of chosen layers (see `circuitlab.cli.hallucination`)."""
     from circuitlab.cli import hallucination
 
-    hallucination.read_questions(args)
-    hallucination.contrastive_finetune(args, _load(args))
+    questions = hallucination.read_questions(args)
+    hallucination.contrastive_finetune(args, _load(args), questions)

@@ -25,12 +25,9 @@ from circuitlab.hallucination.data import (
 )
 from circuitlab.hallucination.evaluate import choice_accuracy, hallucination_rates
 from circuitlab.hallucination.export import export_contrastive
-from circuitlab.hallucination.result import (
-    HallucinationScores,
-    check_layer_count,
-    check_layer_indices,
-)
+from circuitlab.hallucination.result import HallucinationScores, check_layer_count
 from circuitlab.hallucination.scores import hallucination_scores
+from circuitlab.lora import check_lora_layers
 from circuitlab.model import ModelHandle
 
 __all__ = ["contrastive_finetune", "hallucination_layers", "read_questions"]
@@ -109,9 +106,10 @@ def _print_scores(scores: HallucinationScores, k: int) -> None:
     print(f"  probe peak: layer {best} at {probe[best]:.3f} (chance {scores.chance:.3f})")
 
 
-def hallucination_layers(args: argparse.Namespace, model: ModelHandle) -> None:
+def hallucination_layers(
+    args: argparse.Namespace, model: ModelHandle, questions: list[FactualQuestion] | None
+) -> None:
     """Grade (or read) the answers, score every layer, print the top K of each ranking."""
-    questions = read_questions(args)
     _choose_top_k(args, model)
     started = time.perf_counter()
     answers = _answers(model, args, questions)
@@ -160,11 +158,12 @@ def _measure(model: ModelHandle, test: AnswerSet, questions: list[FactualQuestio
     return measured
 
 
-def contrastive_finetune(args: argparse.Namespace, model: ModelHandle) -> None:
+def contrastive_finetune(
+    args: argparse.Namespace, model: ModelHandle, questions: list[FactualQuestion] | None
+) -> None:
     """Split, choose layers, train, compare before/after on the test questions, export."""
-    questions = read_questions(args)
     if args.layers is not None:  # checked before any work
-        layers = check_layer_indices(args.layers, model.n_layers)
+        layers = check_lora_layers(args.layers, model.n_layers)
     else:
         _choose_top_k(args, model)
     started = time.perf_counter()

@@ -35,7 +35,7 @@ from circuitlab.checks import check_integer, check_number, checked_arguments
 from circuitlab.errors import InputError
 from circuitlab.fingerprint import data_fingerprint, model_fingerprint
 from circuitlab.hallucination.data import AnswerSet
-from circuitlab.lora import LoraAdapter, add_lora
+from circuitlab.lora import LoraAdapter, add_lora, check_lora_layers
 from circuitlab.model import ModelHandle
 from circuitlab.training import Step, Stopping, TrainingHistory, train
 
@@ -218,9 +218,7 @@ def contrastive_finetune(
     pairs = contrastive_pairs(answers)
     if not pairs:
         raise InputError("No training questions: the answer set is empty.")
-    layer_list = sorted({int(layer) for layer in layers})
-    if not layer_list:
-        raise InputError("Choose at least one layer to fine-tune (k must be at least 1).")
+    layer_list = check_lora_layers(layers, model.n_layers)
     torch.manual_seed(seed)
     adapter = add_lora(model, layer_list, modules, r=r, alpha=lora_alpha)
 

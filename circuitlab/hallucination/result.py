@@ -14,7 +14,7 @@ from circuitlab.errors import InputError
 from circuitlab.layers.scores import LayerScores
 from circuitlab.results import Result
 
-__all__ = ["HallucinationScores", "check_layer_count", "check_layer_indices"]
+__all__ = ["HallucinationScores", "check_layer_count"]
 
 _TITLES = {
     "eavss": "EAVSS  |log AVSS_h − log AVSS_t|",
@@ -32,20 +32,6 @@ def check_layer_count(k: int, n_layers: int) -> int:
             f"between 1 and {n_layers}."
         )
     return int(k)
-
-
-def check_layer_indices(layers: list[int], n_layers: int) -> list[int]:
-    """``layers`` sorted and deduplicated if each is a layer of the model; a clear error
-    otherwise."""
-    chosen = sorted({int(layer) for layer in layers})
-    if not chosen:
-        raise InputError("Choose at least one layer to fine-tune.")
-    bad = [layer for layer in chosen if not 0 <= layer < n_layers]
-    if bad:
-        raise InputError(
-            f"Layers {bad} are out of range: the model has layers 0 .. {n_layers - 1}."
-        )
-    return chosen
 
 
 @dataclass(frozen=True, repr=False)
