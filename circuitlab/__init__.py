@@ -46,6 +46,13 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
     from circuitlab.directions import direction
     from circuitlab.errors import CircuitlabError, InputError
     from circuitlab.evaluation import perplexity
+    from circuitlab.ila import (
+        ILARanking,
+        RankingOverlap,
+        ila_rank,
+        load_instructions,
+        ranking_overlap,
+    )
     from circuitlab.interventions import (
         Ablate,
         PruneHeads,
@@ -93,6 +100,11 @@ _EXPORTS: dict[str, str] = {
     "consistency_sweep": "circuitlab.consistency",
     "load_paraphrase_task": "circuitlab.consistency",
     "locate_consistency_heads": "circuitlab.consistency",
+    "ILARanking": "circuitlab.ila",
+    "RankingOverlap": "circuitlab.ila",
+    "ila_rank": "circuitlab.ila",
+    "load_instructions": "circuitlab.ila",
+    "ranking_overlap": "circuitlab.ila",
     "direction": "circuitlab.directions",
     "Attribution": "circuitlab.decomposition",
     "ComponentAccuracy": "circuitlab.decomposition",
@@ -147,6 +159,7 @@ __all__ = [
     "ConsistencyHeads",
     "Embedding",
     "Head",
+    "ILARanking",
     "InputError",
     "LabelContributions",
     "Layer",
@@ -157,6 +170,7 @@ __all__ = [
     "PruneHeads",
     "PruneLayers",
     "PruningStudy",
+    "RankingOverlap",
     "ResidualDecomposition",
     "ReweightingStudy",
     "Scale",
@@ -172,8 +186,10 @@ __all__ = [
     "direct_logit_attribution",
     "direction",
     "export_hf",
+    "ila_rank",
     "label_contributions",
     "load",
+    "load_instructions",
     "load_interventions",
     "load_paraphrase_task",
     "load_task",
@@ -181,6 +197,7 @@ __all__ = [
     "parse_component",
     "perplexity",
     "pruning_study",
+    "ranking_overlap",
     "reweighting_study",
     "save_interventions",
     "score_layers",

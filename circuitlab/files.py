@@ -15,11 +15,15 @@ and the permissions of what it writes.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from circuitlab.errors import InputError, OutputPathError
 
@@ -28,6 +32,7 @@ __all__ = [
     "check_output_file",
     "check_output_folder",
     "output_errors",
+    "read_records",
     "read_text_file",
 ]
 
@@ -50,6 +55,25 @@ def read_text_file(path: str | os.PathLike[str], what: str, *, encoding: str = "
     except OSError as error:
         raise InputError(f"Cannot read the {what} {source}: {_reason(error)}.") from None
 
+
+
+def read_records(source: Path, text: str) -> list[Any]:
+    """The rows of a ``.csv`` (header row; dicts of strings), ``.json`` (a list) or JSON-lines
+    file whose ``text`` was read with `read_text_file`; a clear error for invalid JSON."""
+    suffix = source.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return list(csv.DictReader(io.StringIO(text)))
+        if suffix == ".json":
+            data = json.loads(text)
+            if not isinstance(data, list):
+                raise InputError(f"{source} must hold a JSON list of objects.")
+            return data
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"{source} is not valid JSON: {error.msg} (line {error.lineno})."
+        ) from None
 
 def _reason(error: OSError) -> str:
     return error.strerror or str(error)

@@ -288,3 +288,14 @@ def plain_greedy_ids(
             row = row[: row.index(eos_token_id) + 1]
         rows.append(row)
     return rows
+
+
+def chat_prompt(tokenizer: Any, instruction: str) -> str | None:
+    """The tokenizer's chat template applied to one user turn, ending where the assistant's
+    reply starts (``add_generation_prompt``), as text; ``None`` for a tokenizer without one."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+    )
+    return str(text)

@@ -26,7 +26,17 @@ from circuitlab.hf_compat import peft_adapter_state_dict
 from circuitlab.model import ModelHandle
 from circuitlab.output_folder import check_writable_folder, staged_folder
 
-__all__ = ["LoraAdapter", "adapted", "add_lora", "check_lora_layers", "load_lora", "lora_delta"]
+__all__ = [
+    "GATE_ATTRIBUTE",
+    "LoraAdapter",
+    "adapted",
+    "add_lora",
+    "check_lora_layers",
+    "load_lora",
+    "lora_config",
+    "lora_delta",
+    "lora_modules",
+]
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "gpt2": ("c_fc", "c_proj"),  # MLP only: the bridge replaces GPT-2's fused c_attn
@@ -34,6 +44,11 @@ _MODULES: dict[str, tuple[str, ...]] = {
 _DECODER_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _WRAPPER = "._original_component"
 _ADAPTER = "default"  # the adapter name inject_adapter_in_model uses
+_MODULE_NAME = re.compile(r"\.(?:layers|h)\.(\d+)\.(?:.*\.)?(\w+)\._original_component$")
+GATE_ATTRIBUTE = "circuitlab_gate"
+"""Attribute of a peft LoRA layer holding a gate: a function returning the scalar γ that scales
+its update (W = W₀ + γ·ΔW). `lora_delta` applies it, so export bakes the gated weight; the
+forward pass applies it through a hook on ``lora_B`` (`circuitlab.ila.LoraGates`)."""
 
 
 @dataclass
@@ -164,9 +179,35 @@ def add_lora(
     inject_adapter_in_model(injected, model.hf_model)
     for name, parameter in model.hf_model.named_parameters():
         parameter.requires_grad_("lora_" in name)
+    clean = lora_config(model, layer_list, chosen, r=r, alpha=alpha, dropout=dropout)
+    return LoraAdapter(model, clean, grad_before)
+
+
+def lora_config(
+    model: ModelHandle,
+    layers: Sequence[int],
+    modules: Sequence[str] | None = None,
+    *,
+    r: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+) -> LoraConfig:
+    """The ``peft`` `LoraConfig` of an adapter on ``modules`` of ``layers``, in plain Hugging
+    Face module names (``layers_to_transform``), ready for ``peft.get_peft_model`` on the plain
+    ``transformers`` model; the config `add_lora` saves with its adapters."""
+    layer_list = check_lora_layers(layers, model.n_layers)
+    known = _MODULES.get(model.arch.family, _DECODER_MODULES)
+    chosen = tuple(modules) if modules is not None else known
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise InputError(
+            f"Unknown module names {unknown} for {model.arch.hf_class}; choose from {known}."
+        )
+    fan_in_fan_out = model.arch.family == "gpt2"
     if fan_in_fan_out:  # GPT-2: attn.c_proj must not match, so name the MLP path exactly
+        layer_group = "|".join(str(layer) for layer in layer_list)
         targets: dict[str, object] = {
-            "target_modules": rf".*\.h\.({layer_group})\.mlp\.({module_group})"
+            "target_modules": rf".*\.h\.({layer_group})\.mlp\.({'|'.join(chosen)})"
         }
     else:
         targets = {
@@ -174,7 +215,7 @@ def add_lora(
             "layers_to_transform": layer_list,
             "layers_pattern": "layers",
         }
-    clean = LoraConfig(
+    return LoraConfig(
         r=r,
         lora_alpha=alpha,
         lora_dropout=dropout,
@@ -182,7 +223,6 @@ def add_lora(
         task_type="CAUSAL_LM",
         **targets,
     )
-    return LoraAdapter(model, clean, grad_before)
 
 
 @contextlib.contextmanager
@@ -273,4 +313,21 @@ def lora_delta(module: Any) -> Tensor | None:
     deltas = [module.get_delta_weight(adapter).detach() for adapter in module.active_adapters]
     if not deltas:
         return None
-    return torch.stack(deltas).sum(dim=0)
+    delta = torch.stack(deltas).sum(dim=0)
+    gate = getattr(module, GATE_ATTRIBUTE, None)
+    if gate is not None:
+        delta = delta * gate().detach().to(delta.dtype)
+    return delta
+
+
+def lora_modules(model: ModelHandle) -> list[tuple[int, str, LoraLayer]]:
+    """Every peft LoRA layer in the model as ``(layer index, module name, module)``, in layer
+    then module-name order (``(3, "q_proj", <lora.Linear>)``); empty without an adapter."""
+    found: dict[tuple[int, str], LoraLayer] = {}
+    for name, module in model.hf_model.named_modules():
+        if isinstance(module, LoraLayer):
+            match = _MODULE_NAME.search(name)
+            if match is None:  # pragma: no cover - every layout add_lora writes matches
+                raise InputError(f"Cannot tell the layer of the LoRA module {name}.")
+            found.setdefault((int(match[1]), match[2]), module)
+    return [(layer, name, found[(layer, name)]) for layer, name in sorted(found)]

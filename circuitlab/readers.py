@@ -434,19 +434,31 @@ class TokenCount(Reader):
 
 class NextTokenLoss(Reader):
     """Summed negative log-likelihood (nats, float64) of every real next token
-    (``positions="all"`` only). Result: ``(nll_sum, tokens)``."""
+    (``positions="all"`` only), or with ``start`` (one position per prompt) of the tokens from
+    ``start[prompt]`` on (e.g. the response after an instruction).
+    Result: ``(nll_sum, tokens)``."""
 
     needs_logits = True
 
-    def __init__(self) -> None:
+    def __init__(self, start: Sequence[int] | Tensor | None = None) -> None:
         self.nll_sum = 0.0
         self.count = 0
+        self.start = None if start is None else torch.as_tensor(start, dtype=torch.long)
+        if self.start is not None and (
+            self.start.dim() != 1 or not len(self.start) or int(self.start.min()) < 1
+        ):
+            raise InputError("start must be one position >= 1 per prompt (the first scored token).")
 
     def update(self, batch: CapturedBatch) -> None:
         if not batch.every_token or batch.logits is None:
             raise InputError("NextTokenLoss reads every token: collect with positions='all'.")
         targets = batch.tokens.input_ids[:, 1:]
         mask = batch.tokens.attention_mask[:, 1:].bool()
+        if self.start is not None:
+            rows = batch.rows
+            _check_rows(rows, len(self.start), "start has", "start position")
+            target_position = torch.arange(1, targets.shape[1] + 1, device=mask.device)
+            mask = mask & (target_position[None, :] >= self.start[rows].to(mask.device)[:, None])
         losses = torch.nn.functional.cross_entropy(
             batch.logits[:, :-1].float().flatten(0, 1), targets.flatten(), reduction="none"
         ).view_as(targets)

@@ -56,3 +56,11 @@ HALLUCINATION_METHODS = ("eavss", "hsav", "hss", "probe")
 SCORE_SITES = ("block", "attn", "mlp")
 """Which activation layer scores measure: the block's output (the paper's), or what its
 attention or MLP writes into the residual stream."""
+
+INSTRUCTION_SETS = ("facts", "steps", "rewrite")
+"""The instruction-following sets circuitlab ships for ILA (`circuitlab.ila.load_instructions`):
+concise factual answers, step-by-step explanations, short rewriting tasks."""
+
+ILA_SELECTIONS = ("all", "top", "freeze-bottom", "random", "avss")
+"""How `circuitlab ila-finetune` chooses the layers that get LoRA: every layer, the ILA top k%,
+every layer but the ILA bottom k%, k% random layers, the AVSS top k%."""

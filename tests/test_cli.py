@@ -19,6 +19,7 @@ from circuitlab import (
     ReweightingStudy,
 )
 from circuitlab.cli.main import build_parser, main
+from circuitlab.ila import ILARanking
 
 
 def test_report_on_a_local_folder_writes_json(
@@ -469,3 +470,38 @@ def test_layer_scores_on_an_empty_file_exits_2(
     empty.write_text("\n")
     assert main(["layer-scores", "--model", str(tiny_folder), "--data", str(empty)]) == 2
     assert "The data set is empty" in capsys.readouterr().err
+
+
+def test_ila_rank_and_finetune_commands(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "".join(
+            json.dumps({"instruction": f"the cat {w}", "response": "the dog sat ."}) + "\n"
+            for w in ("sat", "ran", "is", "a", "on", "mat", "dog", "the", "sat on", "ran on")
+        )
+    )
+    rank = ["ila-rank", "--model", str(tiny_folder), "--data", str(pairs), "facts"]
+    rank += ["--limit", "8", "--max-steps", "3", "--gate-steps", "2", "--seeds", "0", "1"]
+    rank += ["--save", str(tmp_path / "r.json"), "--json", str(tmp_path / "rank.json")]
+    rank += ["--plot", str(tmp_path / "overlap.png")]
+    assert main(rank) == 0
+    printed = capsys.readouterr().out
+    assert "Jaccard overlap of the top 1 layers" in printed and "layers_to_transform=" in printed
+    document = json.loads((tmp_path / "rank.json").read_text())
+    assert len(document["rankings"]) == 4 and document["overlap"] is not None
+    assert (tmp_path / "overlap.png").stat().st_size > 0
+    ranking = ILARanking.load(tmp_path / "r.json")
+    tune = ["ila-finetune", "--model", str(tiny_folder), "--data", str(pairs), "--select", "top"]
+    tune += ["--ranking", str(tmp_path / "r.json"), "--steps", "2", "--export"]
+    tune += [str(tmp_path / "adapter"), "--json", str(tmp_path / "tune.json")]
+    assert main(tune) == 0
+    result = json.loads((tmp_path / "tune.json").read_text())
+    assert result["layers"] == list(ranking.top(percent=25))
+    assert len(result["step_losses"]) == 2 and result["heldout_loss_after"] > 0
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_folder)
+    PeftModel.from_pretrained(base, tmp_path / "adapter")  # plain peft reloads it

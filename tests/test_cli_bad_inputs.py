@@ -212,6 +212,27 @@ BAD_INPUTS: dict[str, tuple[list[str | bytes], str]] = {
         ["contrastive-finetune", "--data", "{labelled}", "--export", "{folder}"],
         "Pass --overwrite",
     ),
+    "ila-rank --top-k beyond the layers": (
+        ["ila-rank", "--model", "{tiny}", "--data", "facts", "--top-k", "3"],
+        "cannot be chosen from a model with 2 layers; pass --top-k between 1 and 2",
+    ),
+    "ila-rank --top-k 0": (["ila-rank", "--top-k", "0"], "at least 1"),
+    "ila-rank instruction pairs without a response": (
+        ["ila-rank", "--data", "{no_response}"],
+        "has no 'response' field",
+    ),
+    "ila-rank an empty instruction file": (
+        ["ila-rank", "--data", "{empty_pairs}"],
+        "holds no instruction/response pairs",
+    ),
+    "ila-finetune --select top without a ranking": (
+        ["ila-finetune", "--model", "{tiny}", "--select", "top"],
+        "needs an ILA ranking: pass --ranking FILE",
+    ),
+    "ila-finetune --export a non-empty folder": (
+        ["ila-finetune", "--export", "{folder}"],
+        "Pass --overwrite",
+    ),
     # silent wrong results (item 7)
     "export a factor that gives NaN logits": (
         ["export", "{spec_huge}", "{tmp}/nan-model", "--model", "{tiny}"],
@@ -276,6 +297,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     all_right.write_text(json.dumps({"question": "a ?", "correct_answers": ["cat"]}) + "\n")
     no_gold = root / "no-gold.jsonl"
     no_gold.write_text(json.dumps({"question": "Who wrote Hamlet?", "answer": ""}) + "\n")
+    no_response = root / "no-response.jsonl"
+    no_response.write_text(json.dumps({"instruction": "Say hi.", "answer": "Hi."}) + "\n")
+    empty_pairs = root / "empty.jsonl"
+    empty_pairs.write_text("")
     corrupt_study = root / "corrupt-study"
     corrupt_study.mkdir()
     (corrupt_study / "evaluations.json").write_text(json.dumps([1, 2, 3]))
@@ -295,6 +320,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "labelled": str(labelled),
         "all_right": str(all_right),
         "no_gold": str(no_gold),
+        "no_response": str(no_response),
+        "empty_pairs": str(empty_pairs),
         **{name: str(path) for name, path in paths.items()},
     }
 

@@ -24,7 +24,8 @@ from circuitlab.consistency.heads import locate_consistency_heads
 from circuitlab.consistency.sweep import consistency_sweep
 from circuitlab.evaluation import EvaluationSuite
 from circuitlab.hallucination import hallucination_scores
-from circuitlab.layers import drop_last_scores, pruning_study, score_layers
+from circuitlab.ila import ila_rank, ranking_overlap
+from circuitlab.layers import LayerScores, drop_last_scores, pruning_study, score_layers
 from circuitlab.results import _KINDS, Result, read_header
 from circuitlab.reweighting.study import reweighting_study
 from circuitlab.testing import tiny_model
@@ -32,6 +33,7 @@ from circuitlab.testing import tiny_model
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_consistency import tiny_paraphrase_task
 from test_hallucination import tiny_answers
+from test_ila import PAIRS as ILA_PAIRS
 from test_reweighting import tiny_task
 
 DATA = Path(__file__).resolve().parent.parent / "docs" / "reproductions" / "data"
@@ -66,6 +68,10 @@ def _build() -> dict[str, Callable[[circuitlab.ModelHandle], Result]]:
             alphas=(2,), ks=(1,), control_seeds=(0,),
         ),
         "HallucinationScores": lambda m: hallucination_scores(m, tiny_answers()),
+        "ILARanking": lambda m: ila_rank(m, ILA_PAIRS, max_steps=3, gate_steps=2, unit="matrix"),
+        "RankingOverlap": lambda m: ranking_overlap(
+            {"a": LayerScores("ila", (0.9, 0.1)), "b": LayerScores("ila", (0.2, 0.8))}
+        ),
         "PruningStudy": lambda m: pruning_study(
             m, [drop_last_scores(2)], percents=[40], suite=TINY_SUITE, ground_truth=False
         ),

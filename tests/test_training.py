@@ -126,6 +126,9 @@ def test_history_round_trips_through_plain_data() -> None:
         (lambda w: Stopping(0), "max_epochs=0 is invalid"),
         (lambda w: Stopping(5, patience=0), "patience=0 is invalid"),
         (lambda w: Stopping("5"), "max_epochs must be a number"),
+        (lambda w: Stopping(5, max_steps=0), "max_steps=0 is invalid"),
+        (lambda w: Stopping(5, stable=0.0), "stable=0.0 is invalid"),
+        (lambda w: Stopping(5, stable=0.1, window=0), "window=0 is invalid"),
     ],
 )  # fmt: skip
 def test_bad_settings_are_clear_errors(call: object, message: str) -> None:
@@ -175,3 +178,28 @@ def test_a_checkpointed_run_resumes_from_its_last_epoch(tmp_path) -> None:
     (tmp_path / "junk.safetensors").write_bytes(b"not a state")
     with pytest.raises(InputError, match="not a circuitlab training state"):
         run(torch.zeros(3, dtype=torch.float64), 6, tmp_path / "junk.safetensors")
+
+
+def test_step_budget_and_stability_stop_mid_epoch() -> None:
+    x, y, _ = _least_squares()
+    w = torch.zeros(3, dtype=torch.float64)
+    chunks = list(torch.arange(64).split(8))  # 8 steps per epoch
+
+    def objective(batch: torch.Tensor) -> Step:
+        return Step(((x[batch] @ w) - y[batch]).pow(2).mean())
+
+    history = train(
+        [w], objective, chunks, learning_rate=0.01, stopping=Stopping(10, max_steps=13)
+    )
+    assert history.stopped == "max_steps" and history.steps == 13 and history.epochs == 2
+    assert len(history.losses) == 2  # the second epoch ran 5 of its 8 steps
+    assert TrainingHistory.from_dict(history.to_dict()) == history
+    stopping = Stopping(100, stable=1e-3, window=4)
+    v = torch.zeros(1)
+    flat = train(
+        [v], lambda b: Step(1.0 + 0 * v.sum()), [None] * 3, learning_rate=0.1, stopping=stopping
+    )
+    assert flat.stopped == "stable" and flat.steps == 8  # two windows of 4 equal losses
+    assert stopping.is_stable([1.0] * 4 + [1.0005] * 4)
+    assert not stopping.is_stable([1.0] * 4 + [0.9] * 4)
+    assert not stopping.is_stable([1.0] * 7)

@@ -37,6 +37,8 @@ __all__ = [
     "decompose",
     "export",
     "hallucination_layers",
+    "ila_finetune",
+    "ila_rank",
     "layer_scores",
     "models_fetch",
     "models_list",
@@ -413,3 +415,19 @@ def contrastive_finetune(args: argparse.Namespace) -> None:
 
     questions = hallucination.read_questions(args)
     hallucination.contrastive_finetune(args, _load(args), questions)
+
+
+def ila_rank(args: argparse.Namespace) -> None:
+    """Rank layers by learned gates on LoRA updates (see `circuitlab.cli.ila`)."""
+    from circuitlab.cli import ila
+
+    sets = ila.read_sets(args)  # a bad file fails before the model loads
+    ila.ila_rank_command(args, _load(args), sets)
+
+
+def ila_finetune(args: argparse.Namespace) -> None:
+    """LoRA on the layers a selection rule picks (see `circuitlab.cli.ila`)."""
+    from circuitlab.cli import ila
+
+    sets = ila.read_sets(args)
+    ila.ila_finetune(args, _load(args), sets)

@@ -30,6 +30,8 @@ from circuitlab.vocabulary import (
     DEFAULT_PERCENTS,
     EVALUATION_TASKS,
     HALLUCINATION_METHODS,
+    ILA_SELECTIONS,
+    INSTRUCTION_SETS,
     METRICS,
     SCORE_METHODS,
     SCORE_SITES,
@@ -434,6 +436,115 @@ def _add_hallucination_commands(sub: argparse._SubParsersAction) -> None:  # typ
     tune.set_defaults(handler="contrastive_finetune")
 
 
+def _add_instruction_options(parser: argparse.ArgumentParser) -> None:
+    """The instruction data and the LoRA training settings both ILA commands share."""
+    parser.add_argument(
+        "--instruction-column", default="instruction", help="field of the instruction (instruction)"
+    )
+    parser.add_argument(
+        "--response-column", default="response", help="field of the response (response)"
+    )
+    parser.add_argument("--limit", type=_count, default=None, help="use the first N training pairs")
+    parser.add_argument("--batch-size", type=_count, default=8, help="pairs per step (8)")
+    parser.add_argument(
+        "--learning-rate", type=_positive_number, default=1e-3, help="AdamW step of LoRA (1e-3)"
+    )
+    parser.add_argument("--rank", type=_count, default=8, help="LoRA rank (8)")
+    parser.add_argument("--lora-alpha", type=_positive_number, default=16.0, help="LoRA alpha (16)")
+    parser.add_argument(
+        "--modules", nargs="+", default=None, help="LoRA target modules (every linear map)"
+    )
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--top-k", type=_count, default=None, help="budget: K layers")
+    budget.add_argument(
+        "--percent",
+        type=_real_number(lambda v: 0 < v < 100, "between 0 and 100"),
+        default=None,
+        help="budget: this %% of the layers (25)",
+    )
+
+
+def _add_ila_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    rank = sub.add_parser(
+        "ila-rank",
+        help="rank layers by learned gates on LoRA updates (ILA, arXiv 2410.17875)",
+        description="Stage 1: LoRA on every layer, trained on instruction data until the loss "
+        "is stable (the mean of the last --window steps within --stable of the window before). "
+        "Stage 2: the adapter frozen, one gate γ = σ(s) per layer (or LoRA matrix) learned under "
+        "a budget on mean γ. Layers are ranked by γ; with several --data sets or --seeds, the "
+        "Jaccard overlap of their top layers is printed.",
+    )
+    _add_model_options(rank)
+    rank.add_argument(
+        "--data",
+        nargs="+",
+        default=list(INSTRUCTION_SETS),
+        help=f"shipped sets ({', '.join(INSTRUCTION_SETS)}; default all) or .jsonl/.json/.csv "
+        "files of instruction/response pairs",
+    )
+    _add_instruction_options(rank)
+    rank.add_argument("--seeds", type=_index, nargs="+", default=[0], help="seeds to run (0)")
+    rank.add_argument("--max-steps", type=_count, default=300, help="stage-1 step cap (300)")
+    rank.add_argument(
+        "--stable", type=_positive_number, default=0.02, help="stage-1 ε, relative (0.02)"
+    )
+    rank.add_argument("--window", type=_count, default=20, help="stage-1 window in steps (20)")
+    rank.add_argument("--unit", choices=("layer", "matrix"), default="layer", help="one gate per")
+    rank.add_argument(
+        "--budget",
+        type=_real_number(lambda v: 0 < v < 1, "between 0 and 1"),
+        default=0.25,
+        help="mean γ the penalty holds (0.25)",
+    )
+    rank.add_argument(
+        "--sparsity", type=_non_negative_number, default=100.0, help="penalty weight λ (100)"
+    )
+    rank.add_argument("--gate-steps", type=_count, default=20, help="stage-2 steps (20)")
+    rank.add_argument(
+        "--gate-learning-rate", type=_positive_number, default=0.1, help="Adam step of s (0.1)"
+    )
+    rank.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="keep both stages' training states in DIR; rerun with it to resume",
+    )
+    rank.add_argument("--adapters", metavar="DIR", help="write each stage-1 adapter (plain peft)")
+    rank.add_argument("--plot", metavar="PNG", help="the ranking (one) or the overlap (several)")
+    rank.add_argument(
+        "--save", metavar="FILE", help="write the first ranking (for ila-finetune --ranking)"
+    )
+    rank.set_defaults(handler="ila_rank")
+
+    tune = sub.add_parser(
+        "ila-finetune",
+        help="LoRA on the layers a rule picks (ILA top, all but ILA bottom, random, AVSS, all)",
+        description="Train LoRA for a fixed number of steps on the layers --select picks, and "
+        "compare the held-out instruction loss before and after. --export writes the adapter "
+        "(plain peft).",
+    )
+    _add_model_options(tune)
+    tune.add_argument(
+        "--data",
+        nargs=1,
+        default=["steps"],
+        help="a shipped set (steps) or a .jsonl/.json/.csv file; a file without a split field "
+        "holds out 20%%",
+    )
+    _add_instruction_options(tune)
+    tune.add_argument("--select", choices=ILA_SELECTIONS, default="top", help="layer rule (top)")
+    tune.add_argument(
+        "--ranking", metavar="FILE", help="an ila-rank --save file (top, freeze-bottom)"
+    )
+    tune.add_argument("--steps", type=_count, default=100, help="optimiser steps (100)")
+    tune.add_argument("--seed", type=_index, default=0, help="seed (adapter, batches, random)")
+    tune.add_argument(
+        "--checkpoint", metavar="FILE", help="keep the training state in FILE; rerun to resume"
+    )
+    tune.add_argument("--export", metavar="DIR", help="write the adapter (plain peft) to DIR")
+    tune.add_argument("--overwrite", action="store_true", help="replace an existing export")
+    tune.set_defaults(handler="ila_finetune")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for documentation and tests)."""
     parser = _Parser(
@@ -591,6 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_layer_commands(sub)
     _add_consistency_commands(sub)
     _add_hallucination_commands(sub)
+    _add_ila_commands(sub)
 
     export = sub.add_parser(
         "export",

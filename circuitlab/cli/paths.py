@@ -29,6 +29,8 @@ OUTPUT_FOLDERS = {
     "out": ("--out folder", False),
     "output": ("OUTPUT folder", True),
     "export": ("--export folder", True),
+    "checkpoint_dir": ("--checkpoint-dir folder", False),
+    "adapters": ("--adapters folder", False),
 }
 """Options naming a folder a command writes, and whether it must be new or empty (unless
 ``--overwrite``)."""

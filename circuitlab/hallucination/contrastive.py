@@ -37,7 +37,7 @@ from circuitlab.fingerprint import data_fingerprint, model_fingerprint
 from circuitlab.hallucination.data import AnswerSet
 from circuitlab.lora import LoraAdapter, add_lora, check_lora_layers
 from circuitlab.model import ModelHandle
-from circuitlab.training import Step, Stopping, TrainingHistory, train
+from circuitlab.training import Step, Stopping, TrainingHistory, shuffled_batches, train
 
 __all__ = [
     "ContrastPair",
@@ -222,13 +222,10 @@ def contrastive_finetune(
     torch.manual_seed(seed)
     adapter = add_lora(model, layer_list, modules, r=r, alpha=lora_alpha)
 
+    index_batches = shuffled_batches(len(pairs), batch_size, seed)
+
     def batches(epoch: int) -> list[list[ContrastPair]]:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(len(pairs), generator=generator).tolist()
-        return [
-            [pairs[i] for i in order[start : start + batch_size]]
-            for start in range(0, len(order), batch_size)
-        ]
+        return [[pairs[i] for i in batch] for batch in index_batches(epoch)]
 
     use_representation = representation_weight > 0
 

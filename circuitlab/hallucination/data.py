@@ -18,9 +18,6 @@ Splits go by question (`AnswerSet.split`), so no question's answers are in two s
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -33,7 +30,7 @@ from circuitlab.checks import check_number, checked_arguments
 from circuitlab.errors import InputError
 from circuitlab.evaluation.data import FactualQuestion
 from circuitlab.evaluation.qa import QA_DEMOS, qa_accuracy, qa_prompt
-from circuitlab.files import read_text_file
+from circuitlab.files import read_records, read_text_file
 from circuitlab.model import ModelHandle
 
 __all__ = [
@@ -240,7 +237,7 @@ def load_labelled_answers(
             f"fields {question_field!r}, {correct_field!r}, {incorrect_field!r})."
         )
     text = read_text_file(source, "labelled-answer file")
-    rows = _rows(source, text)
+    rows = read_records(source, text)
     if not rows:
         raise InputError(f"{source} holds no questions; add at least one row.")
     prompts, answers, truthful, index, texts, golds = [], [], [], [], [], []
@@ -301,7 +298,7 @@ def load_questions(
             f"{source} is not a question file: use .jsonl, .json or .csv (with the fields "
             f"{question_field!r}, {answer_field!r} and optionally {aliases_field!r})."
         )
-    rows = _rows(source, read_text_file(source, "question file"))
+    rows = read_records(source, read_text_file(source, "question file"))
     if not rows:
         raise InputError(f"{source} holds no questions; add at least one row.")
     questions = []
@@ -328,23 +325,6 @@ def load_questions(
         aliases = _answers(row.get(aliases_field), source.suffix.lower())
         questions.append(FactualQuestion(question, gold[0], tuple(gold[1:] + aliases)))
     return questions
-
-
-def _rows(source: Path, text: str) -> list[Any]:
-    suffix = source.suffix.lower()
-    try:
-        if suffix == ".csv":
-            return list(csv.DictReader(io.StringIO(text)))
-        if suffix == ".json":
-            data = json.loads(text)
-            if not isinstance(data, list):
-                raise InputError(f"{source} must hold a JSON list of question objects.")
-            return data
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    except json.JSONDecodeError as error:
-        raise InputError(
-            f"{source} is not valid JSON: {error.msg} (line {error.lineno})."
-        ) from None
 
 
 def _answers(value: Any, suffix: str) -> list[str]:

@@ -1,5 +1,6 @@
 """One training loop for everything circuitlab learns: parameters, batches, a loss, a stop rule."""
 
+from circuitlab.training.batches import shuffled_batches
 from circuitlab.training.loop import (
     Step,
     Stopping,
@@ -18,5 +19,6 @@ __all__ = [
     "check_learning_rate",
     "check_number",
     "classification_objective",
+    "shuffled_batches",
     "train",
 ]

@@ -10,7 +10,12 @@ signal that training is done), and a `Stopping` rule:
 - ``patience``: stop once this many epochs (counted in total, not in a row) failed to beat
   the best epoch loss so far, as the component-reweighting authors' code does;
 - ``check_done_every``: epochs between looks at the objective's ``done`` signal (a done
-  signal stops training before that batch's step).
+  signal stops training before that batch's step);
+- ``max_steps``: the most optimiser steps (batches), wherever in an epoch the budget runs out;
+- ``stable`` (ε) with ``window`` (w): stop once the training loss is ε-stable, i.e. after at
+  least 2w steps the mean loss of the last w steps differs from the mean of the w steps before
+  by at most ε times the latter: |L̄_last − L̄_before| ≤ ε·L̄_before. Batch losses are noisy;
+  comparing window means rather than single steps keeps one lucky batch from ending the run.
 
 With ``checkpoint=PATH`` the run's state (parameters, optimiser, counters) is written after
 every epoch (`circuitlab.training.state`); the same call with the same path resumes a run that
@@ -73,12 +78,29 @@ class Stopping:
     max_epochs: int
     patience: int | None = None
     check_done_every: int = 1
+    max_steps: int | None = None
+    stable: float | None = None
+    window: int = 10
 
     def __post_init__(self) -> None:
         check_number("max_epochs", self.max_epochs, lambda v: v >= 1, "at least 1, e.g. 2000")
         if self.patience is not None:
             check_number("patience", self.patience, lambda v: v >= 1, "at least 1, e.g. 3")
         check_number("check_done_every", self.check_done_every, lambda v: v >= 1, "at least 1")
+        if self.max_steps is not None:
+            check_number("max_steps", self.max_steps, lambda v: v >= 1, "at least 1, e.g. 100")
+        if self.stable is not None:
+            check_number("stable", self.stable, lambda v: v > 0, "positive, e.g. 0.02")
+        check_number("window", self.window, lambda v: v >= 1, "at least 1, e.g. 10")
+
+    def is_stable(self, step_losses: Sequence[float]) -> bool:
+        """Whether ``step_losses`` end ε-stable (module docstring); never without ``stable``."""
+        w = self.window
+        if self.stable is None or len(step_losses) < 2 * w:
+            return False
+        last = sum(step_losses[-w:]) / w
+        before = sum(step_losses[-2 * w : -w]) / w
+        return abs(last - before) <= self.stable * abs(before)
 
 
 @dataclass(frozen=True)
@@ -88,15 +110,23 @@ class TrainingHistory:
     Attributes:
         epochs: epochs whose steps were taken.
         stopped: why training stopped: ``"patience"``, ``"done"`` (the objective's signal;
-            callers may name it, e.g. ``"perfect_train_accuracy"``) or ``"max_epochs"``.
+            callers may name it, e.g. ``"perfect_train_accuracy"``), ``"max_epochs"``,
+            ``"max_steps"`` or ``"stable"`` (the loss became ε-stable).
         losses: the epoch loss (mean over its batches, before their steps) of every epoch run.
         metrics: measurements taken after training (e.g. ``train_accuracy``, 0..1).
+        step_losses: the loss of every optimiser step, in order.
     """
 
     epochs: int
     stopped: str
     losses: tuple[float, ...]
     metrics: Mapping[str, float] = field(default_factory=dict)
+    step_losses: tuple[float, ...] = ()
+
+    @property
+    def steps(self) -> int:
+        """Optimiser steps taken."""
+        return len(self.step_losses)
 
     def with_metrics(self, **metrics: float) -> TrainingHistory:
         """The same history with more after-training measurements."""
@@ -108,18 +138,20 @@ class TrainingHistory:
             "epochs": self.epochs,
             "stopped": self.stopped,
             "losses": list(self.losses),
+            "step_losses": list(self.step_losses),
             **self.metrics,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingHistory:
         """Inverse of `to_dict`."""
-        core = {"epochs", "stopped", "losses"}
+        core = {"epochs", "stopped", "losses", "step_losses"}
         return cls(
             epochs=int(data["epochs"]),
             stopped=str(data["stopped"]),
             losses=tuple(float(loss) for loss in data["losses"]),
             metrics={key: float(value) for key, value in data.items() if key not in core},
+            step_losses=tuple(float(loss) for loss in data.get("step_losses", ())),
         )
 
 
@@ -172,6 +204,7 @@ def train(
         parameter.requires_grad_(True)
     optimiser = optimizer(parameters, lr=learning_rate)
     losses: list[float] = []
+    step_losses: list[float] = []
     best, strikes, stopped, steps = math.inf, 0, "max_epochs", 0
     check_every, patience = stopping.check_done_every, stopping.patience
     first_epoch = 0
@@ -181,12 +214,18 @@ def train(
 
         saved = load_training_state(checkpoint, parameters, optimiser, run_scope)
         losses = [float(loss) for loss in saved["losses"]]
+        step_losses = [float(loss) for loss in saved.get("step_losses", ())]
         best = math.inf if saved["best"] is None else float(saved["best"])
         strikes, steps, first_epoch = int(saved["strikes"]), int(saved["steps"]), len(losses)
         if saved["stopped"] is not None:
             for parameter, before in zip(parameters, grad_before, strict=True):
                 parameter.requires_grad_(before)
-            return TrainingHistory(epochs=steps, stopped=saved["stopped"], losses=tuple(losses))
+            return TrainingHistory(
+                epochs=steps,
+                stopped=saved["stopped"],
+                losses=tuple(losses),
+                step_losses=tuple(step_losses),
+            )
     takes_epoch = callable(batches) and _takes_an_argument(batches)
     finished: str | None = None
     try:
@@ -196,23 +235,32 @@ def train(
             else:
                 epoch_batches = batches
             loss_sum, n_batches = 0.0, 0
-            done = False
+            done: str | None = None
             for batch in epoch_batches:
                 optimiser.zero_grad()
                 step = objective(batch)
-                loss_sum += float(step.loss.detach())
+                loss = float(step.loss.detach())
+                loss_sum += loss
                 n_batches += 1
                 if epoch % check_every == 0 and _is_done(step):
-                    done = True
+                    done = done_reason
                     break
                 total = step.loss if penalty is None else step.loss + penalty()
                 total.backward()
                 optimiser.step()
+                step_losses.append(loss)
+                if stopping.max_steps is not None and len(step_losses) >= stopping.max_steps:
+                    done = "max_steps"
+                elif stopping.is_stable(step_losses):
+                    done = "stable"
+                if done is not None:
+                    break
             if not n_batches:
                 raise InputError("train() got an epoch with no batches; pass at least one.")
             losses.append(loss_sum / n_batches)
-            if done:
-                stopped = done_reason
+            if done is not None:
+                stopped = done
+                steps += done != done_reason
                 break
             steps += 1
             if losses[-1] >= best:
@@ -224,7 +272,15 @@ def train(
                 break
             if checkpoint is not None:
                 _save(
-                    checkpoint, parameters, optimiser, losses, best, strikes, steps, None, run_scope
+                    checkpoint,
+                    parameters,
+                    optimiser,
+                    (losses, step_losses),
+                    best,
+                    strikes,
+                    steps,
+                    None,
+                    run_scope,
                 )
         finished = stopped
     finally:
@@ -232,8 +288,20 @@ def train(
             parameter.requires_grad_(before)
             parameter.grad = None
     if checkpoint is not None and finished is not None:
-        _save(checkpoint, parameters, optimiser, losses, best, strikes, steps, finished, run_scope)
-    return TrainingHistory(epochs=steps, stopped=stopped, losses=tuple(losses))
+        _save(
+            checkpoint,
+            parameters,
+            optimiser,
+            (losses, step_losses),
+            best,
+            strikes,
+            steps,
+            finished,
+            run_scope,
+        )
+    return TrainingHistory(
+        epochs=steps, stopped=stopped, losses=tuple(losses), step_losses=tuple(step_losses)
+    )
 
 
 def _takes_an_argument(function: Callable[..., Any]) -> bool:
@@ -250,7 +318,7 @@ def _save(
     path: str | os.PathLike[str],
     parameters: Sequence[Tensor],
     optimiser: torch.optim.Optimizer,
-    losses: list[float],
+    losses: tuple[list[float], list[float]],
     best: float,
     strikes: int,
     steps: int,
@@ -260,7 +328,8 @@ def _save(
     from circuitlab.training.state import save_training_state
 
     progress = {
-        "losses": losses,
+        "losses": losses[0],
+        "step_losses": losses[1],
         "best": None if math.isinf(best) else best,
         "strikes": strikes,
         "steps": steps,
