@@ -56,7 +56,6 @@ def read_text_file(path: str | os.PathLike[str], what: str, *, encoding: str = "
         raise InputError(f"Cannot read the {what} {source}: {_reason(error)}.") from None
 
 
-
 def read_records(source: Path, text: str) -> list[Any]:
     """The rows of a ``.csv`` (header row; dicts of strings), ``.json`` (a list) or JSON-lines
     file whose ``text`` was read with `read_text_file`; a clear error for invalid JSON."""
@@ -74,6 +73,7 @@ def read_records(source: Path, text: str) -> list[Any]:
         raise InputError(
             f"{source} is not valid JSON: {error.msg} (line {error.lineno})."
         ) from None
+
 
 def _reason(error: OSError) -> str:
     return error.strerror or str(error)

@@ -232,9 +232,177 @@ def main() -> None:
     render(Path(args.output_dir))
 
 
+CONDITIONS = {
+    "base": "base model (no fine-tuning)",
+    "all": "all layers",
+    "ila_top": "ILA top 25%",
+    "ila_freeze_bottom": "all but the ILA bottom 25%",
+    "avss_top": "AVSS top 25% (prose)",
+}
+
+
+def _label(name: str) -> str:
+    if name.startswith("random_"):
+        return f"25% random layers (seed {name.split('_')[1]})"
+    return CONDITIONS[name]
+
+
+def _matrix(overlap: dict[str, Any]) -> list[str]:
+    names = overlap["names"]
+    lines = ["| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, overlap["matrix"], strict=True):
+        lines.append(f"| **{name}** | " + " | ".join(f"{v:.2f}" for v in row) + " |")
+    return lines
+
+
+def _chance(k: int, n: int) -> float:
+    """Expected Jaccard of two independent random k-subsets of n items (approximately)."""
+    shared = k * k / n
+    return shared / (2 * k - shared)
+
+
+def _mean_offdiagonal(matrix: list[list[float]]) -> float:
+    n = len(matrix)
+    pairs = [matrix[i][j] for i in range(n) for j in range(i + 1, n)]
+    return sum(pairs) / len(pairs)
+
+
+def _model_section(path: Path) -> list[str]:
+    data = json.loads(path.read_text())
+    model, settings, results = data["model"], data["settings"], data["results"]
+    tuned = settings["tuned_set"]
+    rankings = {label: ILARanking.from_document(doc) for label, doc in data["rankings"].items()}
+    base = results["base"]
+    sizes = ", ".join(
+        f"{name} {size['train']} / {size['heldout']}" for name, size in data["sets"].items()
+    )
+    lines = [
+        f"## {model}",
+        "",
+        f"**Data** (train / held-out pairs): {sizes}. Stage-1 cap {settings['max_steps']} steps, "
+        f"window {settings['window']}, ε {settings['stable']}; stage 2 "
+        f"{settings['gate_steps']} steps.",
+        "",
+        "### Rankings",
+        "",
+        "| set, seed | stage 1 steps (stopped by) | stage 1 s | stage 2 steps | stage 2 s | "
+        "stage 2 / stage 1 | top 25% layers |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, ranking in rankings.items():
+        one, two = ranking.stage1, ranking.stage2
+        top = " ".join(map(str, ranking.top(percent=PERCENT)))
+        lines.append(
+            f"| {label} | {one['steps']} ({one['stopped']}) | {one['seconds']:.0f} | "
+            f"{two['steps']} | {two['seconds']:.0f} | {two['seconds'] / one['seconds']:.2f} | "
+            f"{top} |"
+        )
+    by_set, by_seed = data["overlap_sets"], data["overlap_seeds"]
+    set_mean = _mean_offdiagonal(by_set["matrix"])
+    seed_mean = _mean_offdiagonal(by_seed["matrix"])
+    lines += [
+        "",
+        "Seconds are wall time on 2 CPU cores shared with other work at times. The 'steps' set's "
+        "sequences are the longest, so its steps cost most.",
+        "",
+        f"![gates of the {tuned} ranking](figures/ila-{model}-ranking.png)",
+        "",
+        f"**Across sets** (seed 0; Jaccard of the top {by_set['k']} layers, mean "
+        f"{set_mean:.2f}; two random sets of {by_set['k']} of the {data['n_layers']} layers "
+        f"overlap by {_chance(by_set['k'], data['n_layers']):.2f} on average):",
+        "",
+        *_matrix(by_set),
+        "",
+        f"![rankings across sets](figures/ila-{model}-sets.png)",
+        "",
+        f"**Across seeds** ('{tuned}' set; mean {seed_mean:.2f}):",
+        "",
+        *_matrix(by_seed),
+        "",
+        f"![rankings across seeds](figures/ila-{model}-seeds.png)",
+        "",
+        "### Selective fine-tuning",
+        "",
+        f"Every fine-tuned row trained {results['all']['steps']} steps on the '{tuned}' training "
+        f"split. Held-out loss in nats per response token (lower is better; the '{tuned}' "
+        "column is the tuned set, the others measure transfer). QA is the share of the 660 "
+        f"factual questions answered correctly (retention; base {100 * base['qa_accuracy']:.1f}%). "
+        f"Perplexity is on {settings['perplexity_tokens']} tokens of held-out prose.",
+        "",
+        "| layers tuned | n | held-out loss facts | steps | rewrite | train loss "
+        "(last 10 steps) | QA % | perplexity | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, result in results.items():
+        layers = result.get("layers")
+        cells = [
+            f"**{value:.3f}**" if set_name == tuned else f"{value:.3f}"
+            for set_name, value in result["heldout_loss"].items()
+        ]
+        lines.append(
+            f"| {_label(name)} | {len(layers) if layers else 0} | {' | '.join(cells)} | "
+            + (f"{result['final_train_loss']:.3f}" if "final_train_loss" in result else "–")
+            + f" | {100 * result['qa_accuracy']:.1f} | {result['perplexity']:.2f} | "
+            + (f"{result['train_seconds']:.0f}" if "train_seconds" in result else "–")
+            + " |"
+        )
+    lines += ["", *_verdict(results, tuned, set_mean, seed_mean), ""]
+    return lines
+
+
+def _verdict(results: dict[str, Any], tuned: str, set_mean: float, seed_mean: float) -> list[str]:
+    loss = {name: result["heldout_loss"][tuned] for name, result in results.items()}
+    gain = {name: loss["base"] - value for name, value in loss.items()}
+    randoms = [name for name in loss if name.startswith("random_")]
+    random_loss = [loss[name] for name in randoms]
+    random_mean = sum(random_loss) / len(random_loss)
+    random_sd = (
+        sum((v - random_mean) ** 2 for v in random_loss) / max(1, len(random_loss) - 1)
+    ) ** 0.5
+    share_top = gain["ila_top"] / gain["all"] if gain["all"] else float("nan")
+    freeze_better = loss["ila_freeze_bottom"] < loss["all"]
+    lines = [
+        "### The paper's claims, measured",
+        "",
+        "| claim | measured here | holds here? |",
+        "|---|---|---|",
+        f"| ~90% overlap of important layers across data sets | mean Jaccard {set_mean:.2f} "
+        f"across the three sets, {seed_mean:.2f} across three seeds of one set | "
+        f"{'yes' if set_mean >= 0.8 else 'no'} |",
+        f"| freezing the ~25% least important layers helps | held-out loss "
+        f"{loss['ila_freeze_bottom']:.3f} frozen vs {loss['all']:.3f} all layers; QA "
+        f"{100 * results['ila_freeze_bottom']['qa_accuracy']:.1f}% vs "
+        f"{100 * results['all']['qa_accuracy']:.1f}% | {'yes' if freeze_better else 'no'} |",
+        f"| 10–30% of the layers come close to full fine-tuning | the ILA top 25% recovers "
+        f"{100 * share_top:.0f}% of the all-layer loss reduction ({loss['ila_top']:.3f} vs "
+        f"{loss['all']:.3f}; base {loss['base']:.3f}) | "
+        f"{'yes' if share_top >= 0.9 else 'partly' if share_top >= 0.7 else 'no'} |",
+        "",
+        f"- **Against controls** (same number of layers and steps): ILA top 25% "
+        f"{loss['ila_top']:.3f}, 25% random layers {random_mean:.3f} ± {random_sd:.3f} "
+        f"(3 seeds), AVSS top 25% {loss['avss_top']:.3f}. "
+        + (
+            "ILA's layers beat the random mean by more than the seeds' spread."
+            if loss["ila_top"] < random_mean - random_sd
+            else "ILA's layers do not beat random layers by more than the seeds' spread."
+        ),
+        "- One model, one training seed per condition, small data; treat each number as a single "
+        "measurement.",
+    ]
+    return lines
+
+
 def render(output: Path) -> None:
     """Write the markdown page from the saved JSON."""
-    raise SystemExit("render: not written yet")
+    lines = [INTRO.read_text().rstrip(), ""]
+    for path in sorted((output / "data").glob("ila-*.json")):
+        if path.name.endswith("-ranking.json"):
+            continue
+        lines += _model_section(path)
+    page = output / "ila.md"
+    with atomic_file(page) as tmp:
+        tmp.write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {page}")
 
 
 if __name__ == "__main__":

@@ -299,9 +299,7 @@ def test_a_killed_training_run_resumes_to_the_uninterrupted_result(tmp_path: Pat
     )  # fmt: skip
     assert other.history.epochs == 4  # a finished checkpoint returns its history at once
     with pytest.raises(InputError, match="belongs to another run"):
-        contrastive_finetune(
-            tiny_model("llama"), tiny_answers(12), [0], epochs=4, checkpoint=state
-        )
+        contrastive_finetune(tiny_model("llama"), tiny_answers(12), [0], epochs=4, checkpoint=state)
 
 
 def test_hallucination_rates_split_every_question(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -188,9 +188,7 @@ def test_step_budget_and_stability_stop_mid_epoch() -> None:
     def objective(batch: torch.Tensor) -> Step:
         return Step(((x[batch] @ w) - y[batch]).pow(2).mean())
 
-    history = train(
-        [w], objective, chunks, learning_rate=0.01, stopping=Stopping(10, max_steps=13)
-    )
+    history = train([w], objective, chunks, learning_rate=0.01, stopping=Stopping(10, max_steps=13))
     assert history.stopped == "max_steps" and history.steps == 13 and history.epochs == 2
     assert len(history.losses) == 2  # the second epoch ran 5 of its 8 steps
     assert TrainingHistory.from_dict(history.to_dict()) == history
