@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from circuitlab.fingerprint import model_fingerprint
 from circuitlab.ila.data import InstructionSet
 from circuitlab.ila.fit import fit_gates, fit_lora
 from circuitlab.ila.result import ILARanking
@@ -57,6 +58,7 @@ def ila_rank(
         save_adapter: a folder to write the stage-1 adapter to (plain peft).
         keep: leave the gated adapter on the model (default: remove it).
     """
+    fingerprint = model_fingerprint(model)
     folder = Path(checkpoint) if checkpoint is not None else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def ila_rank(
         stage1.adapter.remove()
         raise
     details = {f"gamma_{name}": values for name, values in stage2.gates.matrix_gamma().items()}
-    settings = {"stage1": stage1.settings, "stage2": stage2.settings}
+    settings = {"seed": seed, "stage1": stage1.settings, "stage2": stage2.settings}
     ranking = ILARanking(
         scores=LayerScores(
             "ila", stage2.layer_gamma, details=details, settings=settings, model=model.name
@@ -115,6 +117,7 @@ def ila_rank(
         },
         model=model.name,
         settings=settings,
+        fingerprint=fingerprint,
     )
     if not keep:
         stage2.gates.remove()

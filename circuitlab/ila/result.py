@@ -49,7 +49,8 @@ class ILARanking(Result):
         stage1: how stage 1 went (``steps``, ``stopped``, ``seconds``, ``step_losses``).
         stage2: how stage 2 went (``steps``, ``seconds``, ``step_losses``).
         model: name of the model ranked.
-        settings: every setting of both stages.
+        settings: every setting of both stages (and the seed).
+        fingerprint: the model's fingerprint before stage 1 (`circuitlab.model_fingerprint`).
     """
 
     scores: LayerScores
@@ -58,6 +59,7 @@ class ILARanking(Result):
     stage2: dict[str, Any] = field(default_factory=dict)
     model: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
 
     @property
     def n_layers(self) -> int:
