@@ -280,3 +280,46 @@ def test_interrupted_run_resumes_to_the_same_ranking(
     resumed = ila_rank(model, PAIRS, checkpoint=tmp_path / "ck", **options)
     assert resumed.gamma == pytest.approx(reference.gamma, abs=1e-6)
     assert resumed.stage1["step_losses"] == pytest.approx(reference.stage1["step_losses"])
+
+
+_KILLED_RANKING = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+import circuitlab.ila.fit as fit
+from circuitlab.ila import ila_rank
+from circuitlab.testing import tiny_model
+from test_ila import PAIRS
+
+kill_at = int(sys.argv[1])
+calls = [0]
+original = fit.response_loss
+
+def counting(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), 9)  # like kill -9: no cleanup, no flush
+    return original(*args, **kwargs)
+
+fit.response_loss = counting
+ranking = ila_rank(tiny_model("llama"), PAIRS, max_steps=6, gate_steps=6, batch_size=4,
+                   stable=None, checkpoint=sys.argv[2])
+open(sys.argv[3], "w").write(json.dumps(list(ranking.gamma)))
+"""
+
+
+@pytest.mark.parametrize("kill_at", [4, 9])  # in stage 1; in stage 2
+def test_a_killed_ranking_resumes_to_the_uninterrupted_result(tmp_path: Path, kill_at: int) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(_KILLED_RANKING.format(tests=str(Path(__file__).parent)))
+    folder, out = tmp_path / "ck", tmp_path / "gamma.json"
+    killed = subprocess.run([sys.executable, str(script), str(kill_at), str(folder), str(out)])
+    assert killed.returncode == -9 and not out.exists()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".partial")]
+    resumed = subprocess.run([sys.executable, str(script), "0", str(folder), str(out)])
+    assert resumed.returncode == 0
+    options = {"max_steps": 6, "gate_steps": 6, "batch_size": 4, "stable": None}
+    expected = ila_rank(tiny_model("llama"), PAIRS, **options)
+    assert json.loads(out.read_text()) == pytest.approx(list(expected.gamma), abs=1e-6)
