@@ -48,9 +48,19 @@ def ila_rank(
     Args:
         model: the model handle (left as it was unless ``keep``).
         data: the training pairs (`load_instructions`).
-        modules, r, alpha, learning_rate, batch_size, stable, window, max_steps: stage 1
-            (`fit_lora`).
-        unit, budget, sparsity, gate_learning_rate, gate_steps: stage 2 (`fit_gates`).
+        modules: LoRA target modules (default every linear map of a layer).
+        r: LoRA rank.
+        alpha: LoRA scaling numerator.
+        learning_rate: AdamW step size of stage 1.
+        batch_size: pairs per step (both stages).
+        stable: ε of stage 1's stopping rule (None: run ``max_steps``).
+        window: w of stage 1's stopping rule, in steps.
+        max_steps: stage 1's step cap.
+        unit: one gate per ``"layer"`` or per LoRA ``"matrix"``.
+        budget: ρ, the mean γ stage 2's penalty holds (None: the L1 form).
+        sparsity: λ, the weight of stage 2's penalty.
+        gate_learning_rate: Adam step size of the gate scores.
+        gate_steps: stage 2's steps.
         seed: seed of both stages (adapter initialisation, batch order).
         max_length: longest sequence in tokens (default the model's context).
         checkpoint: a folder keeping both stages' training states; rerunning the same call
