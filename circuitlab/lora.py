@@ -107,6 +107,18 @@ class LoraAdapter:
         )
 
 
+def _checked_modules(model: ModelHandle, modules: Sequence[str] | None) -> tuple[str, ...]:
+    """``modules`` (default every linear map LoRA can target in this family), each checked."""
+    known = _MODULES.get(model.arch.family, _DECODER_MODULES)
+    chosen = tuple(modules) if modules is not None else known
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise InputError(
+            f"Unknown module names {unknown} for {model.arch.hf_class}; choose from {known}."
+        )
+    return chosen
+
+
 def check_lora_layers(layers: Sequence[int], n_layers: int) -> list[int]:
     """``layers`` sorted and deduplicated if each is a layer of the model; a clear error
     otherwise (none, or out of range)."""
@@ -147,13 +159,7 @@ def add_lora(
         The `LoraAdapter`; pass ``adapter.parameters()`` to an optimiser.
     """
     layer_list = check_lora_layers(layers, model.n_layers)
-    known = _MODULES.get(model.arch.family, _DECODER_MODULES)
-    chosen = tuple(modules) if modules is not None else known
-    unknown = [name for name in chosen if name not in known]
-    if unknown:
-        raise InputError(
-            f"Unknown module names {unknown} for {model.arch.hf_class}; choose from {known}."
-        )
+    chosen = _checked_modules(model, modules)
     if any("lora_" in name for name, _ in model.hf_model.named_parameters()):
         raise InputError(
             "This model already carries a LoRA adapter; load a fresh model for another."
@@ -196,13 +202,7 @@ def lora_config(
     Face module names (``layers_to_transform``), ready for ``peft.get_peft_model`` on the plain
     ``transformers`` model; the config `add_lora` saves with its adapters."""
     layer_list = check_lora_layers(layers, model.n_layers)
-    known = _MODULES.get(model.arch.family, _DECODER_MODULES)
-    chosen = tuple(modules) if modules is not None else known
-    unknown = [name for name in chosen if name not in known]
-    if unknown:
-        raise InputError(
-            f"Unknown module names {unknown} for {model.arch.hf_class}; choose from {known}."
-        )
+    chosen = _checked_modules(model, modules)
     fan_in_fan_out = model.arch.family == "gpt2"
     if fan_in_fan_out:  # GPT-2: attn.c_proj must not match, so name the MLP path exactly
         layer_group = "|".join(str(layer) for layer in layer_list)

@@ -227,6 +227,20 @@ def train(
                 step_losses=tuple(step_losses),
             )
     takes_epoch = callable(batches) and _takes_an_argument(batches)
+
+    def save(stopped_by: str | None) -> None:
+        progress = {
+            "losses": losses,
+            "step_losses": step_losses,
+            "best": None if math.isinf(best) else best,
+            "strikes": strikes,
+            "steps": steps,
+            "stopped": stopped_by,
+        }
+        from circuitlab.training.state import save_training_state
+
+        save_training_state(checkpoint, parameters, optimiser, progress, run_scope)
+
     finished: str | None = None
     try:
         for epoch in range(first_epoch, stopping.max_epochs):
@@ -271,34 +285,14 @@ def train(
                 stopped = "patience"
                 break
             if checkpoint is not None:
-                _save(
-                    checkpoint,
-                    parameters,
-                    optimiser,
-                    (losses, step_losses),
-                    best,
-                    strikes,
-                    steps,
-                    None,
-                    run_scope,
-                )
+                save(None)
         finished = stopped
     finally:
         for parameter, before in zip(parameters, grad_before, strict=True):
             parameter.requires_grad_(before)
             parameter.grad = None
     if checkpoint is not None and finished is not None:
-        _save(
-            checkpoint,
-            parameters,
-            optimiser,
-            (losses, step_losses),
-            best,
-            strikes,
-            steps,
-            finished,
-            run_scope,
-        )
+        save(finished)
     return TrainingHistory(
         epochs=steps, stopped=stopped, losses=tuple(losses), step_losses=tuple(step_losses)
     )
@@ -312,27 +306,3 @@ def _takes_an_argument(function: Callable[..., Any]) -> bool:
     return any(
         p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in parameters
     )
-
-
-def _save(
-    path: str | os.PathLike[str],
-    parameters: Sequence[Tensor],
-    optimiser: torch.optim.Optimizer,
-    losses: tuple[list[float], list[float]],
-    best: float,
-    strikes: int,
-    steps: int,
-    stopped: str | None,
-    scope: Mapping[str, Any],
-) -> None:
-    from circuitlab.training.state import save_training_state
-
-    progress = {
-        "losses": losses[0],
-        "step_losses": losses[1],
-        "best": None if math.isinf(best) else best,
-        "strikes": strikes,
-        "steps": steps,
-        "stopped": stopped,
-    }
-    save_training_state(path, parameters, optimiser, progress, scope)
