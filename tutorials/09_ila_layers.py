@@ -2,7 +2,7 @@
 
 ILA (arXiv 2410.17875) trains LoRA on every layer until the loss is stable, then freezes the
 adapter and learns one gate γ per layer that scales its update (W = W₀ + γ·ΔW) under a budget;
-the layers that keep the largest γ are the ones the fine-tuning needs. Here, on SmolLM2 and 48
+the layers that keep the largest γ are the ones the fine-tuning needs. Here, on SmolLM2 and 40
 pairs of the shipped "facts" instruction set (a small budget, so the tutorial runs in about two
 minutes): rank the layers, get the peft config that tunes only the top quarter, train it, compare
 the held-out loss, and reload the adapter with plain peft. The full experiment (three data sets,
@@ -35,14 +35,14 @@ model = circuitlab.load()
 
 # 1. Instruction data: the shipped sets hold train and held-out splits; each pair is formatted
 #    with the model's chat template, and only the response tokens are scored.
-train = load_instructions("facts", limit=48)
-heldout = load_instructions("facts", split="heldout")
+train = load_instructions("facts", limit=40)
+heldout = load_instructions("facts", split="heldout", limit=24)
 print(train, heldout)
 print(repr(instruction_prompt(model, train.instructions[0]) + train.responses[0]))
 
 # 2. Both stages: stage 1 stops once the mean loss of the last `window` steps is within 2% of
 #    the window before (or at max_steps); stage 2 learns the gates for `gate_steps` steps.
-ranking = ila_rank(model, train, max_steps=16, window=4, gate_steps=6, seed=0)
+ranking = ila_rank(model, train, max_steps=12, window=4, gate_steps=5, seed=0)
 print(ranking)
 print(f"stage 1: {ranking.stage1['steps']} steps ({ranking.stage1['stopped']}), "
       f"{ranking.stage1['seconds']:.0f} s; stage 2: {ranking.stage2['seconds']:.0f} s")  # fmt: skip
@@ -58,7 +58,7 @@ print("peft config:", config.layers_to_transform, sorted(config.target_modules))
 
 # 4. Tune only those layers, for a fixed number of steps, and compare the held-out loss.
 before = instruction_loss(model, heldout)
-tuned = fit_lora(model, train, top, stable=None, max_steps=12, seed=0)
+tuned = fit_lora(model, train, top, stable=None, max_steps=10, seed=0)
 after = instruction_loss(model, heldout)
 print(f"held-out loss (nats/token): {before:.3f} -> {after:.3f} with LoRA on {len(top)} layers")
 assert after < before, "fine-tuning the top layers should lower the held-out loss"
