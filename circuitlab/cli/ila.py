@@ -35,15 +35,15 @@ def read_sets(args: argparse.Namespace) -> list[tuple[InstructionSet, Instructio
             "response_column": args.response_column,
         }
         everything = load_instructions(source, split=None, **options)
-        try:
-            train = load_instructions(source, split="train", limit=args.limit, **options)
-            heldout = load_instructions(source, split="heldout", **options)
-        except InputError:  # no split field (or an empty split): hold out 20% ourselves
+        train = load_instructions(source, split="train", **options)
+        if len(train) == len(everything):  # nothing held out (no split field): hold out 20%
             train, heldout = everything.split_off(0.2, seed=0)
-            if args.limit is not None:
-                train = InstructionSet(
-                    train.name, train.instructions[: args.limit], train.responses[: args.limit]
-                )
+        else:
+            heldout = load_instructions(source, split="heldout", **options)
+        if args.limit is not None:
+            train = InstructionSet(
+                train.name, train.instructions[: args.limit], train.responses[: args.limit]
+            )
         sets.append((train, heldout))
     return sets
 

@@ -44,7 +44,7 @@ from circuitlab.collector import collect
 from circuitlab.fingerprint import model_fingerprint
 from circuitlab.ila.data import EncodedInstructions, InstructionSet, encode_instructions
 from circuitlab.ila.gates import LoraGates
-from circuitlab.lora import LoraAdapter, add_lora, check_lora_layers, lora_modules
+from circuitlab.lora import LoraAdapter, add_lora, check_lora_layers
 from circuitlab.model import ModelHandle
 from circuitlab.readers import NextTokenLoss
 from circuitlab.tokenization import TokenBatch
@@ -289,7 +289,6 @@ def fit_gates(
         init = 0.0 if budget is None else math.log(budget / (1 - budget))
     check_number("init", init, math.isfinite, "a finite number, e.g. 0")
     check_integer("steps", steps, minimum=1)
-    modules = lora_modules(model)
     adapter_weights = [
         parameter for name, parameter in model.hf_model.named_parameters() if "lora_" in name
     ]
@@ -310,7 +309,7 @@ def fit_gates(
         "seed": seed,
         "data": data.name,
         "pairs": len(data),
-        "gated_matrices": len(modules),
+        "gated_matrices": gates.n_matrices,
     }
     scope = {
         "stage": "gates",

@@ -73,6 +73,11 @@ class LoraGates:
             self._handles.append(handle)
             self._modules.append(module)
 
+    @property
+    def n_matrices(self) -> int:
+        """How many LoRA matrices the gates scale."""
+        return len(self._modules)
+
     def _gate(self, slot: int) -> Any:
         return lambda: torch.sigmoid(self.scores[slot])
 

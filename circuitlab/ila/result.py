@@ -104,8 +104,7 @@ class ILARanking(Result):
 
     def to_frame(self) -> pd.DataFrame:
         """One row per layer: γ, its rank (0 = lowest) and per-matrix γ for unit "matrix"."""
-        frame = self.scores.to_frame().rename(columns={"ila": "gamma"})
-        return frame
+        return self.scores.to_frame().rename(columns={"ila": "gamma"})
 
     def plot(self, *, percent: float = 25.0, title: str | None = None) -> Figure:
         """γ by layer (the top ``percent`` in red) over the two stages' loss curves."""

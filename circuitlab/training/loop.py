@@ -274,7 +274,8 @@ def train(
             losses.append(loss_sum / n_batches)
             if done is not None:
                 stopped = done
-                steps += done != done_reason
+                if done != done_reason:  # a budget or stability stop: this epoch's steps ran
+                    steps += 1
                 break
             steps += 1
             if losses[-1] >= best:
