@@ -250,11 +250,14 @@ class _Recorder:
             self.rows = torch.arange(len(positions), device=positions.device)
 
     def hook(self, name: str) -> tuple[str, Any]:
-        def record(activation: Tensor, hook: Any) -> None:
+        def record(activation: Tensor, hook: Any) -> Tensor | None:
             value = activation.detach() if self.detach else activation
             if self.positions is not None:
                 value = value[self.rows, self.positions]
             self.values[name] = value
+            # With gradients, hand the recorded tensor on: some hook points pass hooks a
+            # reshaped copy (hook_z), which only lies on the graph if it is what flows on.
+            return None if self.detach else activation
 
         return name, record
 

@@ -10,7 +10,8 @@ The prefix is found on token ids, never on text, so tokenizer merges across the 
 cannot make it wrong. Edits that act the same at every position (pruning, zero/mean ablation,
 scaling, steering without a position filter) keep sharing exact: the prefix cache is computed
 under them. Sharing is skipped (full forward passes run) when an active edit is restricted to
-positions or resamples, since those count from the start of the prompt.
+positions, resamples, patches or takes a position-matched mean, since those count from the
+start of the prompt.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class SharedPrefix:
     def _enabled(self) -> bool:
         """Sharing is exact unless an active edit depends on absolute positions."""
         return all(
-            edit.positions is None and edit.resample is None
+            edit.positions is None and edit.resample is None and edit.positional is None
             for resolved in self._active()
             for edit in resolved.edits
         )

@@ -42,6 +42,7 @@ __all__ = [
     "Moments",
     "NextTokenLoss",
     "PaddedActivations",
+    "PositionMean",
     "Reader",
     "RowChunks",
     "SpanMean",
@@ -215,6 +216,56 @@ class Mean(Reader):
             raise InputError("The reader has seen no position yet.")
         assert isinstance(self.total, Tensor)
         return self.total / self.count
+
+
+class PositionMean(Reader):
+    """Mean activation at ``site`` at each position over the prompts that reach it (needs
+    ``positions="all"``), accumulated in float64.
+
+    Result: the means [pos, ...] (float64, up to the longest prompt) and how many prompts
+    reached each position [pos].
+    """
+
+    def __init__(self, site: Site | str) -> None:
+        self.sites = (site,)
+        self.total: Tensor | None = None
+        self.count: Tensor | None = None
+
+    def update(self, batch: CapturedBatch) -> None:
+        if not batch.every_token:
+            raise InputError("PositionMean reads every token: collect with positions='all'.")
+        mask = batch.mask
+        values = batch[self.sites[0]].to(torch.float64)
+        values = values * mask.reshape(*mask.shape, *([1] * (values.dim() - 2)))
+        self._add(values.sum(dim=0), mask.sum(dim=0).cpu())
+
+    def _add(self, total: Tensor, count: Tensor) -> None:
+        if self.total is None or self.count is None:
+            self.total, self.count = total, count
+            return
+        width = max(len(self.count), len(count))
+        self.total = _padded(self.total, width) + _padded(total, width)
+        self.count = _padded(self.count, width) + _padded(count, width)
+
+    def merge(self, other: Any) -> None:
+        self._check_kind(other)
+        if other.total is not None:
+            self._add(other.total, other.count)
+
+    def result(self) -> tuple[Float[Tensor, "pos ..."], Int[Tensor, " pos"]]:
+        if self.total is None or self.count is None:
+            raise InputError("The reader has seen no position yet.")
+        reached = self.count.clamp(min=1).to(self.total.device, torch.float64)
+        means = self.total / reached.reshape(-1, *([1] * (self.total.dim() - 1)))
+        return means, self.count
+
+
+def _padded(values: Tensor, width: int) -> Tensor:
+    """``values`` [pos, ...] padded with zeros to ``width`` positions."""
+    extra = width - values.shape[0]
+    if extra == 0:
+        return values
+    return torch.cat([values, values.new_zeros(extra, *values.shape[1:])])
 
 
 def _checked_groups(groups: Sequence[int] | Tensor, n_groups: int | None) -> tuple[Tensor, int]:

@@ -13,6 +13,7 @@ from circuitlab.interventions.serialize import (
 from circuitlab.interventions.spec import (
     Ablate,
     Intervention,
+    Patch,
     PositionFilter,
     PruneHeads,
     PruneLayers,
@@ -26,6 +27,7 @@ __all__ = [
     "BakeError",
     "Intervention",
     "InterventionSpec",
+    "Patch",
     "PositionFilter",
     "PruneHeads",
     "PruneLayers",

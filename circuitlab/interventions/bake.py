@@ -234,6 +234,12 @@ def _refuse_unbakeable(edits: list[SiteEdit]) -> None:
                 f"{edit.source!r} cannot be exported: a resampled value differs per prompt, so no "
                 f"fixed weights produce it. Use a mean ablation to export."
             )
+        if edit.positional is not None:
+            raise BakeError(
+                f"{edit.source!r} cannot be exported: its value differs per prompt or position "
+                f"(a patch, or a position-matched mean), so no fixed weights produce it. Use a "
+                f"mean ablation over all tokens to export."
+            )
         if edit.positions is not None:
             raise BakeError(
                 f"{edit.source!r} cannot be exported: it applies only at some positions, but "

@@ -1,8 +1,9 @@
 """Interventions resolved against one model into edits at hook points.
 
 Every intervention becomes one or more `SiteEdit`: ``x := multiplier * x + constant`` (or a
-resampled value) at one hook point, on one head's slice or the whole activation, at some
-positions. Reference statistics (means, resampling sources) are computed here, once.
+resampled value, or a value per row and position: a patch or a position-matched mean) at one
+hook point, on one head's slice or the whole activation, at some positions. Reference
+statistics (means, resampling sources, patch sources) are computed here, once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from jaxtyping import Bool
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from circuitlab import sites
@@ -23,6 +24,7 @@ from circuitlab.hf_compat import kv_cache_in, kv_cache_length
 from circuitlab.interventions.spec import (
     Ablate,
     Intervention,
+    Patch,
     PositionFilter,
     PruneHeads,
     PruneLayers,
@@ -31,12 +33,13 @@ from circuitlab.interventions.spec import (
     SteerResidual,
 )
 from circuitlab.model import ModelHandle
-from circuitlab.readers import Keep, Mean, Reader
+from circuitlab.readers import Keep, Mean, PositionMean, Reader
 from circuitlab.sites import Site
 
 __all__ = [
     "EDITABLE_KINDS",
     "ForwardState",
+    "PositionalSource",
     "ResolvedInterventions",
     "SiteEdit",
     "position_mask",
@@ -70,6 +73,73 @@ class ResampleSource:
 
 
 @dataclass(eq=False)
+class PositionalSource:
+    """Values to write at each (row, absolute position): [rows, pos, ...] and each row's
+    length. One row serves every row of a forward pass (a position-matched mean); otherwise
+    row ``i`` of the forward pass takes row ``i`` (a patch)."""
+
+    values: Tensor
+    lengths: Int[Tensor, " rows"]
+    what: str
+    exact_lengths: bool = False  # patch every position: the rows must be equally long
+    fix: str = (
+        "Paired prompts must tokenize to the same length where positions are compared "
+        "(check model.to_str_tokens)."
+    )
+
+    def values_for(
+        self, target: Tensor, state: ForwardState, mask: Bool[Tensor, "batch pos"] | None
+    ) -> Tensor:
+        """The values for ``target`` [batch, pos, ...] (positions outside ``mask`` unchecked)."""
+        batch, pos = target.shape[:2]
+        rows = len(self.values)
+        if rows not in (1, batch):
+            raise InputError(
+                f"{self.what} has {rows} source rows, but this forward pass has {batch} rows; a "
+                f"patch is applied row by row: give one source prompt per patched prompt."
+            )
+        if tuple(self.values.shape[2:]) != tuple(target.shape[2:]):
+            raise InputError(
+                f"{self.what}: the source activations end in shape {tuple(self.values.shape[2:])}"
+                f", but the site's activation ends in {tuple(target.shape[2:])}."
+            )
+        real = _real_tokens(state, batch, pos)
+        needed = real if mask is None else real & mask.cpu()
+        lengths = self.lengths.expand(batch) if rows == 1 else self.lengths
+        absolute = torch.arange(pos) + state.offset
+        beyond = needed & (absolute[None, :] >= lengths[:, None])
+        if self.exact_lengths and mask is None and state.offset == 0:
+            mismatch = (real.sum(dim=1) != lengths).nonzero().flatten().tolist()
+            if mismatch:
+                row = mismatch[0]
+                raise InputError(
+                    f"{self.what}: row {row} has {int(real[row].sum())} tokens but its source "
+                    f"has {int(lengths[row])}. Patching every position compares positions, so "
+                    f"paired prompts must tokenize to the same length (check "
+                    f"model.to_str_tokens on both), or patch chosen positions."
+                )
+        if bool(beyond.any()):
+            row, column = (int(i) for i in beyond.nonzero()[0])
+            raise InputError(
+                f"{self.what}: row {row} is edited at position {column + state.offset}, but its "
+                f"source has only {int(lengths[row])} tokens. {self.fix}"
+            )
+        width = min(pos, self.values.shape[1] - state.offset)
+        values = torch.zeros_like(target)
+        chosen = self.values[:, state.offset : state.offset + width]
+        values[:, :width] = chosen.to(device=target.device, dtype=target.dtype)
+        return values
+
+
+def _real_tokens(state: ForwardState, batch: int, pos: int) -> Bool[Tensor, "batch pos"]:
+    """True at the real (non-padding) tokens of the forward pass in flight."""
+    if state.attention_mask is None:
+        return torch.ones(batch, pos, dtype=torch.bool)
+    mask = state.attention_mask.cpu().bool()
+    return mask[:, state.offset : state.offset + pos]
+
+
+@dataclass(eq=False)
 class SiteEdit:
     """``x := multiplier * x + constant`` (or resampled) at one site (one head's slice of it
     when ``head`` is set)."""
@@ -79,6 +149,7 @@ class SiteEdit:
     multiplier: float = 1.0
     constant: Tensor | None = None
     resample: ResampleSource | None = None
+    positional: PositionalSource | None = None
     positions: PositionFilter = None
     source: Intervention | None = None
 
@@ -95,8 +166,8 @@ class SiteEdit:
     def hook(self, state: ForwardState) -> tuple[str, Any]:
         def apply(activation: Tensor, hook: object) -> Tensor:
             target = activation[:, :, self.head] if self.head is not None else activation
-            new = self._new_values(target, state)
             mask = position_mask(self.positions, state, target.shape[0], target.shape[1])
+            new = self._new_values(target, state, mask)
             if mask is not None:
                 new = torch.where(mask[..., None].to(new.device), new, target)
             if self.head is None:
@@ -107,9 +178,13 @@ class SiteEdit:
 
         return self.hook_name, apply
 
-    def _new_values(self, target: Tensor, state: ForwardState) -> Tensor:
+    def _new_values(
+        self, target: Tensor, state: ForwardState, mask: Bool[Tensor, "batch pos"] | None
+    ) -> Tensor:
         if self.resample is not None:
             return _resampled(self.resample, target, state)
+        if self.positional is not None:
+            return self.positional.values_for(target, state, mask)
         new = target * self.multiplier
         if self.constant is not None:
             new = new + self.constant.to(device=target.device, dtype=target.dtype)
@@ -207,6 +282,7 @@ def resolve(
     """
     result = ResolvedInterventions(tuple(interventions))
     pending: list[tuple[Ablate, SiteEdit]] = []
+    patches: list[tuple[Patch, SiteEdit]] = []
     pruned_layers: set[int] = set()
     pruned_heads: set[Head] = set()
     for item in interventions:
@@ -253,6 +329,11 @@ def resolve(
                 pruned_layers.add(layer)
                 for site in (sites.attn_out(layer), sites.mlp_out(layer)):
                     result.edits.append(SiteEdit(site, None, 0.0, source=item))
+        elif isinstance(item, Patch):
+            edit = _patch_edit(model, item)
+            result.edits.append(edit)
+            if not isinstance(item.source, Tensor):
+                patches.append((item, edit))
         elif isinstance(item, PruneHeads):
             for head in item.heads:
                 head.check(model.arch)
@@ -261,7 +342,7 @@ def resolve(
         else:
             raise InputError(
                 f"Not an intervention: {item!r}. Use Ablate, Scale, SteerHead, SteerResidual, "
-                f"PruneLayers or PruneHeads."
+                f"PruneLayers, PruneHeads or Patch."
             )
     if len(pruned_layers) == model.n_layers:
         raise InputError(
@@ -270,7 +351,60 @@ def resolve(
     result.pruned_layers = tuple(sorted(pruned_layers))
     result.pruned_heads = tuple(sorted(pruned_heads))
     _fill_reference_statistics(model, pending, batch_size)
+    _fill_patch_sources(model, patches, batch_size)
     return result
+
+
+def _patch_edit(model: ModelHandle, item: Patch) -> SiteEdit:
+    """A patch's edit, checked against the model (its source filled in here for a tensor)."""
+    site = item.site
+    assert isinstance(site, Site)  # Patch normalises its site
+    site.check(model.n_layers)
+    if item.head is not None and not item.head < model.n_heads:
+        raise InputError(
+            f"{item!r}: head {item.head} does not exist; layer {site.layer} has {model.n_heads} "
+            f"query heads (0 .. {model.n_heads - 1})."
+        )
+    edit = SiteEdit(site, item.head, positions=item.positions, source=item)
+    if isinstance(item.source, Tensor):
+        values = item.source
+        lengths = torch.full((len(values),), values.shape[1])
+        edit.positional = PositionalSource(values, lengths, repr(item))
+    return edit
+
+
+def _fill_patch_sources(
+    model: ModelHandle, patches: list[tuple[Patch, SiteEdit]], batch_size: int
+) -> None:
+    """One collector pass over each set of source prompts: every patched site at every token."""
+    by_source: dict[tuple[str, ...], list[tuple[Patch, SiteEdit]]] = {}
+    for item, edit in patches:
+        by_source.setdefault(tuple(item.source), []).append((item, edit))
+    for source, group in by_source.items():
+        readers: dict[str, Reader] = {edit.hook_name: Keep(edit.site) for _, edit in group}
+        out = collect(
+            model,
+            list(source),
+            readers,
+            positions=EVERY_TOKEN,
+            sort=False,
+            batch_size=batch_size,
+            desc="patch sources",
+        )
+        for item, edit in group:
+            values, lengths = out[edit.hook_name]
+            if edit.head is not None:
+                values = values[:, :, edit.head]
+            edit.positional = PositionalSource(
+                values, lengths, repr(item), exact_lengths=item.positions is None
+            )
+
+
+def _statistic(item: Ablate) -> str:
+    """The reference statistic an ablation needs: resample, mean, or position-matched mean."""
+    if item.method == "resample":
+        return "resample"
+    return "position-mean" if item.per_position else "mean"
 
 
 def _fill_reference_statistics(
@@ -284,9 +418,13 @@ def _fill_reference_statistics(
     for reference, group in by_reference.items():
         readers: dict[str, Reader] = {}
         for item, edit in group:
-            kind = "resample" if item.method == "resample" else "mean"
-            key = f"{kind} {edit.hook_name}"
-            readers.setdefault(key, Keep(edit.site) if kind == "resample" else Mean(edit.site))
+            key = f"{_statistic(item)} {edit.hook_name}"
+            if item.method == "resample":
+                readers.setdefault(key, Keep(edit.site))
+            else:
+                readers.setdefault(
+                    key, PositionMean(edit.site) if item.per_position else Mean(edit.site)
+                )
         out = collect(
             model,
             list(reference),
@@ -296,11 +434,20 @@ def _fill_reference_statistics(
             desc="reference statistics",
         )
         for item, edit in group:
-            if item.method == "mean":
-                mean = out[f"mean {edit.hook_name}"].to(model.dtype)
+            key = f"{_statistic(item)} {edit.hook_name}"
+            if item.method == "mean" and item.per_position:
+                means, lengths = out[key]
+                means = means.to(model.dtype)[None]
+                values = means[:, :, edit.head] if edit.head is not None else means
+                what = f"{item!r} (reference prompts of up to {int((lengths > 0).sum())} tokens)"
+                fix = "Give reference prompts at least as long as the prompts you ablate."
+                reached = (lengths > 0).sum()[None]
+                edit.positional = PositionalSource(values, reached, what, fix=fix)
+            elif item.method == "mean":
+                mean = out[key].to(model.dtype)
                 edit.constant = mean[edit.head] if edit.head is not None else mean
             else:
-                values, lengths = out[f"resample {edit.hook_name}"]
+                values, lengths = out[key]
                 values = values.cpu()
                 if edit.head is not None:
                     values = values[:, :, edit.head]

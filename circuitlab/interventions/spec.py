@@ -17,6 +17,9 @@ Where each acts:
     PruneLayers                removes layers (their writes become zero: the residual stream
                                passes through unchanged)
     PruneHeads                 removes heads (their ``z`` becomes zero)
+    Patch                      writes another run's activation at a site (residual stream,
+                               a branch output, or one head's ``z``), row by row and position
+                               by position: activation patching
 
 ``positions`` restricts an edit to some tokens: ``None`` (every position), ``"last"`` (each
 prompt's last real token), an int (that position in every prompt; negative counts back from
@@ -37,10 +40,13 @@ from torch import Tensor
 from circuitlab.checks import check_number
 from circuitlab.components import Component, Head, Layer, Mlp, parse_component
 from circuitlab.errors import InputError
+from circuitlab.sites import Site
 
 __all__ = [
+    "PATCHABLE_KINDS",
     "Ablate",
     "Intervention",
+    "Patch",
     "PositionFilter",
     "PruneHeads",
     "PruneLayers",
@@ -103,6 +109,9 @@ class Ablate:
         reference: the reference prompts for ``mean`` and ``resample``.
         positions: which tokens to change (see the module docstring); default all.
         seed: seed of the resampling draws.
+        per_position: for ``mean``: the mean of the reference prompts *at each position*
+            (position-matched, as patching papers use) instead of over all their tokens. A
+            prompt's position past every reference prompt's length is an error.
     """
 
     component: Component | str
@@ -110,6 +119,7 @@ class Ablate:
     reference: Sequence[str] | None = None
     positions: PositionFilter = None
     seed: int = 0
+    per_position: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "component", _editable(self.component, "Ablate"))
@@ -125,11 +135,19 @@ class Ablate:
                     f"list of reference prompts (reference=[...])."
                 )
             object.__setattr__(self, "reference", tuple(reference))
+        if not isinstance(self.per_position, bool):
+            raise InputError(f"per_position must be True or False, got {self.per_position!r}.")
+        if self.per_position and self.method != "mean":
+            raise InputError(
+                f"per_position=True is a kind of mean ablation (the reference mean at each "
+                f"position); use method='mean', not {self.method!r}."
+            )
         _check_positions(self.positions)
 
     def __repr__(self) -> str:
         extra = "" if self.method == "zero" else f", {len(self.reference or ())} reference prompts"
-        return f"Ablate({self.component}, {self.method!r}{extra})"
+        method = "position-matched mean" if self.per_position else self.method
+        return f"Ablate({self.component}, {method!r}{extra})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,4 +246,94 @@ class PruneHeads:
         return f"PruneHeads({[str(head) for head in self.heads]})"
 
 
-Intervention: TypeAlias = Ablate | Scale | SteerHead | SteerResidual | PruneLayers | PruneHeads
+PATCHABLE_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
+"""Site kinds a `Patch` writes (``z`` for one head, or every head of a layer)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Patch:
+    """Write a source run's activation into the current run: activation patching.
+
+    Row ``i`` of every forward pass gets the activation of source row ``i`` at the same
+    (absolute) position, so the source must have exactly one row per row of the patched runs
+    and, where positions are compared, the same number of tokens.
+
+    Args:
+        site: where to patch: a `circuitlab.sites.Site` of a kind in `PATCHABLE_KINDS`
+            (``sites.resid_pre(3)``, ``sites.mlp_out(3)``, ``sites.z(3)``), or a head
+            (``"L3H1"``), which means that head's slice of ``z``.
+        source: the source prompts (run once when the patch is applied, to cache their
+            activations), or the activations themselves: [rows, pos, ...] with the site's
+            trailing shape ([d_model], or [head_index, d_head] for ``z``, or [d_head] for one
+            head).
+        head: with a ``z`` site, patch only this head (query-head index).
+        positions: which tokens to patch (see the module docstring); default every token,
+            which needs source and patched prompts of equal token counts.
+
+    Example:
+        >>> with model.intervene(Patch(sites.resid_pre(8), source=["The Colosseum is in"])):
+        ...     model.top_next_tokens("The Eiffel Tower is in")
+    """
+
+    site: Site | Head | str
+    source: Sequence[str] | Float[Tensor, "rows pos ..."]
+    head: int | None = None
+    positions: PositionFilter = None
+
+    def __post_init__(self) -> None:
+        site, head = self.site, self.head
+        if isinstance(site, (str, Head)):
+            parsed = parse_component(site)
+            if not isinstance(parsed, Head):
+                raise InputError(
+                    f"Patch takes a Site (e.g. sites.resid_pre(3)) or a head ('L3H1'), got "
+                    f"{site!r}; an MLP's output is sites.mlp_out(layer)."
+                )
+            if head is not None and head != parsed.head:
+                raise InputError(f"Patch names head {parsed} and head={head}; give one of them.")
+            site, head = Site("z", parsed.layer), parsed.head
+        if not isinstance(site, Site) or site.kind not in PATCHABLE_KINDS:
+            raise InputError(
+                f"Patch writes one of the sites {', '.join(PATCHABLE_KINDS)} (e.g. "
+                f"sites.resid_pre(3)) or a head ('L3H1'), got {site!r}."
+            )
+        if head is not None:
+            if site.kind != "z" or isinstance(head, bool) or not isinstance(head, int) or head < 0:
+                raise InputError(
+                    f"head= picks one head's slice of a z site: a head index >= 0 with "
+                    f"sites.z(layer); got head={head!r} at {site!r}."
+                )
+        object.__setattr__(self, "site", site)
+        object.__setattr__(self, "head", head)
+        object.__setattr__(self, "source", _patch_source(self.source))
+        _check_positions(self.positions)
+
+    def __repr__(self) -> str:
+        where = f"L{self.site.layer}H{self.head}" if self.head is not None else repr(self.site)
+        if isinstance(self.source, Tensor):
+            source = f"activations {tuple(self.source.shape)}"
+        else:
+            source = f"{len(self.source)} source prompts"
+        return f"Patch({where}, {source})"
+
+
+def _patch_source(source: object) -> tuple[str, ...] | Tensor:
+    if isinstance(source, Tensor):
+        if source.ndim < 3 or not source.is_floating_point():
+            raise InputError(
+                f"A Patch source tensor holds activations [rows, pos, ...] (floating point); "
+                f"got shape {tuple(source.shape)}, dtype {source.dtype}."
+            )
+        return source.detach()
+    texts = [source] if isinstance(source, str) else source
+    if not isinstance(texts, Sequence) or not texts or not all(isinstance(t, str) for t in texts):
+        raise InputError(
+            f"A Patch source is a non-empty list of prompts (one per patched row) or an "
+            f"activation tensor [rows, pos, ...]; got {source!r}."
+        )
+    return tuple(texts)
+
+
+Intervention: TypeAlias = (
+    Ablate | Scale | SteerHead | SteerResidual | PruneLayers | PruneHeads | Patch
+)
