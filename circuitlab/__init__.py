@@ -55,6 +55,7 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
     )
     from circuitlab.interventions import (
         Ablate,
+        Patch,
         PruneHeads,
         PruneLayers,
         Scale,
@@ -73,6 +74,14 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
     from circuitlab.loading import load
     from circuitlab.model import ModelHandle
     from circuitlab.models import DEFAULT_MODEL, KNOWN_MODELS
+    from circuitlab.patching import (
+        AttributionPatching,
+        PatchingMap,
+        PromptPair,
+        activation_patching,
+        attribution_patching,
+        load_pairs,
+    )
     from circuitlab.reweighting import (
         ComponentReweighting,
         LabelContributions,
@@ -117,6 +126,13 @@ _EXPORTS: dict[str, str] = {
     "InputError": "circuitlab.errors",
     "perplexity": "circuitlab.evaluation",
     "Ablate": "circuitlab.interventions",
+    "Patch": "circuitlab.interventions",
+    "AttributionPatching": "circuitlab.patching",
+    "PatchingMap": "circuitlab.patching",
+    "PromptPair": "circuitlab.patching",
+    "activation_patching": "circuitlab.patching",
+    "attribution_patching": "circuitlab.patching",
+    "load_pairs": "circuitlab.patching",
     "PruneHeads": "circuitlab.interventions",
     "PruneLayers": "circuitlab.interventions",
     "Scale": "circuitlab.interventions",
@@ -151,6 +167,7 @@ __all__ = [
     "AblationEffects",
     "AttnBias",
     "Attribution",
+    "AttributionPatching",
     "CircuitlabError",
     "ClassificationTask",
     "Component",
@@ -167,6 +184,9 @@ __all__ = [
     "LogitDiff",
     "Mlp",
     "ModelHandle",
+    "Patch",
+    "PatchingMap",
+    "PromptPair",
     "PruneHeads",
     "PruneLayers",
     "PruningStudy",
@@ -179,6 +199,8 @@ __all__ = [
     "SteerResidual",
     "__version__",
     "ablation_study",
+    "activation_patching",
+    "attribution_patching",
     "collect",
     "component_accuracy",
     "consistency_sweep",
@@ -191,6 +213,7 @@ __all__ = [
     "load",
     "load_instructions",
     "load_interventions",
+    "load_pairs",
     "load_paraphrase_task",
     "load_task",
     "locate_consistency_heads",
