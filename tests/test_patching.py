@@ -379,3 +379,27 @@ def test_pairs_load_from_jsonl_and_csv(tmp_path) -> None:
         load_pairs(bad)
     with pytest.raises(InputError, match="not a pair file"):
         load_pairs(tmp_path / "pairs.txt")
+
+
+def test_patches_round_trip_through_a_spec(tmp_path) -> None:
+    from circuitlab.interventions import from_spec, load_interventions, save_interventions, to_spec
+
+    model = tiny_model("llama")
+    items = [
+        Patch(sites.resid_pre(1), source=[CLEAN], positions=-1),
+        Patch("L1H2", source=[CLEAN]),
+    ]
+    path = save_interventions(items, tmp_path / "spec.yaml")
+    loaded = load_interventions(path).interventions
+    assert to_spec(loaded) == to_spec(items)
+    with model.intervene(*items):
+        expected = model.logits([CORRUPTED])
+    with model.intervene(*loaded):
+        assert torch.equal(model.logits([CORRUPTED]), expected)
+    (tmp_path / "sources.txt").write_text(CLEAN + "\n", encoding="utf-8")
+    spec = [{"kind": "patch", "site": "L1H2", "source": {"file": "sources.txt"}}]
+    assert from_spec(spec, base_dir=tmp_path).interventions[0].source == (CLEAN,)
+    with pytest.raises(InputError, match="activation tensors"):
+        to_spec([Patch(sites.resid_pre(1), source=torch.zeros(1, 5, model.d_model))])
+    with pytest.raises(InputError, match="Unknown site kind"):
+        from_spec([{"kind": "patch", "site": {"kind": "resid", "layer": 1}, "source": ["x"]}])

@@ -13,6 +13,8 @@ A spec is a list of entries (or a mapping with an ``interventions`` list and an 
       - {kind: steer_residual, layer: 10, vector: [0.1, -0.2, ...]}   # d_model numbers
       - {kind: prune_layers, layers: [3, 4]}
       - {kind: prune_heads, heads: [L5H2, L7H0]}
+      - {kind: patch, site: {kind: resid_pre, layer: 8}, source: ["The Colosseum is in"]}
+      - {kind: patch, site: L14H3, source: {file: sources.txt}, positions: -1}
 
 The ``circuitlab_export.json`` record that `export_hf` writes into a checkpoint is a spec too
 (its ``export`` section is ignored when read back), so an export can be repeated from it.
@@ -43,6 +45,7 @@ from circuitlab.files import read_text_file
 from circuitlab.interventions.spec import (
     Ablate,
     Intervention,
+    Patch,
     PruneHeads,
     PruneLayers,
     Scale,
@@ -50,6 +53,7 @@ from circuitlab.interventions.spec import (
     SteerResidual,
 )
 from circuitlab.models.cache import atomic_file
+from circuitlab.sites import Site
 
 __all__ = [
     "InterventionSpec",
@@ -67,6 +71,7 @@ _KINDS: dict[str, type] = {
     "steer_residual": SteerResidual,
     "prune_layers": PruneLayers,
     "prune_heads": PruneHeads,
+    "patch": Patch,
 }
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
@@ -83,6 +88,8 @@ def _plain(value: Any) -> Any:
     """A field value as JSON-ready data."""
     if isinstance(value, Component):
         return str(value)
+    if isinstance(value, Site):
+        return {"kind": value.kind, "layer": value.layer}
     if isinstance(value, Tensor):
         return value.detach().cpu().tolist()
     if isinstance(value, (tuple, list)):
@@ -100,6 +107,11 @@ def to_spec(interventions: Sequence[Intervention]) -> list[dict[str, Any]]:
     for item in interventions:
         if type(item) not in _NAMES:
             raise InputError(f"Not an intervention: {item!r}.")
+        if isinstance(item, Patch) and isinstance(item.source, Tensor):
+            raise InputError(
+                f"{item!r} patches in activation tensors, which a spec does not hold; give the "
+                f"source prompts instead (Patch(site, source=[...]))."
+            )
         entry: dict[str, Any] = {"kind": _NAMES[type(item)]}
         for field in dataclasses.fields(item):
             value = getattr(item, field.name)
@@ -188,6 +200,10 @@ def _build(index: int, entry: Any, base_dir: Path) -> Intervention:
             values["vector"] = _vector(values["vector"], base_dir, what)
         if "reference" in values:
             values["reference"] = _prompts(values["reference"], base_dir, what)
+        if kind == "patch" and "source" in values:
+            values["source"] = _prompts(values["source"], base_dir, what)
+        if isinstance(values.get("site"), Mapping):
+            values["site"] = Site(**values["site"])
         if isinstance(values.get("positions"), list):
             values["positions"] = _position_mask(values["positions"])
         return cls(**values)
