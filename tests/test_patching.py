@@ -403,3 +403,21 @@ def test_patches_round_trip_through_a_spec(tmp_path) -> None:
         to_spec([Patch(sites.resid_pre(1), source=torch.zeros(1, 5, model.d_model))])
     with pytest.raises(InputError, match="Unknown site kind"):
         from_spec([{"kind": "patch", "site": {"kind": "resid", "layer": 1}, "source": ["x"]}])
+
+
+def test_the_decomposition_stays_exact_under_head_patches_and_refuses_branch_patches() -> None:
+    from circuitlab import decompose_residual
+
+    model = tiny_model("llama")
+    with model.intervene(Patch("L1H2", source=[CLEAN]), Patch(sites.mlp_out(0), source=[CLEAN])):
+        parts = decompose_residual(model, [CORRUPTED])
+        patched = model.next_token_logits([CORRUPTED])
+    torch.testing.assert_close(parts.total(), parts.residual, atol=1e-4, rtol=0)
+    torch.testing.assert_close(parts.logits, patched, atol=1e-5, rtol=0)
+    assert not torch.allclose(patched, model.next_token_logits([CORRUPTED]))
+    for site in (sites.attn_out(1), sites.resid_post(0)):
+        with (
+            model.intervene(Patch(site, source=[CLEAN])),
+            pytest.raises(InputError, match="cannot attribute"),
+        ):
+            decompose_residual(model, [CORRUPTED])

@@ -194,7 +194,12 @@ def _attention_write_factors(
             kind = edit.site.kind
             if kind in ("z", "mlp_out"):
                 continue
-            if kind != "attn_out" or edit.constant is not None or edit.resample is not None:
+            if (
+                kind != "attn_out"
+                or edit.constant is not None
+                or edit.resample is not None
+                or (edit.positional is not None)
+            ):
                 raise InputError(
                     f"The decomposition cannot attribute the active intervention "
                     f"{edit.source!r}: it adds to the residual stream something that belongs "
