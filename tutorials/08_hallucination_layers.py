@@ -32,9 +32,9 @@ output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="cir
 output.mkdir(parents=True, exist_ok=True)
 model = circuitlab.load()
 
-# 1. Truthful and hallucinated samples: the model's greedy answers to 132 of the 660 shipped
+# 1. Truthful and hallucinated samples: the model's greedy answers to 66 of the 660 shipped
 #    questions, graded against the gold answers and their aliases.
-questions = load_factual_qa(extended=True)[::5]
+questions = load_factual_qa(extended=True)[::10]
 answers = label_model_answers(model, questions)
 print(answers)
 for i in range(3):
