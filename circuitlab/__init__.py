@@ -71,17 +71,11 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
         pruning_study,
         score_layers,
     )
+    from circuitlab.lens import logit_lens
     from circuitlab.loading import load
     from circuitlab.model import ModelHandle
     from circuitlab.models import DEFAULT_MODEL, KNOWN_MODELS
-    from circuitlab.patching import (
-        AttributionPatching,
-        PatchingMap,
-        PromptPair,
-        activation_patching,
-        attribution_patching,
-        load_pairs,
-    )
+    from circuitlab.patching import PromptPair, activation_patching
     from circuitlab.reweighting import (
         ComponentReweighting,
         LabelContributions,
@@ -127,12 +121,9 @@ _EXPORTS: dict[str, str] = {
     "perplexity": "circuitlab.evaluation",
     "Ablate": "circuitlab.interventions",
     "Patch": "circuitlab.interventions",
-    "AttributionPatching": "circuitlab.patching",
-    "PatchingMap": "circuitlab.patching",
+    "logit_lens": "circuitlab.lens",
     "PromptPair": "circuitlab.patching",
     "activation_patching": "circuitlab.patching",
-    "attribution_patching": "circuitlab.patching",
-    "load_pairs": "circuitlab.patching",
     "PruneHeads": "circuitlab.interventions",
     "PruneLayers": "circuitlab.interventions",
     "Scale": "circuitlab.interventions",
@@ -167,7 +158,6 @@ __all__ = [
     "AblationEffects",
     "AttnBias",
     "Attribution",
-    "AttributionPatching",
     "CircuitlabError",
     "ClassificationTask",
     "Component",
@@ -185,7 +175,6 @@ __all__ = [
     "Mlp",
     "ModelHandle",
     "Patch",
-    "PatchingMap",
     "PromptPair",
     "PruneHeads",
     "PruneLayers",
@@ -200,7 +189,6 @@ __all__ = [
     "__version__",
     "ablation_study",
     "activation_patching",
-    "attribution_patching",
     "collect",
     "component_accuracy",
     "consistency_sweep",
@@ -213,10 +201,10 @@ __all__ = [
     "load",
     "load_instructions",
     "load_interventions",
-    "load_pairs",
     "load_paraphrase_task",
     "load_task",
     "locate_consistency_heads",
+    "logit_lens",
     "parse_component",
     "perplexity",
     "pruning_study",

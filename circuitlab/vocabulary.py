@@ -15,6 +15,8 @@ __all__ = [
     "EVALUATION_TASKS",
     "HALLUCINATION_METHODS",
     "METRICS",
+    "PATCHABLE_KINDS",
+    "PATCH_METRICS",
     "SCORE_METHODS",
     "SCORE_SITES",
 ]
@@ -64,3 +66,15 @@ concise factual answers, step-by-step explanations, short rewriting tasks."""
 ILA_SELECTIONS = ("all", "top", "freeze-bottom", "random", "avss")
 """How `circuitlab ila-finetune` chooses the layers that get LoRA: every layer, the ILA top k%,
 every layer but the ILA bottom k%, k% random layers, the AVSS top k%."""
+
+PATCHABLE_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
+"""Site kinds a `Patch` writes (``z`` for one head, or every head of a layer); activation
+patching sweeps positions at the first five and heads at ``z``."""
+
+PATCH_METRICS: dict[str, str] = {
+    "logit_diff": "logit of the pair's answer minus the logit of its wrong answer",
+    "log_prob": "log-probability of the pair's answer (softmax over the vocabulary), nats",
+    "prob": "probability of the pair's answer",
+    "logit": "logit of the pair's answer",
+}
+"""Built-in activation-patching metrics, read at each run's last token."""

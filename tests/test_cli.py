@@ -18,8 +18,11 @@ from circuitlab import (
     LayerScores,
     ReweightingStudy,
 )
+from circuitlab.attention import AttentionPattern, HeadSummary
 from circuitlab.cli.main import build_parser, main
 from circuitlab.ila import ILARanking
+from circuitlab.lens import LogitLens
+from circuitlab.patching import AttributionPatching, PatchingMap
 
 
 def test_report_on_a_local_folder_writes_json(
@@ -84,6 +87,9 @@ def test_models_list_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         ["models"],
         ["models", "list"],
         ["models", "fetch"],
+        ["patch"],
+        ["logit-lens"],
+        ["attention"],
     ],
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -505,3 +511,93 @@ def test_ila_rank_and_finetune_commands(
 
     base = AutoModelForCausalLM.from_pretrained(tiny_folder)
     PeftModel.from_pretrained(base, tmp_path / "adapter")  # plain peft reloads it
+
+
+def test_attention_command_writes_html_figure_and_json(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page, plot, out = tmp_path / "view.html", tmp_path / "view.png", tmp_path / "view.json"
+    args = ["attention", "--model", str(tiny_folder), "--prompt", "the cat sat on the mat"]
+    code = main([
+        *args, "--head", "L1H3", "--layer", "0", "--html", str(page), "--plot", str(plot),
+        "--json", str(out),
+    ])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "L1H3 (KV group 1 of 2): query → the key it attends to most" in printed
+    view = AttentionPattern.from_document(json.loads(out.read_text()))
+    assert [str(head) for head in view.heads] == ["L0H0", "L0H1", "L0H2", "L0H3", "L1H3"]
+    assert view.tokens == ("the", "cat", "sat", "on", "the", "mat")
+    torch.testing.assert_close(view.pattern.sum(-1), torch.ones(5, 6))
+    html = page.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "http" not in html and "<script" not in html
+    assert plot.stat().st_size > 1000
+    summary_json = tmp_path / "summary.json"
+    code = main([
+        "attention", "--model", str(tiny_folder), "--summary", "--sequences", "4", "--length",
+        "6", "--top", "2", "--json", str(summary_json),
+    ])  # fmt: skip
+    assert code == 0
+    summary = HeadSummary.from_document(json.loads(summary_json.read_text()))
+    assert summary.scores.shape == (4, 2, 4) and summary.settings["sequences"] == 4
+    printed = capsys.readouterr().out
+    for name in ("previous_token", "first_token", "same_token", "induction"):
+        ranked = ", ".join(f"{head} {value:.2f}" for head, value in summary.top(name, 2))
+        assert f"  {name:<15} {ranked}" in printed
+
+
+def test_logit_lens_command(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, plot = tmp_path / "lens.json", tmp_path / "lens.png"
+    code = main(
+        [
+            "logit-lens", "--model", str(tiny_folder), "--prompt", "the capital of france is",
+            "--prompt", "the cat sat", "--target", "paris", "--k", "3", "--position", "all",
+            "--json", str(out), "--plot", str(plot),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "logit lens of 2 prompt(s) over 3 layers" in printed
+    assert "'the cat sat', read after token 2 'sat':" in printed
+    lens = LogitLens.from_document(json.loads(out.read_text()))
+    assert lens.targets == ("'paris'",) and lens.k == 3 and lens.lengths.tolist() == [5, 3]
+    assert plot.stat().st_size > 1000
+
+
+def test_patch_command_writes_the_layer_by_position_map(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, plot = tmp_path / "map.json", tmp_path / "map.png"
+    pair = ["--clean", "the cat sat on the", "--corrupted", "the dog sat on the"]
+    code = main(
+        ["patch", "--model", str(tiny_folder), *pair, "--diff", "mat", "rug", "--site",
+         "resid_pre", "--json", str(out), "--plot", str(plot)]
+    )  # fmt: skip
+    assert code == 0
+    assert "denoise patching of resid_pre" in capsys.readouterr().out
+    document = json.loads(out.read_text())
+    table = document["map"]
+    assert table["layers"] == [0, 1] and table["positions"] == [0, 1, 2, 3, 4]
+    assert len(table["values"]) == 2 and all(len(row) == 5 for row in table["values"])
+    result = PatchingMap.from_document(document)
+    assert table["values"][1][3] == pytest.approx(float(result.values[0, 1, 3]))
+    assert table["clean"] == pytest.approx(float(result.clean[0]))
+    # patching the changed word at layer 0 restores the clean run exactly
+    assert table["values"][0][1] == pytest.approx(table["clean"], abs=1e-5)
+    assert plot.stat().st_size > 1000
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        json.dumps({"clean": "the cat sat on the", "corrupted": "the dog sat on the",
+                    "answer": "mat", "wrong": "rug"}) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
+    estimate = tmp_path / "estimate.json"
+    code = main(
+        ["patch", "--model", str(tiny_folder), "--pairs", str(pairs), "--attribution", "--exact",
+         "--json", str(estimate)]
+    )  # fmt: skip
+    assert code == 0
+    assert "Spearman" in capsys.readouterr().out
+    assert len(AttributionPatching.from_document(json.loads(estimate.read_text())).components) == 11

@@ -233,6 +233,143 @@ BAD_INPUTS: dict[str, tuple[list[str | bytes], str]] = {
         ["ila-finetune", "--export", "{folder}"],
         "Pass --overwrite",
     ),
+    # attention views (issue 19)
+    "attention --html an existing folder": (
+        ["attention", "--prompt", PROMPT, "--head", "L0H0", "--html", "{folder}"],
+        "existing folder",
+    ),
+    "attention --plot .xyz": (
+        ["attention", "--summary", "--plot", "{tmp}/x.xyz"],
+        ".xyz is not a figure format",
+    ),
+    "attention a head beyond the query heads": (
+        ["attention", "--model", "{tiny}", "--prompt", PROMPT, "--head", "L0H4"],
+        "each layer has 4 heads (0 .. 3). Head indices count query heads",
+    ),
+    "attention --layer beyond the layers": (
+        ["attention", "--model", "{tiny}", "--prompt", PROMPT, "--layer", "2"],
+        "--layer 2 is out of range: the model has 2 layers (0 .. 1)",
+    ),
+    "attention a component that is not a head": (
+        ["attention", "--model", "{tiny}", "--prompt", PROMPT, "--head", "MLP1"],
+        "MLP1 is not an attention head",
+    ),
+    "attention an empty prompt": (
+        ["attention", "--model", "{tiny}", "--prompt", "", "--head", "L0H0"],
+        "The prompt is empty",
+    ),
+    "attention without heads": (["attention", "--prompt", PROMPT], "Name the heads to show"),
+    "attention --summary with --html": (
+        ["attention", "--summary", "--html", "{tmp}/x.html"],
+        "Drop --html, or drop --summary",
+    ),
+    "attention --top 0": (["attention", "--summary", "--top", "0"], "at least 1"),
+    # logit lens (issue 19)
+    "logit-lens --k 0": (["logit-lens", "--prompt", PROMPT, "--k", "0"], "at least 1"),
+    "logit-lens --position last": (
+        ["logit-lens", "--prompt", PROMPT, "--position", "last"],
+        "or 'all'",
+    ),
+    "logit-lens a multi-token target": (
+        ["logit-lens", "--model", "{tiny}", "--prompt", PROMPT, "--target", "paris london"],
+        "Target token 'paris london' is 2 tokens",
+    ),
+    "logit-lens --position out of range": (
+        ["logit-lens", "--model", "{tiny}", "--prompt", PROMPT, "--position", "9"],
+        "Position 9 is out of range for prompt 0",
+    ),
+    "logit-lens --plot .xyz": (
+        ["logit-lens", "--prompt", PROMPT, "--plot", "{tmp}/x.xyz"],
+        ".xyz is not a figure format",
+    ),
+    # activation patching (issue 19)
+    "patch pairs of different token lengths": (
+        [
+            "patch",
+            "--model",
+            "{tiny}",
+            "--clean",
+            "the cat sat",
+            "--corrupted",
+            "the good dog sat",
+            "--diff",
+            "mat",
+            "rug",
+        ],
+        "same token count",
+    ),
+    "patch a layer out of range": (
+        [
+            "patch",
+            "--model",
+            "{tiny}",
+            "--clean",
+            "the cat sat",
+            "--corrupted",
+            "the dog sat",
+            "--diff",
+            "mat",
+            "rug",
+            "--layers",
+            "7",
+        ],
+        "Layer 7 does not exist",
+    ),
+    "patch a position out of range": (
+        [
+            "patch",
+            "--model",
+            "{tiny}",
+            "--clean",
+            "the cat sat",
+            "--corrupted",
+            "the dog sat",
+            "--diff",
+            "mat",
+            "rug",
+            "--positions",
+            "5",
+        ],
+        "outside the prompts' 3 tokens",
+    ),
+    "patch a multi-token answer": (
+        [
+            "patch",
+            "--model",
+            "{tiny}",
+            "--clean",
+            "the cat sat",
+            "--corrupted",
+            "the dog sat",
+            "--diff",
+            "mat rug",
+            "rug",
+        ],
+        "answer token of pair 1",
+    ),
+    "patch an unknown site": (
+        ["patch", "--clean", "a", "--corrupted", "b", "--site", "hook_z"],
+        "invalid choice",
+    ),
+    "patch nothing to patch": (["patch", "--diff", "a", "b"], "Say what to patch"),
+    "patch an empty pair file": (["patch", "--pairs", "{empty_pairs}"], "holds no pairs"),
+    "patch a pair file of another kind": (["patch", "--pairs", "{file}"], "not a pair file"),
+    "patch --exact without --attribution": (
+        [
+            "patch",
+            "--model",
+            "{tiny}",
+            "--clean",
+            "the cat sat",
+            "--corrupted",
+            "the dog sat",
+            "--diff",
+            "mat",
+            "rug",
+            "--exact",
+        ],
+        "add --attribution",
+    ),
     # silent wrong results (item 7)
     "export a factor that gives NaN logits": (
         ["export", "{spec_huge}", "{tmp}/nan-model", "--model", "{tiny}"],

@@ -64,7 +64,9 @@ def test_self_patches_change_nothing_and_layer_0_reproduces_the_source(real: Mod
     assert torch.equal(patched, real.logits([pair.clean for pair in CAPITALS]))
 
 
-def test_the_last_residual_at_the_last_token_restores_the_clean_answer(smollm2: ModelHandle) -> None:
+def test_the_last_residual_at_the_last_token_restores_the_clean_answer(
+    smollm2: ModelHandle,
+) -> None:
     last = smollm2.n_layers - 1
     result = activation_patching(
         smollm2, CAPITALS, site="resid_post", layers=[0, last], positions=[1, 3, -1]

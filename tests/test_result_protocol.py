@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 
 import circuitlab
 from circuitlab import InputError
+from circuitlab.attention import attention_pattern, head_summary
 from circuitlab.consistency.answers import ParaphraseAnswers
 from circuitlab.consistency.heads import locate_consistency_heads
 from circuitlab.consistency.sweep import consistency_sweep
@@ -26,6 +27,8 @@ from circuitlab.evaluation import EvaluationSuite
 from circuitlab.hallucination import hallucination_scores
 from circuitlab.ila import ila_rank, ranking_overlap
 from circuitlab.layers import LayerScores, drop_last_scores, pruning_study, score_layers
+from circuitlab.lens import logit_lens
+from circuitlab.patching import PromptPair, activation_patching, attribution_patching
 from circuitlab.results import _KINDS, Result, read_header
 from circuitlab.reweighting.study import reweighting_study
 from circuitlab.testing import tiny_model
@@ -38,6 +41,7 @@ from test_reweighting import tiny_task
 
 DATA = Path(__file__).resolve().parent.parent / "docs" / "reproductions" / "data"
 PROMPTS = ["the capital of france is", "the cat sat on the"]
+PATCH_PAIRS = [PromptPair("the cat sat on the", "the dog sat on the", "mat", "rug")]
 TINY_SUITE = EvaluationSuite(
     qa_questions=4, perplexity_tokens=40, sentiment_examples=6, k_shot=2, window=32
 )
@@ -72,6 +76,11 @@ def _build() -> dict[str, Callable[[circuitlab.ModelHandle], Result]]:
         "RankingOverlap": lambda m: ranking_overlap(
             {"a": LayerScores("ila", (0.9, 0.1)), "b": LayerScores("ila", (0.2, 0.8))}
         ),
+        "LogitLens": lambda m: logit_lens(m, PROMPTS, " paris", positions="all"),
+        "AttentionPattern": lambda m: attention_pattern(m, PROMPTS[1], ["L0H1", "L1H3"]),
+        "HeadSummary": lambda m: head_summary(m, PROMPTS, sequences=2, length=5),
+        "PatchingMap": lambda m: activation_patching(m, PATCH_PAIRS, site="resid_pre"),
+        "AttributionPatching": lambda m: attribution_patching(m, PATCH_PAIRS, exact=True),
         "PruningStudy": lambda m: pruning_study(
             m, [drop_last_scores(2)], percents=[40], suite=TINY_SUITE, ground_truth=False
         ),

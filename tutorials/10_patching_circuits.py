@@ -23,9 +23,9 @@ from circuitlab import (
     Patch,
     PromptPair,
     activation_patching,
-    attribution_patching,
     direct_logit_attribution,
 )
+from circuitlab.patching import attribution_patching
 
 output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="circuitlab-"))
 output.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from circuitlab.tasks import ClassificationTask, load_task
 
 __all__ = [
     "ablate",
+    "attention",
     "component_accuracy",
     "consistency_edit",
     "consistency_heads",
@@ -40,8 +41,10 @@ __all__ = [
     "ila_finetune",
     "ila_rank",
     "layer_scores",
+    "logit_lens",
     "models_fetch",
     "models_list",
+    "patch",
     "prune_study",
     "report",
     "reweight",
@@ -423,6 +426,30 @@ def ila_rank(args: argparse.Namespace) -> None:
 
     sets = ila.read_sets(args)  # a bad file fails before the model loads
     ila.ila_rank_command(args, _load(args), sets)
+
+
+def attention(args: argparse.Namespace) -> None:
+    """Heads' attention patterns on a prompt, or every head's summary (see
+    `circuitlab.cli.attention`)."""
+    from circuitlab.cli import attention as views
+
+    views.check_arguments(args)  # options that do not go together fail before the model loads
+    views.attention_command(args, _load(args))
+
+
+def patch(args: argparse.Namespace) -> None:
+    """Activation or attribution patching (see `circuitlab.cli.patching`)."""
+    from circuitlab.cli import patching
+
+    pairs = patching.read_pairs(args)  # a bad file fails before the model loads
+    patching.patch_command(args, _load(args), pairs)
+
+
+def logit_lens(args: argparse.Namespace) -> None:
+    """The logit lens of prompts (see `circuitlab.cli.lens`)."""
+    from circuitlab.cli import lens
+
+    lens.logit_lens_command(args, _load(args))
 
 
 def ila_finetune(args: argparse.Namespace) -> None:

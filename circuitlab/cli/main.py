@@ -8,6 +8,9 @@ Commands:
     circuitlab export SPEC OUTPUT [--overwrite] [--no-check]
     circuitlab layer-scores [--data SPLIT|FILE] [--methods ...] [--site block] [--out DIR]
     circuitlab prune-study --out DIR [--k 10 25 40] [--methods ...] [--export DIR]
+    circuitlab patch (--clean TEXT --corrupted TEXT | --pairs FILE) [--diff A B] [--site SITE]
+    circuitlab logit-lens --prompt TEXT [--target TOKEN] [--k K] [--position N|all] [--plot PNG]
+    circuitlab attention --prompt TEXT --head L3H1 [--layer N] [--html OUT] | --summary [--top N]
     circuitlab models list [--json OUT]
     circuitlab models fetch NAME
 """
@@ -33,6 +36,8 @@ from circuitlab.vocabulary import (
     ILA_SELECTIONS,
     INSTRUCTION_SETS,
     METRICS,
+    PATCH_METRICS,
+    PATCHABLE_KINDS,
     SCORE_METHODS,
     SCORE_SITES,
 )
@@ -464,6 +469,146 @@ def _add_instruction_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _position_or_all(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number (negative counts back from the last token) or 'all', got "
+            f"{text!r}"
+        ) from None
+
+
+def _add_lens_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    lens = sub.add_parser(
+        "logit-lens",
+        help="per layer, the next-token distribution read from the residual stream",
+        description="The logit lens: read each prompt's residual stream after the embedding "
+        "and after every block through the final norm (recomputed on it) and the unembedding, "
+        "and print per layer the top token and each target's probability and rank. --plot "
+        "draws a layer x position heatmap of the first prompt; --json writes the whole result.",
+    )
+    _add_model_options(lens)
+    lens.add_argument(
+        "--prompt", action="append", required=True, help="prompt text (repeat for several)"
+    )
+    lens.add_argument(
+        "--target", action="append", default=[], help="token to follow, e.g. ' Paris' (repeatable)"
+    )
+    lens.add_argument("--k", type=_count, default=5, help="top tokens kept per layer (5)")
+    lens.add_argument(
+        "--position",
+        type=_position_or_all,
+        default=None,
+        help="token position read in every prompt (default: each last token; -1 = last; all = "
+        "every token: the table shows the last, --plot every position)",
+    )
+    lens.add_argument("--batch-size", type=_count, default=8, help="prompts per forward pass")
+    lens.add_argument("--plot", metavar="PNG", help="write the layer x position heatmap")
+    lens.set_defaults(handler="logit_lens")
+
+
+def _add_patching_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    patch = sub.add_parser(
+        "patch",
+        help="activation patching: a layer x position (or layer x head) map from prompt pairs",
+        description="Patch each layer x position (residual and branch sites) or layer x head "
+        "(--site z) with the activation of the paired prompt, and measure a metric: the logit "
+        "difference of --diff A B (default), or the log-probability of --target. Denoising "
+        "(default) writes clean activations into the corrupted run. --attribution instead "
+        "estimates every head's and MLP's effect from gradients (--exact adds exact patching "
+        "and the rank correlation).",
+    )
+    _add_model_options(patch)
+    patch.add_argument("--clean", metavar="TEXT", help="the clean prompt")
+    patch.add_argument(
+        "--corrupted", metavar="TEXT", help="the corrupted prompt (same token count)"
+    )
+    patch.add_argument(
+        "--pairs",
+        metavar="FILE",
+        help="a .jsonl/.json/.csv file of clean, corrupted, answer, wrong",
+    )
+    patch.add_argument(
+        "--diff", nargs=2, metavar=("A", "B"), help="metric: logit of A minus logit of B"
+    )
+    patch.add_argument("--target", metavar="TOKEN", help="the answer token (metric log_prob)")
+    patch.add_argument("--metric", choices=list(PATCH_METRICS), help="what to measure")
+    patch.add_argument(
+        "--site", choices=list(PATCHABLE_KINDS), default="resid_pre", help="where to patch"
+    )
+    patch.add_argument("--direction", choices=("denoise", "noise"), default="denoise")
+    patch.add_argument("--layers", type=_index, nargs="+", help="layers to sweep (default all)")
+    patch.add_argument(
+        "--positions",
+        type=int,
+        nargs="+",
+        help="positions to sweep, or to patch each head at with --site z (negative: from the end)",
+    )
+    patch.add_argument(
+        "--attribution", action="store_true", help="attribution patching (gradient estimate)"
+    )
+    patch.add_argument(
+        "--exact", action="store_true", help="with --attribution: also patch exactly and compare"
+    )
+    patch.add_argument("--batch-size", type=_count, default=32, help="patched runs per pass (32)")
+    patch.add_argument("--plot", metavar="PNG", help="write the map (or the comparison) figure")
+    patch.set_defaults(handler="patch")
+
+
+def _add_attention_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    attention = sub.add_parser(
+        "attention",
+        help="attention patterns of heads on a prompt (text, HTML, figure), or where every "
+        "head attends",
+        description="Without --summary: the attention pattern of each --head (and every head "
+        "of --layer) on one --prompt. Prints, for every query token, the key each head attends "
+        "to most; --html writes a self-contained page (hover a cell for its tokens and weight), "
+        "--plot a heatmap, --json the pattern. Head indices count query heads; under "
+        "grouped-query attention each head's key/value group is shown. With --summary: every "
+        "head's mean attention to the previous token, the first token, earlier copies of the "
+        "current token and the induction target, in one pass over repeated random tokens (and "
+        "any --prompt); prints the top heads per score.",
+    )
+    _add_model_options(attention)
+    attention.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        help="prompt text (one for the pattern view; repeatable with --summary)",
+    )
+    attention.add_argument(
+        "--head", action="append", default=[], metavar="LxHy", help="head to show, e.g. L3H1"
+    )
+    attention.add_argument("--layer", type=_index, default=None, help="every head of layer N")
+    attention.add_argument(
+        "--summary",
+        action="store_true",
+        help="score every head instead: previous token, first token, same token, induction",
+    )
+    attention.add_argument(
+        "--top", type=_count, default=5, help="with --summary: heads printed per score (5)"
+    )
+    attention.add_argument(
+        "--sequences",
+        type=_index,
+        default=16,
+        help="with --summary: random sequences, each repeated twice (16; 0: --prompt only)",
+    )
+    attention.add_argument(
+        "--length", type=_count, default=24, help="with --summary: tokens per sequence (24)"
+    )
+    attention.add_argument(
+        "--seed", type=_index, default=0, help="with --summary: seed of the sequences (0)"
+    )
+    attention.add_argument("--batch-size", type=_count, default=8, help="prompts per forward pass")
+    attention.add_argument("--html", metavar="OUT.html", help="write the self-contained HTML view")
+    attention.add_argument("--plot", metavar="PNG", help="write the heatmaps")
+    attention.set_defaults(handler="attention")
+
+
 def _add_ila_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rank = sub.add_parser(
         "ila-rank",
@@ -703,6 +848,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_consistency_commands(sub)
     _add_hallucination_commands(sub)
     _add_ila_commands(sub)
+    _add_patching_commands(sub)
+    _add_lens_commands(sub)
+    _add_attention_commands(sub)
 
     export = sub.add_parser(
         "export",

@@ -22,6 +22,7 @@ OUTPUT_FILES = {
     "csv": "--csv table",
     "save": "--save result file",
     "checkpoint": "--checkpoint file",
+    "html": "--html page",
 }
 """Options naming a file a command writes (``-`` means standard output for ``--json``)."""
 

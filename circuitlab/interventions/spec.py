@@ -41,6 +41,7 @@ from circuitlab.checks import check_number
 from circuitlab.components import Component, Head, Layer, Mlp, parse_component
 from circuitlab.errors import InputError
 from circuitlab.sites import Site
+from circuitlab.vocabulary import PATCHABLE_KINDS
 
 __all__ = [
     "PATCHABLE_KINDS",
@@ -244,10 +245,6 @@ class PruneHeads:
 
     def __repr__(self) -> str:
         return f"PruneHeads({[str(head) for head in self.heads]})"
-
-
-PATCHABLE_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
-"""Site kinds a `Patch` writes (``z`` for one head, or every head of a layer)."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,16 +21,10 @@ from circuitlab.ablation.metrics import metric_values
 from circuitlab.errors import InputError
 from circuitlab.model import ModelHandle
 from circuitlab.patching.pairs import PromptPair
+from circuitlab.vocabulary import PATCH_METRICS
 
 __all__ = ["PATCH_METRICS", "PairMetric", "resolve_metric"]
 
-PATCH_METRICS: dict[str, str] = {
-    "logit_diff": "logit of the pair's answer minus the logit of its wrong answer",
-    "log_prob": "log-probability of the pair's answer (softmax over the vocabulary), nats",
-    "prob": "probability of the pair's answer",
-    "logit": "logit of the pair's answer",
-}
-"""Built-in patching metrics, read at each run's last token."""
 
 MetricFunction = Callable[..., Tensor]
 
