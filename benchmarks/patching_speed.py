@@ -82,7 +82,7 @@ TASKS: dict[str, list[PromptPair]] = {
     ],
     "pronouns": [
         PromptPair("The king said that", "The queen said that", " he", " she"),
-        PromptPair("My brother told me that", "My sister told me that", " he", " she"),
+        PromptPair("The boy said that", "The girl said that", " he", " she"),
     ],
 }
 

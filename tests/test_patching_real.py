@@ -64,21 +64,31 @@ def test_self_patches_change_nothing_and_layer_0_reproduces_the_source(real: Mod
     assert torch.equal(patched, real.logits([pair.clean for pair in CAPITALS]))
 
 
-def test_the_last_residual_at_the_last_token_restores_the_clean_answer(
-    smollm2: ModelHandle,
-) -> None:
-    last = smollm2.n_layers - 1
-    result = activation_patching(
-        smollm2, CAPITALS, site="resid_post", layers=[0, last], positions=[1, 3, -1]
-    )
+LANDMARKS = [
+    PromptPair(
+        "The Eiffel Tower is in the city of", "The Colosseum is in the city of", " Paris", " Rome"
+    ),
+    PromptPair(
+        "The Colosseum is in the city of", "The Eiffel Tower is in the city of", " Rome", " Paris"
+    ),
+]
+
+
+def test_the_residual_map_moves_from_the_landmark_to_the_last_token(real: ModelHandle) -> None:
+    last = real.n_layers - 1
+    result = activation_patching(real, LANDMARKS, site="resid_post", layers=[0, last])
     normalised = result.normalised
-    torch.testing.assert_close(normalised[:, 1, 2], torch.ones(2), atol=1e-4, rtol=0)
-    # at layer 0 the country (position 3) carries the answer; " capital" (position 1) does not
-    assert (normalised[:, 0, 1] > 0.5).all() and (normalised[:, 0, 0].abs() < 0.05).all()
+    # at the top only the last position matters: patching it restores the clean run exactly
+    torch.testing.assert_close(normalised[:, 1, -1], torch.ones(2), atol=1e-4, rtol=0)
+    # at layer 0 the answer lives on the landmark's tokens, not on the shared words
+    tokens = real.to_str_tokens(LANDMARKS[0].clean)
+    landmark = [i for i, token in enumerate(tokens) if token.strip() in ("E", "iffel", "Tower")]
+    assert int(result.mean()[0].argmax()) in landmark
     assert (result.clean > 0).all() and (result.corrupted < 0).all()
+    assert result.sem().shape == (2, len(tokens))
 
 
-def test_attribution_patching_ranks_components_like_exact_patching(smollm2: ModelHandle) -> None:
-    result = attribution_patching(smollm2, CAPITALS, exact=True)
-    assert len(result.components) == 301
+def test_attribution_patching_ranks_components_like_exact_patching(real: ModelHandle) -> None:
+    result = attribution_patching(real, LANDMARKS, exact=True)
+    assert len(result.components) == 1 + real.n_layers * (real.n_heads + 1)
     assert result.spearman > 0.5, result.spearman

@@ -24,7 +24,9 @@ from circuitlab import (
     PromptPair,
     activation_patching,
     direct_logit_attribution,
+    logit_lens,
 )
+from circuitlab.attention import attention_pattern
 from circuitlab.patching import attribution_patching
 
 output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="circuitlab-"))
@@ -102,3 +104,18 @@ with model.intervene(*[Ablate(head) for head in movers]):
     ablated = paris_minus_rome(pair.clean)
 print(f"logit diff on the clean prompt: intact {clean:.2f}, movers ablated {ablated:.2f}")
 assert ablated < clean
+
+# 7. Where do the movers look, and when does " Paris" appear? Their attention from the last
+#    token, and the logit lens of the clean prompt (the final norm recomputed at every layer).
+view = attention_pattern(model, pair.clean, movers)
+tokens = model.to_str_tokens(pair.clean)
+for head in movers:
+    weights = view.weights(head)[-1]
+    key = int(weights.argmax())
+    print(f"{head} at the last token attends most to {tokens[key]!r} ({float(weights[key]):.2f})")
+view.save_html(output / "movers.html")  # hover a cell for its tokens and weight
+lens = logit_lens(model, pair.clean, [" Paris", " Rome"])
+table = lens.layer_table()
+first = table[table["' Paris' rank"] == 0]["layer"].tolist()
+print(f"' Paris' is the lens's top token from layer {first[0]} on" if first else "never top")
+print(table.iloc[[0, moved, moved + 1, -1]].to_string(index=False))
