@@ -112,7 +112,11 @@ tokens = model.to_str_tokens(pair.clean)
 for head in movers:
     weights = view.weights(head)[-1]
     key = int(weights.argmax())
-    print(f"{head} at the last token attends most to {tokens[key]!r} ({float(weights[key]):.2f})")
+    landmark = float(weights[1:4].sum())
+    print(
+        f"{head} at the last token attends most to {tokens[key]!r} ({float(weights[key]):.2f});"
+        f" to the landmark's tokens {tokens[1:4]} {landmark:.2f} in all"
+    )
 view.save_html(output / "movers.html")  # hover a cell for its tokens and weight
 lens = logit_lens(model, pair.clean, [" Paris", " Rome"])
 table = lens.layer_table()
