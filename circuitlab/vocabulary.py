@@ -22,7 +22,8 @@ __all__ = [
 ]
 
 METRICS: dict[str, str] = {
-    "logit_diff": "gold label word's logit minus the largest other label word's logit",
+    "logit_diff": "gold label word's logit minus the largest other label word's logit (for "
+    "prompts: the logit of A minus the logit of B, --diff A B)",
     "accuracy": "1 if the gold label word has the largest logit among the label words, else 0",
     "log_prob": "log-probability of the gold token (softmax over the whole vocabulary), nats",
     "prob": "probability of the gold token (softmax over the whole vocabulary)",

@@ -282,6 +282,45 @@ BAD_INPUTS: dict[str, tuple[list[str | bytes], str]] = {
         ["logit-lens", "--prompt", PROMPT, "--plot", "{tmp}/x.xyz"],
         ".xyz is not a figure format",
     ),
+    # per-prompt targets and two-token logit differences (issue 19)
+    "decompose --per-prompt with too few targets": (
+        [
+            "decompose",
+            "--prompt",
+            PROMPT,
+            "--prompt",
+            "the cat sat",
+            "--target",
+            "paris",
+            "--per-prompt",
+        ],
+        "1 target(s) for 2 prompt(s)",
+    ),
+    "ablate --target and --diff": (
+        ["ablate", "--prompt", PROMPT, "--target", "paris", "--diff", "paris", "london"],
+        "not both",
+    ),
+    "ablate --diff with a task": (
+        ["ablate", "--task", "sentiment", "--diff", "paris", "london"],
+        "go with --prompt",
+    ),
+    "ablate --diff with another metric": (
+        [
+            "ablate",
+            "--model",
+            "{tiny}",
+            "--prompt",
+            PROMPT,
+            "--diff",
+            "paris",
+            "london",
+            "--metric",
+            "prob",
+            "--components",
+            "MLP0",
+        ],
+        "use metric 'logit_diff'",
+    ),
     # activation patching (issue 19)
     "patch pairs of different token lengths": (
         [

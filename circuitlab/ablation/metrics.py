@@ -12,15 +12,25 @@ from circuitlab.vocabulary import CHOICE_METRICS, METRICS
 __all__ = ["CHOICE_METRICS", "METRICS", "check_metric", "metric_values"]
 
 
-def check_metric(metric: str, *, has_choices: bool) -> str:
-    """Validate a metric name (``-`` and ``_`` are interchangeable)."""
+def check_metric(metric: str, *, has_choices: bool, has_pairs: bool = False) -> str:
+    """Validate a metric name (``-`` and ``_`` are interchangeable).
+
+    ``has_pairs``: the prompts' targets are `LogitDiff` pairs, which give ``logit_diff`` (and
+    only it) its meaning for prompts.
+    """
     name = str(metric).replace("-", "_")
     if name not in METRICS:
         raise InputError(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
-    if name in CHOICE_METRICS and not has_choices:
+    if has_pairs and name != "logit_diff":
+        raise InputError(
+            f"LogitDiff targets are measured by their logit difference; use metric "
+            f"'logit_diff' (not {name!r}), or give single tokens as targets."
+        )
+    if name in CHOICE_METRICS and not has_choices and not (name == "logit_diff" and has_pairs):
         raise InputError(
             f"The metric {name!r} compares label words, which only a classification task has. "
-            f"For prompts with targets use 'log_prob', 'prob' or 'logit'."
+            f"For prompts use 'log_prob', 'prob' or 'logit' of a target token, or 'logit_diff' "
+            f"with LogitDiff(answer, other) targets (--diff A B)."
         )
     return name
 
@@ -31,6 +41,7 @@ def metric_values(
     gold: Int[Tensor, " batch"],
     choices: Int[Tensor, " choice"] | None = None,
     labels: Int[Tensor, " batch"] | None = None,
+    negative: Int[Tensor, " batch"] | None = None,
 ) -> Float[Tensor, " batch"]:
     """The metric of each example from its next-token logits (computed in float32).
 
@@ -40,11 +51,16 @@ def metric_values(
         gold: the gold token id of each example.
         choices: token ids of the label words (classification tasks).
         labels: the gold class index of each example (classification tasks).
+        negative: for prompts, the token whose logit ``logit_diff`` subtracts from the gold
+            token's (two-token logit difference).
     """
     logits = logits.float()
     gold = gold.to(logits.device)
     if metric == "logit":
         return logits.gather(1, gold[:, None])[:, 0]
+    if metric == "logit_diff" and negative is not None:
+        other = negative.to(logits.device)
+        return logits.gather(1, gold[:, None])[:, 0] - logits.gather(1, other[:, None])[:, 0]
     if metric in ("log_prob", "prob"):
         log_prob = logits.log_softmax(dim=-1).gather(1, gold[:, None])[:, 0]
         return log_prob.exp() if metric == "prob" else log_prob

@@ -19,6 +19,7 @@ from circuitlab.ablation.results import AblationEffects
 from circuitlab.checks import checked_arguments
 from circuitlab.collector import collect
 from circuitlab.components import Component, Head, Layer, Mlp, parse_component
+from circuitlab.decomposition.targets import LogitDiff
 from circuitlab.errors import InputError
 from circuitlab.interventions.apply import applied
 from circuitlab.interventions.edits import resolve
@@ -40,6 +41,7 @@ class _Examples:
     choices: Int[Tensor, " choice"] | None = None  # label-word ids (tasks)
     labels: Int[Tensor, " example"] | None = None  # gold class index (tasks)
     name: str = "prompts"
+    negative: Int[Tensor, " example"] | None = None  # the token a logit difference subtracts
 
 
 def study_components(
@@ -76,7 +78,7 @@ def study_components(
 def _examples(
     model: ModelHandle,
     data: ClassificationTask | str | Sequence[str],
-    targets: str | Sequence[str] | None,
+    targets: str | LogitDiff | Sequence[str | LogitDiff] | None,
     *,
     template: int,
     k_shot: int,
@@ -98,12 +100,21 @@ def _examples(
             "Prompts need targets: the token whose logit or probability to measure, e.g. "
             "targets=' Paris' (one for all prompts, or one per prompt)."
         )
-    words = [targets] * len(prompts) if isinstance(targets, str) else list(targets)
+    words = [targets] * len(prompts) if isinstance(targets, (str, LogitDiff)) else list(targets)
     if len(words) != len(prompts):
         raise InputError(
             f"{len(words)} targets were given for {len(prompts)} prompts; give one target for "
             f"all prompts or one per prompt."
         )
+    differences = [isinstance(word, LogitDiff) for word in words]
+    if any(differences) and not all(differences):
+        raise InputError(
+            "Give every prompt a token or every prompt a LogitDiff(answer, other), not a mix."
+        )
+    if all(differences):
+        gold = [model.token_id(str(word.positive), what="Target token") for word in words]
+        other = [model.token_id(str(word.negative), what="Target token") for word in words]
+        return _Examples(prompts, torch.tensor(gold), negative=torch.tensor(other))
     return _Examples(prompts, torch.tensor(model.token_ids(words)))
 
 
@@ -114,7 +125,10 @@ def _measure(
 
     def per_row(logits: Tensor, rows: Tensor) -> Tensor:
         labels = None if examples.labels is None else examples.labels[rows]
-        return metric_values(metric, logits, examples.gold[rows], examples.choices, labels).cpu()
+        negative = None if examples.negative is None else examples.negative[rows]
+        return metric_values(
+            metric, logits, examples.gold[rows], examples.choices, labels, negative
+        ).cpu()
 
     readers = {"metric": Logits(transform=per_row)}
     return collect(model, data, readers, batch_size=batch_size, desc="measuring")["metric"]
@@ -124,7 +138,7 @@ def _measure(
 def ablation_study(
     model: ModelHandle,
     data: ClassificationTask | str | Sequence[str],
-    targets: str | Sequence[str] | None = None,
+    targets: str | LogitDiff | Sequence[str | LogitDiff] | None = None,
     *,
     components: str | Sequence[str | Component] = COMPONENT_GROUPS,
     method: AblationMethod = "zero",
@@ -145,13 +159,14 @@ def ablation_study(
     Args:
         model: the model handle.
         data: a classification task, or prompts (then ``targets`` names the tokens to measure).
-        targets: for prompts: the gold next token, one for all prompts or one per prompt.
+        targets: for prompts: the gold next token, or a `LogitDiff` (answer, other) for
+            the two-token logit difference; one for all prompts or one per prompt.
         components: components (``"L3H1"``, ``"MLP3"``, ``"L3"``) and/or the groups
             ``"heads"``, ``"mlps"``, ``"layers"`` (default: all three).
         method: ``"zero"``, ``"mean"`` or ``"resample"`` ablation.
         reference: reference prompts of mean/resample ablation (default: the data's prompts).
         metric: a key of `circuitlab.ablation.METRICS`; default ``"logit_diff"`` for tasks
-            and ``"log_prob"`` for prompts.
+            and for prompts with `LogitDiff` targets, ``"log_prob"`` for prompts with tokens.
         template: the task's prompt template.
         k_shot: in-context demonstrations per task prompt.
         demo_pool: where demonstrations come from (default: the task, never the query).
@@ -172,7 +187,9 @@ def ablation_study(
         model, data, targets, template=template, k_shot=k_shot, demo_pool=demo_pool, seed=seed
     )
     is_task = examples.choices is not None
-    name = check_metric(metric or ("logit_diff" if is_task else "log_prob"), has_choices=is_task)
+    pairs = examples.negative is not None
+    default = "logit_diff" if is_task or pairs else "log_prob"
+    name = check_metric(metric or default, has_choices=is_task, has_pairs=pairs)
     chosen = study_components(model, components)
     if method != "zero" and reference is None:
         reference = examples.prompts

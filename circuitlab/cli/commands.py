@@ -120,12 +120,18 @@ def decompose(args: argparse.Namespace) -> None:
     targets = [*args.target, *(LogitDiff(a, b) for a, b in args.diff)]
     if not targets:
         raise InputError("Give at least one --target TOKEN or --diff A B.")
+    if args.per_prompt and len(targets) != len(args.prompt):
+        raise InputError(
+            f"--per-prompt pairs the i-th target with the i-th prompt: {len(targets)} target(s) "
+            f"for {len(args.prompt)} prompt(s). Give one --target (or --diff) per --prompt."
+        )
     model = _load(args)
     result = direct_logit_attribution(
         model,
         args.prompt,
         targets,
         positions=args.position,
+        per_prompt=args.per_prompt,
         batch_size=args.batch_size,
         progress=len(args.prompt) > args.batch_size,
     )
@@ -133,6 +139,8 @@ def decompose(args: argparse.Namespace) -> None:
         f"{model.name}: {len(result)} prompt(s), {len(result.components)} components; "
         f"attributions + constant reproduce the logits to {result.reconstruction_error():.1e}"
     )
+    if result.prompt_targets:
+        print("one target per prompt: " + ", ".join(result.prompt_targets))
     for column, label in enumerate(result.targets):
         logit = float(result.logits[:, column].mean())
         print(
@@ -227,10 +235,17 @@ def models_fetch(args: argparse.Namespace) -> None:
 
 def ablate(args: argparse.Namespace) -> None:
     """Ablate each chosen component in turn and report the effect on a metric."""
-    if args.prompt is not None and not args.target:
-        raise InputError("--prompt needs --target TOKEN: the next token whose metric to measure.")
-    if args.task is not None and args.target:
-        raise InputError("--target goes with --prompt; a --task brings its own label words.")
+    if args.prompt is not None and not (args.target or args.diff):
+        raise InputError(
+            "--prompt needs --target TOKEN (the next token whose metric to measure) or --diff A B "
+            "(the logit difference)."
+        )
+    if args.target and args.diff:
+        raise InputError("Give --target TOKEN or --diff A B, not both.")
+    if args.task is not None and (args.target or args.diff):
+        raise InputError(
+            "--target and --diff go with --prompt; a --task brings its own label words."
+        )
     data: ClassificationTask | list[str] = _task(args) if args.task else args.prompt
     reference = read_prompt_file(args.reference) if args.reference else None
     if reference is not None and args.method == "zero":
@@ -238,7 +253,8 @@ def ablate(args: argparse.Namespace) -> None:
     model = _load(args)
     targets = None
     if args.prompt is not None:
-        targets = args.target[0] if len(args.target) == 1 else args.target
+        chosen = args.target or [LogitDiff(a, b) for a, b in args.diff]
+        targets = chosen[0] if len(chosen) == 1 else chosen
     started = time.perf_counter()
     result = ablation_study(
         model,

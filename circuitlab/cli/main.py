@@ -735,6 +735,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="target the logit difference A - B (repeatable)",
     )
     decompose.add_argument(
+        "--per-prompt",
+        action="store_true",
+        help="the i-th --target (or --diff) belongs to the i-th --prompt: one target per prompt",
+    )
+    decompose.add_argument(
         "--position",
         type=int,
         default=None,
@@ -772,6 +777,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="with --prompt: the gold next token, e.g. ' Paris' (one, or one per prompt)",
     )
+    ablate.add_argument(
+        "--diff",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="with --prompt: measure logit A - logit B (one pair, or one per prompt)",
+    )
     _add_task_options(ablate)
     ablate.add_argument(
         "--components",
@@ -792,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metric",
         choices=sorted(METRICS),
         default=None,
-        help="what to measure (default: logit_diff for a task, log_prob for prompts)",
+        help="what to measure (default: logit_diff for a task or --diff, log_prob for --target)",
     )
     _add_result_options(ablate, top_k=10, plot="write heatmaps of the effects", csv=True, save=True)
     ablate.set_defaults(handler="ablate")

@@ -28,12 +28,14 @@ from circuitlab.decomposition.residual import DecompositionReader, ResidualDecom
 from circuitlab.decomposition.results import Attribution
 from circuitlab.decomposition.targets import (
     SPACE_WARNING_RATIO,
+    LogitDiff,
     Target,
     TargetSpec,
     readout_matrix,
     resolve_targets,
     space_variants,
 )
+from circuitlab.errors import InputError
 from circuitlab.model import ModelHandle, Prompts
 from circuitlab.positions import Positions
 from circuitlab.tokenization import TokenBatch
@@ -73,6 +75,7 @@ def direct_logit_attribution(
     targets: TargetSpec,
     *,
     positions: Positions = None,
+    per_prompt: bool = False,
     batch_size: int = 8,
     progress: bool | None = None,
 ) -> Attribution:
@@ -84,8 +87,12 @@ def direct_logit_attribution(
     Args:
         model: the model handle.
         prompts: prompt texts (or a tokenized batch).
-        targets: a token (``" Paris"``), a token id, a `LogitDiff`, or a list of these.
+        targets: a token (``" Paris"``), a token id, a `LogitDiff`, or a list of these (one
+            output column each, the same for every prompt); with ``per_prompt=True``, one of
+            these per prompt.
         positions: which token to read in each prompt; default each prompt's last real token.
+        per_prompt: ``targets`` lists one target per prompt (three facts, three answers); the
+            result has one column whose value for each prompt is its own target's.
         batch_size: prompts per forward pass.
         progress: progress bar (default: shown once the call
             runs past 2 s; ``False`` never; see `circuitlab.progress`).
@@ -97,12 +104,20 @@ def direct_logit_attribution(
     Example:
         >>> result = direct_logit_attribution(model, "The capital of France is", " Paris")
         >>> result.top(3)          # the three components that push " Paris" up most
+        >>> facts = ["The capital of France is", "The capital of Italy is"]
+        >>> direct_logit_attribution(model, facts, [" Paris", " Rome"], per_prompt=True)
     """
-    resolved = resolve_targets(model, targets)
     if isinstance(prompts, TokenBatch):
         texts = list(prompts.prompts or ())
+        count = len(prompts)
     else:
         texts = check_prompts(prompts)
+        count = len(texts)
+    if per_prompt:
+        return _per_prompt_attribution(
+            model, prompts, texts, count, targets, positions, batch_size, progress
+        )
+    resolved = resolve_targets(model, targets)
     variants = space_variants(model, resolved)
     reader = AttributionReader(model, [*resolved, *(variant for _, variant in variants)])
     attribution: Attribution = collect(
@@ -124,6 +139,51 @@ def direct_logit_attribution(
         targets=attribution.targets[:n],
         prompts=tuple(texts),
     )
+
+
+def _per_prompt_attribution(
+    model: ModelHandle,
+    prompts: Prompts,
+    texts: list[str],
+    count: int,
+    targets: TargetSpec,
+    positions: Positions,
+    batch_size: int,
+    progress: bool | None,
+) -> Attribution:
+    """One target per prompt: every distinct target attributed, each prompt's own kept."""
+    items = [targets] if isinstance(targets, (str, int, LogitDiff)) else list(targets)
+    if len(items) != count:
+        raise InputError(
+            f"per_prompt=True needs one target per prompt: {len(items)} target(s) for {count} "
+            f"prompt(s). Give a list as long as the prompts, or drop per_prompt for one target "
+            f"set shared by every prompt."
+        )
+    resolved = [resolve_targets(model, item)[0] for item in items]
+    distinct = list(dict.fromkeys(resolved))
+    column = torch.tensor([distinct.index(target) for target in resolved])
+    shared = direct_logit_attribution(
+        model, prompts, _specs(distinct), positions=positions, batch_size=batch_size,
+        progress=progress,
+    )  # fmt: skip
+    rows = torch.arange(count)
+    return dataclasses.replace(
+        shared,
+        values=shared.values[rows, :, column][:, :, None],
+        constant=shared.constant[rows, column][:, None],
+        logits=shared.logits[rows, column][:, None],
+        targets=("per-prompt target",),
+        prompts=tuple(texts),
+        prompt_targets=tuple(target.label for target in resolved),
+    )
+
+
+def _specs(targets: list[Target]) -> list[int | LogitDiff]:
+    """Resolved targets back as specifications (ids), to attribute them as shared columns."""
+    return [
+        target.token_ids[0] if len(target.token_ids) == 1 else LogitDiff(*target.token_ids)
+        for target in targets
+    ]
 
 
 def _warn_missing_spaces(

@@ -136,9 +136,11 @@ class Attribution(ComponentTable):
         constant: the part no component owns (final-norm bias through ``W_U``, ``b_U``).
         logits: the model's own logits of the targets (= values summed + constant).
         components: the components along ``values``' second axis.
-        targets: a label per target column (``"' Paris'"``, ``"' Yes' - ' No'"``).
+        targets: a label per target column (``"' Paris'"``, ``"' Yes' - ' No'"``); with
+            one target per prompt, the single column ``"per-prompt target"``.
         positions: the position read in each prompt.
         prompts: the prompts, when given as text.
+        prompt_targets: with one target per prompt, each prompt's own target label.
     """
 
     values: Float[Tensor, "batch component target"]
@@ -148,6 +150,7 @@ class Attribution(ComponentTable):
     targets: tuple[str, ...]
     positions: Int[Tensor, " batch"]
     prompts: tuple[str, ...] = ()
+    prompt_targets: tuple[str, ...] = ()
 
     score_name: ClassVar[str] = "direct logit attribution (logits)"
     score_short: ClassVar[str] = "direct logit attribution"
@@ -156,6 +159,13 @@ class Attribution(ComponentTable):
         return int(self.values.shape[0])
 
     def __repr__(self) -> str:
+        if self.prompt_targets:
+            shown = list(dict.fromkeys(self.prompt_targets))
+            more = ", ..." if len(shown) > 3 else ""
+            return (
+                f"Attribution({len(self)} prompts x {len(self.components)} components, one target "
+                f"per prompt [{', '.join(shown[:3])}{more}])"
+            )
         return (
             f"Attribution({len(self)} prompts x {len(self.components)} components x "
             f"{len(self.targets)} targets {list(self.targets)})"
@@ -174,6 +184,8 @@ class Attribution(ComponentTable):
 
     def _column_label(self, column: int | str) -> str:
         plural = "s" if len(self) != 1 else ""
+        if self.prompt_targets:
+            return f"each prompt's own target, mean of {len(self)} prompt{plural}"
         return f"target {self.targets[self._column(column)]}, mean of {len(self)} prompt{plural}"
 
     def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:
@@ -194,4 +206,7 @@ class Attribution(ComponentTable):
             names=["prompt", "component", "target"],
         )
         frame = pd.DataFrame({"attribution": self.values.reshape(-1).numpy()}, index=index)
-        return frame.reset_index()
+        frame = frame.reset_index()
+        if self.prompt_targets:  # one column: each prompt's own target
+            frame["target"] = [self.prompt_targets[row] for row in frame["prompt"]]
+        return frame

@@ -98,9 +98,7 @@ def resolve_metric(
             )
 
         def difference(logits: Tensor, rows: Tensor) -> Tensor:
-            return metric_values("logit", logits, answer[rows]) - metric_values(
-                "logit", logits, wrong[rows]
-            )
+            return metric_values("logit_diff", logits, answer[rows], negative=wrong[rows])
 
         return PairMetric(name, difference, True)
 

@@ -142,10 +142,10 @@ def paired_tokens(model: ModelHandle, pairs: Sequence[PromptPair]) -> PairTokens
     for index, (a, b) in enumerate(zip(clean.lengths, corrupted.lengths, strict=True)):
         if int(a) != int(b):
             raise InputError(
-                f"Pair {index + 1} tokenizes to {int(a)} clean and {int(b)} corrupted tokens; "
-                f"patching compares positions, so both prompts must have the same token count.\n"
-                f"  clean:     {model.to_str_tokens(pairs[index].clean)}\n"
-                f"  corrupted: {model.to_str_tokens(pairs[index].corrupted)}\n"
-                f"Reword one prompt (e.g. swap in a name or place of the same token length)."
+                f"Pair {index + 1} tokenizes to {int(a)} clean and {int(b)} corrupted tokens "
+                f"(clean {model.to_str_tokens(pairs[index].clean)}, corrupted "
+                f"{model.to_str_tokens(pairs[index].corrupted)}); patching compares positions, "
+                f"so both prompts must have the same token count. Reword one prompt (e.g. swap "
+                f"in a name or place of the same token length)."
             )
     return PairTokens(clean, corrupted)
