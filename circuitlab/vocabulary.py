@@ -33,7 +33,8 @@ METRICS: dict[str, str] = {
 mean)."""
 
 CHOICE_METRICS = ("logit_diff", "accuracy")
-"""Metrics that compare label words, so they need a classification task."""
+"""Metrics that compare label words, so they need a classification task (``logit_diff``
+also measures prompts whose targets are `LogitDiff` pairs)."""
 
 COMPONENT_GROUPS = ("heads", "mlps", "layers")
 """Names that stand for every attention head, every MLP, or every whole layer."""

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from circuitlab import Attribution, InputError, LogitDiff, ablation_study, direct_logit_attribution
+from circuitlab.ablation.metrics import logit_diff_values
 from circuitlab.cli.main import main
 from circuitlab.interventions import Ablate
+from circuitlab.results import write_result_file
 from circuitlab.testing import tiny_model
 
 PROMPTS = ["the capital of france is", "the cat sat on the", "a dog ran to a"]
@@ -62,12 +64,60 @@ def test_per_prompt_targets_follow_interventions() -> None:
     torch.testing.assert_close(result.logits[:, 0], own, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_per_prompt_batches_keep_each_row_its_own_target(batch_size: int) -> None:
+    model = tiny_model("qwen2")
+    prompts = [*PROMPTS, "the dog sat on a", "a cat ran to the"]
+    answers = ["paris", "mat", LogitDiff("cat", "dog"), model.token_id("mat"), "paris"]
+    columns = ["paris", "mat", LogitDiff("cat", "dog")]
+    which = [0, 1, 2, 1, 0]  # the shared column of each prompt's target
+    result = direct_logit_attribution(
+        model, prompts, answers, per_prompt=True, positions=-2, batch_size=batch_size
+    )
+    shared = direct_logit_attribution(model, prompts, columns, positions=-2)
+    rows = torch.arange(len(prompts))
+    torch.testing.assert_close(result.values[:, :, 0], shared.values[rows, :, which])
+    torch.testing.assert_close(result.constant[:, 0], shared.constant[rows, which])
+    torch.testing.assert_close(result.logits[:, 0], shared.logits[rows, which])
+    assert result.prompt_targets[3] == "'mat'"
+
+
+def test_an_attribution_written_without_prompt_targets_still_loads(tmp_path: Path) -> None:
+    result = direct_logit_attribution(tiny_model("llama"), PROMPTS, ["paris", "mat"])
+    fields = {k: v for k, v in result._fields().items() if k != "prompt_targets"}
+    older = write_result_file(tmp_path / "older.safetensors", "Attribution", fields)
+    again = Attribution.load(older)
+    assert again.prompt_targets == () and again.targets == ("'paris'", "'mat'")
+    torch.testing.assert_close(again.values, result.values)
+
+
+def test_logit_diff_values_is_the_difference_of_two_gathered_logits() -> None:
+    logits = torch.randn(4, 11, dtype=torch.float64).to(torch.bfloat16)
+    positive, negative = torch.tensor([0, 3, 10, 5]), torch.tensor([1, 3, 2, 9])
+    values = logit_diff_values(logits, positive, negative)
+    assert values.dtype == torch.float32 and values.shape == (4,)
+    expected = [float(logits[i, positive[i]]) - float(logits[i, negative[i]]) for i in range(4)]
+    torch.testing.assert_close(values, torch.tensor(expected), atol=0, rtol=0)
+    assert values[1] == 0
+
+
+def test_ablation_logit_diff_takes_ids_like_tokens() -> None:
+    model = tiny_model("llama")
+    ids = LogitDiff(model.token_id("cat"), model.token_id("dog"))
+    by_id = ablation_study(model, PROMPTS, ids, components=["MLP0"])
+    by_text = ablation_study(model, PROMPTS, LogitDiff("cat", "dog"), components=["MLP0"])
+    torch.testing.assert_close(by_id.ablated, by_text.ablated, atol=0, rtol=0)
+    torch.testing.assert_close(by_id.baseline, by_text.baseline, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("targets", "message"),
     [
         (["paris", "mat"], "2 target\\(s\\) for 3 prompt\\(s\\)"),
         (["paris", "mat", "london paris"], "is 2 tokens"),
         ([], "0 target\\(s\\) for 3 prompt\\(s\\)"),
+        (["paris", ["mat", "rug"], "cat"], "its items are str, list"),
+        ("paris", "1 target\\(s\\) for 3 prompt\\(s\\)"),
     ],
 )
 def test_per_prompt_bad_targets(targets: list, message: str) -> None:
@@ -127,3 +177,15 @@ def test_cli_per_prompt_decompose_and_ablate_diff(
     )  # fmt: skip
     assert code == 0
     assert "logit_diff of the intact model" in capsys.readouterr().out
+
+
+def test_cli_per_prompt_refuses_a_mix_of_target_and_diff(
+    tiny_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = [arg for prompt in PROMPTS[:2] for arg in ("--prompt", prompt)]
+    code = main(
+        ["decompose", "--model", str(tiny_folder), *prompts, "--diff", "cat", "dog", "--target",
+         "mat", "--per-prompt"]
+    )  # fmt: skip
+    assert code == 2
+    assert "not a mix: the command line cannot tell their order" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from torch import Tensor
 from circuitlab.errors import InputError
 from circuitlab.vocabulary import CHOICE_METRICS, METRICS
 
-__all__ = ["CHOICE_METRICS", "METRICS", "check_metric", "metric_values"]
+__all__ = ["CHOICE_METRICS", "METRICS", "check_metric", "logit_diff_values", "metric_values"]
 
 
 def check_metric(metric: str, *, has_choices: bool, has_pairs: bool = False) -> str:
@@ -33,6 +33,25 @@ def check_metric(metric: str, *, has_choices: bool, has_pairs: bool = False) -> 
             f"with LogitDiff(answer, other) targets (--diff A B)."
         )
     return name
+
+
+def logit_diff_values(
+    logits: Float[Tensor, "batch d_vocab"],
+    positive: Int[Tensor, " batch"],
+    negative: Int[Tensor, " batch"],
+) -> Float[Tensor, " batch"]:
+    """The two-token logit difference of each row: ``logits[positive] - logits[negative]``.
+
+    Computed in float32, in logits; ids may sit on any device.
+
+    Example:
+        >>> logits = torch.tensor([[0.0, 2.0, 5.0], [1.0, 0.0, 3.0]])
+        >>> logit_diff_values(logits, torch.tensor([2, 0]), torch.tensor([1, 2]))
+        tensor([ 3., -2.])
+    """
+    logits = logits.float()
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    return logits[rows, positive.to(logits.device)] - logits[rows, negative.to(logits.device)]
 
 
 def metric_values(
@@ -59,8 +78,7 @@ def metric_values(
     if metric == "logit":
         return logits.gather(1, gold[:, None])[:, 0]
     if metric == "logit_diff" and negative is not None:
-        other = negative.to(logits.device)
-        return logits.gather(1, gold[:, None])[:, 0] - logits.gather(1, other[:, None])[:, 0]
+        return logit_diff_values(logits, gold, negative)
     if metric in ("log_prob", "prob"):
         log_prob = logits.log_softmax(dim=-1).gather(1, gold[:, None])[:, 0]
         return log_prob.exp() if metric == "prob" else log_prob

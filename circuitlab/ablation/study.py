@@ -19,7 +19,7 @@ from circuitlab.ablation.results import AblationEffects
 from circuitlab.checks import checked_arguments
 from circuitlab.collector import collect
 from circuitlab.components import Component, Head, Layer, Mlp, parse_component
-from circuitlab.decomposition.targets import LogitDiff
+from circuitlab.decomposition.targets import LogitDiff, resolve_targets
 from circuitlab.errors import InputError
 from circuitlab.interventions.apply import applied
 from circuitlab.interventions.edits import resolve
@@ -112,9 +112,9 @@ def _examples(
             "Give every prompt a token or every prompt a LogitDiff(answer, other), not a mix."
         )
     if all(differences):
-        gold = [model.token_id(str(word.positive), what="Target token") for word in words]
-        other = [model.token_id(str(word.negative), what="Target token") for word in words]
-        return _Examples(prompts, torch.tensor(gold), negative=torch.tensor(other))
+        pairs = [resolve_targets(model, word)[0].token_ids for word in words]  # ids or strings
+        gold, other = torch.tensor(pairs).unbind(dim=1)
+        return _Examples(prompts, gold, negative=other)
     return _Examples(prompts, torch.tensor(model.token_ids(words)))
 
 

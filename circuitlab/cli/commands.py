@@ -120,6 +120,12 @@ def decompose(args: argparse.Namespace) -> None:
     targets = [*args.target, *(LogitDiff(a, b) for a, b in args.diff)]
     if not targets:
         raise InputError("Give at least one --target TOKEN or --diff A B.")
+    if args.per_prompt and args.target and args.diff:
+        raise InputError(
+            "--per-prompt takes one --target per prompt or one --diff A B per prompt, not a mix: "
+            "the command line cannot tell their order. Give every prompt a --target, or every "
+            "prompt a --diff."
+        )
     if args.per_prompt and len(targets) != len(args.prompt):
         raise InputError(
             f"--per-prompt pairs the i-th target with the i-th prompt: {len(targets)} target(s) "

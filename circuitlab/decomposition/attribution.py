@@ -19,7 +19,7 @@ import math
 import warnings
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.checks import check_prompts, checked_arguments
@@ -151,7 +151,7 @@ def _per_prompt_attribution(
     batch_size: int,
     progress: bool | None,
 ) -> Attribution:
-    """One target per prompt: every distinct target attributed, each prompt's own kept."""
+    """One target per prompt: each batch attributes only its rows' own targets."""
     items = [targets] if isinstance(targets, (str, int, LogitDiff)) else list(targets)
     if len(items) != count:
         raise InputError(
@@ -161,29 +161,34 @@ def _per_prompt_attribution(
         )
     resolved = [resolve_targets(model, item)[0] for item in items]
     distinct = list(dict.fromkeys(resolved))
-    column = torch.tensor([distinct.index(target) for target in resolved])
-    shared = direct_logit_attribution(
-        model, prompts, _specs(distinct), positions=positions, batch_size=batch_size,
+    variants = dict(space_variants(model, distinct))  # column in distinct -> spaced form
+    columns = [*distinct, *variants.values()]
+    spaced = {column: len(distinct) + i for i, column in enumerate(variants)}
+    own = [distinct.index(target) for target in resolved]
+    choose = torch.tensor([[column, spaced.get(column, column)] for column in own])
+    reader = AttributionReader(model, columns, choose=choose)
+    attribution: Attribution = collect(
+        model,
+        prompts,
+        {"attribution": reader},
+        positions=positions,
+        batch_size=batch_size,
         progress=progress,
-    )  # fmt: skip
-    rows = torch.arange(count)
+        desc="attributing",
+    )["attribution"]
+    for column, variant in variants.items():
+        rows = [row for row, target in enumerate(own) if target == column]
+        gap = attribution.logits[rows, 1] - attribution.logits[rows, 0]
+        _warn_missing_space(distinct[column].label, variant.label, gap)
     return dataclasses.replace(
-        shared,
-        values=shared.values[rows, :, column][:, :, None],
-        constant=shared.constant[rows, column][:, None],
-        logits=shared.logits[rows, column][:, None],
+        attribution,
+        values=attribution.values[..., :1],
+        constant=attribution.constant[:, :1],
+        logits=attribution.logits[:, :1],
         targets=("per-prompt target",),
         prompts=tuple(texts),
         prompt_targets=tuple(target.label for target in resolved),
     )
-
-
-def _specs(targets: list[Target]) -> list[int | LogitDiff]:
-    """Resolved targets back as specifications (ids), to attribute them as shared columns."""
-    return [
-        target.token_ids[0] if len(target.token_ids) == 1 else LogitDiff(*target.token_ids)
-        for target in targets
-    ]
 
 
 def _warn_missing_spaces(
@@ -192,15 +197,23 @@ def _warn_missing_spaces(
     """Warn about a target such as ``'Paris'`` when ``' Paris'`` is far more likely."""
     for offset, (column, variant) in enumerate(variants):
         gap = attribution.logits[:, n_targets + offset] - attribution.logits[:, column]
-        ratio = math.exp(min(float(gap.float().mean()), 50.0))
-        if ratio >= SPACE_WARNING_RATIO:
-            warnings.warn(
-                f"Target {attribution.targets[column]} has no leading space; {variant.label} is "
-                f"a different token and {ratio:.0f}x more likely at the positions read. Pass "
-                f"{variant.label} if that is the word you mean.",
-                UserWarning,
-                stacklevel=3,
-            )
+        _warn_missing_space(attribution.targets[column], variant.label, gap)
+
+
+def _warn_missing_space(label: str, spaced: str, gap: Float[Tensor, " batch"]) -> None:
+    """Warn when ``spaced`` beats the target ``label`` by `SPACE_WARNING_RATIO` on average.
+
+    ``gap``: logit of the spaced form minus the target's, at each position read.
+    """
+    ratio = math.exp(min(float(gap.float().mean()), 50.0))
+    if ratio >= SPACE_WARNING_RATIO:
+        warnings.warn(
+            f"Target {label} has no leading space; {spaced} is a different token and "
+            f"{ratio:.0f}x more likely at the positions read. Pass {spaced} if that is the "
+            f"word you mean.",
+            UserWarning,
+            stacklevel=5,  # the caller of direct_logit_attribution
+        )
 
 
 class AttributionReader(DecompositionReader):
@@ -208,18 +221,37 @@ class AttributionReader(DecompositionReader):
 
     Each batch is decomposed and attributed as it streams past; only the [batch, component,
     target] attributions are kept. Result: an `Attribution` in data order (no prompt texts).
+
+    ``choose`` [prompt, k] (optional) picks, for each prompt of the data, the ``k`` of
+    ``targets`` it keeps (one target per prompt): a batch attributes only its rows' targets,
+    so memory does not grow with the number of distinct targets.
     """
 
-    def __init__(self, model: ModelHandle, targets: list[Target]) -> None:
+    def __init__(
+        self,
+        model: ModelHandle,
+        targets: list[Target],
+        *,
+        choose: Int[Tensor, "prompt k"] | None = None,
+    ) -> None:
         super().__init__(model)
         self.targets = targets
+        self.choose = choose
 
     def update(self, batch: CapturedBatch) -> None:
         parts = self.decompose(batch)
-        values, constant = attribute_decomposition(self.model, parts, self.targets)
+        targets, pick = self.targets, None
+        if self.choose is not None:
+            used, pick = self.choose[batch.rows.cpu()].unique(return_inverse=True)
+            targets = [self.targets[int(column)] for column in used]
+        values, constant = attribute_decomposition(self.model, parts, targets)
         logits = parts.logits @ readout_matrix(
-            self.targets, self.model.d_vocab, device=parts.logits.device, dtype=parts.logits.dtype
+            targets, self.model.d_vocab, device=parts.logits.device, dtype=parts.logits.dtype
         )
+        if pick is not None:  # each row's own columns: [batch, k]
+            pick = pick.to(values.device)
+            values = values.gather(2, pick[:, None, :].expand(-1, values.shape[1], -1))
+            constant, logits = constant.gather(1, pick), logits.gather(1, pick)
         self.keep(batch.rows, (values, constant, logits, parts.positions, parts.components))
 
     def result(self) -> Attribution:
