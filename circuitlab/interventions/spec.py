@@ -153,7 +153,14 @@ class Ablate:
 
 @dataclass(frozen=True, eq=False)
 class Scale:
-    """Multiply a component's output by ``factor`` (the basis of component reweighting)."""
+    """Multiply a component's output by ``factor`` (the basis of component reweighting).
+
+    Args:
+        component: a head (``"L3H1"``: its ``z``), an MLP (``"MLP3"``: its write to the
+            residual stream) or a whole layer (``"L3"``: both branch writes).
+        factor: the multiplier, any finite number (0 ablates, 1 changes nothing, 2 doubles).
+        positions: which tokens to change (see the module docstring); default all.
+    """
 
     component: Component | str
     factor: float
@@ -174,7 +181,14 @@ class Scale:
 
 @dataclass(frozen=True, eq=False)
 class SteerHead:
-    """Add ``vector`` [d_model] to an attention head's output (the basis of bias injection)."""
+    """Add ``vector`` [d_model] to an attention head's output (the basis of bias injection).
+
+    Args:
+        head: the head (``"L15H0"`` or a `Head`); the vector is added to its share of the
+            attention output projection's output (``attn.o.hook_out``).
+        vector: a finite floating-point vector of size d_model, in residual-stream units.
+        positions: which tokens to change (see the module docstring); default all.
+    """
 
     head: Head | str
     vector: Float[Tensor, " d_model"]
@@ -194,7 +208,14 @@ class SteerHead:
 
 @dataclass(frozen=True, eq=False)
 class SteerResidual:
-    """Add ``vector`` [d_model] to the residual stream after layer ``layer``."""
+    """Add ``vector`` [d_model] to the residual stream after layer ``layer``.
+
+    Args:
+        layer: the block whose output is changed (``hook_resid_post``: what the next block
+            reads), 0 .. n_layers - 1.
+        vector: a finite floating-point vector of size d_model, in residual-stream units.
+        positions: which tokens to change (see the module docstring); default all.
+    """
 
     layer: int
     vector: Float[Tensor, " d_model"]
@@ -212,7 +233,11 @@ class SteerResidual:
 
 @dataclass(frozen=True, eq=False)
 class PruneLayers:
-    """Remove whole layers: the residual stream passes them unchanged."""
+    """Remove whole layers: the residual stream passes them unchanged.
+
+    Args:
+        layers: the layer indices to remove (an int or several); at least one layer must stay.
+    """
 
     layers: tuple[int, ...] = field(default=())
 
@@ -230,7 +255,14 @@ class PruneLayers:
 
 @dataclass(frozen=True, eq=False)
 class PruneHeads:
-    """Remove attention heads (their output becomes zero)."""
+    """Remove attention heads (their output becomes zero).
+
+    Args:
+        heads: the heads to remove (``"L5H2"``, `Head` values, or a list of them). An
+            export removes them from the weights where the config can say so (every layer
+            keeping as many heads, every remaining key/value group as many query heads) and
+            zeroes their output columns otherwise.
+    """
 
     heads: tuple[Head, ...] = field(default=())
 
