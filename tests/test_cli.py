@@ -278,7 +278,7 @@ def test_ablate_bad_input_exits_2_with_a_message(
     assert main([*base, "--prompt", "a cat"]) == 2
     assert "--prompt needs --target" in capsys.readouterr().err
     assert main([*base, "--task", "sentiment", "--target", "yes"]) == 2
-    assert "--target goes with --prompt" in capsys.readouterr().err
+    assert "--target and --diff go with --prompt" in capsys.readouterr().err
     assert main([*base, "--prompt", "a", "--target", "cat", "--reference", "x.txt"]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "ref.txt").write_text("a cat\n")
