@@ -66,8 +66,12 @@ def _check_against(lens: LogitLens, logits: torch.Tensor, prompt: int, row: int)
     torch.testing.assert_close(
         lens.target_probs[prompt, :count, row], logprobs[:, ids].exp(), atol=1e-4, rtol=0
     )
-    ranks = (logits[:, None, :] > logits[:, ids][:, :, None]).sum(dim=-1)
-    assert torch.equal(lens.target_ranks[prompt, :count, row], ranks)
+    target = logits[:, ids][:, :, None]
+    ranks = (logits[:, None, :] > target).sum(dim=-1)
+    # a rank may differ only by the tokens whose logits lie within float error of the target's
+    # (a vocabulary of 262,144 puts near-ties thousands of ranks down)
+    ties = ((logits[:, None, :] - target).abs() <= 1e-4).sum(dim=-1) - 1
+    assert ((lens.target_ranks[prompt, :count, row] - ranks).abs() <= ties).all()
 
 
 def test_last_layer_reproduces_the_model_logits(tiny_architecture: str) -> None:

@@ -42,7 +42,7 @@ print("Block Influence vs AVSS, Spearman:", round(scores["block_influence"].spea
 avss.plot(25).savefig(output / "avss.png", dpi=120)
 
 # 2. Evaluate the intact model and two 25% prunings on a small suite.
-suite = EvaluationSuite(qa_questions=36, perplexity_tokens=1024, sentiment_examples=40)
+suite = EvaluationSuite(qa_questions=24, perplexity_tokens=512, sentiment_examples=24)
 original = suite.evaluate(model)
 print("intact:", {task: round(value, 3) for task, value in original.items()})
 for method in ("avss", "drop_last"):

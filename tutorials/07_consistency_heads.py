@@ -33,7 +33,7 @@ output.mkdir(parents=True, exist_ok=True)
 model = circuitlab.load()
 
 # 1. The paraphrase task: 10 instructions over the same inputs, 6 to locate, 4 held out.
-task = load_paraphrase_task("sentiment").balanced_sample(48, seed=0)
+task = load_paraphrase_task("sentiment").balanced_sample(32, seed=0)
 task.check_label_words(model)  # every label word is one token after every paraphrase
 locate_task, test_task = task.split_inputs(0.5, seed=0)  # disjoint inputs
 print(task)
