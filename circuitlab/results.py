@@ -263,7 +263,8 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
 def _encode(value: Any, tensors: dict[str, Tensor] | None) -> Any:
     """Plain JSON data for ``value``; tensors go to ``tensors`` (or inline when it is None)."""
     if isinstance(value, Tensor):
-        if tensors is None:
+        # empty tensors go inline: safetensors before 0.4.4 cannot read a zero-byte tensor back
+        if tensors is None or value.numel() == 0:
             return {
                 "__tensor__": None,
                 "dtype": str(value.dtype).removeprefix("torch."),
