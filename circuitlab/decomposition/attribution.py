@@ -120,15 +120,7 @@ def direct_logit_attribution(
     resolved = resolve_targets(model, targets)
     variants = space_variants(model, resolved)
     reader = AttributionReader(model, [*resolved, *(variant for _, variant in variants)])
-    attribution: Attribution = collect(
-        model,
-        prompts,
-        {"attribution": reader},
-        positions=positions,
-        batch_size=batch_size,
-        progress=progress,
-        desc="attributing",
-    )["attribution"]
+    attribution = _attributed(model, prompts, reader, positions, batch_size, progress)
     _warn_missing_spaces(attribution, len(resolved), variants)
     n = len(resolved)
     return dataclasses.replace(
@@ -139,6 +131,26 @@ def direct_logit_attribution(
         targets=attribution.targets[:n],
         prompts=tuple(texts),
     )
+
+
+def _attributed(
+    model: ModelHandle,
+    prompts: Prompts,
+    reader: AttributionReader,
+    positions: Positions,
+    batch_size: int,
+    progress: bool | None,
+) -> Attribution:
+    """One collector pass of ``reader`` over ``prompts`` (both target modes share it)."""
+    return collect(
+        model,
+        prompts,
+        {"attribution": reader},
+        positions=positions,
+        batch_size=batch_size,
+        progress=progress,
+        desc="attributing",
+    )["attribution"]
 
 
 def _per_prompt_attribution(
@@ -164,18 +176,11 @@ def _per_prompt_attribution(
     variants = dict(space_variants(model, distinct))  # column in distinct -> spaced form
     columns = [*distinct, *variants.values()]
     spaced = {column: len(distinct) + i for i, column in enumerate(variants)}
-    own = [distinct.index(target) for target in resolved]
+    index = {target: column for column, target in enumerate(distinct)}
+    own = [index[target] for target in resolved]
     choose = torch.tensor([[column, spaced.get(column, column)] for column in own])
     reader = AttributionReader(model, columns, choose=choose)
-    attribution: Attribution = collect(
-        model,
-        prompts,
-        {"attribution": reader},
-        positions=positions,
-        batch_size=batch_size,
-        progress=progress,
-        desc="attributing",
-    )["attribution"]
+    attribution = _attributed(model, prompts, reader, positions, batch_size, progress)
     for column, variant in variants.items():
         rows = [row for row, target in enumerate(own) if target == column]
         gap = attribution.logits[rows, 1] - attribution.logits[rows, 0]

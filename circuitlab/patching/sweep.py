@@ -266,7 +266,9 @@ def activation_patching(
         patched: tuple[int, ...] = ()
         if positions is not None:
             patched = _positions(
-                positions, _common_length(tokens, "positions= names positions"), "positions"
+                positions,
+                _common_length(tokens, "positions= picks the same positions in every pair"),
+                "positions",
             )
         columns = tuple(range(model.n_heads))
         jobs = [
