@@ -87,6 +87,7 @@ if TYPE_CHECKING:  # the same names, imported eagerly, for type checkers and the
     from circuitlab.tasks import ClassificationTask, load_task
 
 __version__ = "0.1.0"
+"""The circuitlab version (PEP 440)."""
 
 _EXPORTS: dict[str, str] = {
     "collect": "circuitlab.collector",

@@ -40,7 +40,11 @@ class NormSite:
     per_layer: bool = True
 
     def scale_site(self, layer: int | None = None) -> Site:
-        """The site that holds this norm's scale ([batch, pos, 1]) for ``layer``."""
+        """The site that holds this norm's scale ([batch, pos, 1]) for ``layer``.
+
+        Args:
+            layer: Layer of a per-layer norm; ``None`` for the final norm.
+        """
         if self.per_layer and layer is None:
             raise InputError(
                 f"Norm {self.name!r} sits in every block: pass layer= (0 .. n_layers - 1)."
@@ -48,7 +52,11 @@ class NormSite:
         return norm_scale(self.name, layer if self.per_layer else None)
 
     def scale_hook(self, layer: int | None = None) -> str:
-        """The hook name of `scale_site` (for ``run_with_cache(names=...)`` and the like)."""
+        """The hook name of `scale_site` (for ``run_with_cache(names=...)`` and the like).
+
+        Args:
+            layer: Layer of a per-layer norm; ``None`` for the final norm.
+        """
         return self.scale_site(layer).hook_name
 
 
@@ -85,13 +93,22 @@ SUPPORTED_ARCHITECTURES: dict[str, _Family] = {
 
 
 def architecture_class(hf_config: Any) -> str | None:
-    """The Hugging Face class name recorded in a config (``None`` when it records none)."""
+    """The Hugging Face class name recorded in a config (``None`` when it records none).
+
+    Args:
+        hf_config: A Hugging Face model config.
+    """
     architectures = getattr(hf_config, "architectures", None) or []
     return architectures[0] if architectures else None
 
 
 def check_supported(class_name: str | None, *, model_type: str | None = None) -> str:
-    """Return ``class_name`` if circuitlab supports it, else raise a clear error."""
+    """Return ``class_name`` if circuitlab supports it, else raise a clear error.
+
+    Args:
+        class_name: The Hugging Face class name (``LlamaForCausalLM``, ...), or ``None``.
+        model_type: The config's ``model_type``, named in the error when the class is unknown.
+    """
     if class_name in SUPPORTED_ARCHITECTURES:
         return class_name
     shown = class_name or f"model_type={model_type!r} with no recorded architecture"
@@ -118,6 +135,14 @@ class ArchitectureInfo:
         positional: ``rotary`` or ``learned``.
         embedding_scale: factor applied to token embeddings (``sqrt(d_model)`` for Gemma).
         tied_embeddings: unembedding shares the embedding matrix.
+        n_layers: Number of transformer blocks.
+        n_heads: Query heads per layer.
+        n_kv_heads: Key/value heads per layer (fewer than ``n_heads`` under grouped-query
+            attention).
+        d_model: Width of the residual stream.
+        d_head: Width of one attention head.
+        d_mlp: Hidden width of the MLP.
+        d_vocab: Vocabulary size (rows of the unembedding).
     """
 
     hf_class: str
@@ -149,12 +174,21 @@ class ArchitectureInfo:
         return any(site.placement in ("attn_output", "mlp_output") for site in self.norms)
 
     def norm(self, placement: str) -> NormSite | None:
-        """The norm at ``placement`` (``attn_input``, ``final``, ...) or ``None``."""
+        """The norm at ``placement`` (``attn_input``, ``final``, ...) or ``None``.
+
+        Args:
+            placement: Where the norm sits: ``attn_input``, ``mlp_input``, ``final``, ...
+        """
         return next((site for site in self.norms if site.placement == placement), None)
 
     @classmethod
     def from_bridge(cls, bridge: Any, hf_model: Any) -> ArchitectureInfo:
-        """Read the facts off a booted ``TransformerBridge`` and the HF model under it."""
+        """Read the facts off a booted ``TransformerBridge`` and the HF model under it.
+
+        Args:
+            bridge: The booted TransformerLens ``TransformerBridge``.
+            hf_model: The Hugging Face model under the bridge.
+        """
         hf_class = check_supported(
             type(hf_model).__name__, model_type=getattr(hf_model.config, "model_type", None)
         )

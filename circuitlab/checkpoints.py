@@ -101,23 +101,42 @@ class CheckpointStore:
         return _key_text(key) in self._entries
 
     def get(self, key: Mapping[str, Any]) -> Any:
-        """The stored value of ``key`` (KeyError if that step has not finished)."""
+        """The stored value of ``key`` (KeyError if that step has not finished).
+
+        Args:
+            key: The step's identity (JSON-serialisable values).
+        """
         return self._entries[_key_text(key)]["value"]
 
     def seconds(self, key: Mapping[str, Any]) -> float:
-        """Wall time the step of ``key`` took when it was computed (0 if unknown)."""
+        """Wall time the step of ``key`` took when it was computed (0 if unknown).
+
+        Args:
+            key: The step's identity (JSON-serialisable values).
+        """
         entry = self._entries.get(_key_text(key), {})
         return float(entry.get("seconds", 0.0))
 
     def put(self, key: Mapping[str, Any], value: Any, *, seconds: float = 0.0) -> Any:
-        """Store a finished step (the file is rewritten atomically); returns the stored value."""
+        """Store a finished step (the file is rewritten atomically); returns the stored value.
+
+        Args:
+            key: The step's identity (JSON-serialisable values).
+            value: The step's result.
+            seconds: Wall time the step took.
+        """
         entry = _plain({"key": dict(key), "value": value, "seconds": float(seconds)})
         self._entries[_key_text(key)] = entry
         self._write()
         return entry["value"]
 
     def compute(self, key: Mapping[str, Any], step: Callable[[], Any]) -> Any:
-        """The value of ``key``: read back if that step finished before, else computed now."""
+        """The value of ``key``: read back if that step finished before, else computed now.
+
+        Args:
+            key: The step's identity (JSON-serialisable values).
+            step: Computes the value when it is not stored yet.
+        """
         if key in self:
             return self.get(key)
         started = time.perf_counter()

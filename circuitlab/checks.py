@@ -36,6 +36,12 @@ def check_number(name: str, value: Any, ok: Callable[[float], bool], valid: str)
     """``value`` as a float; refuses a non-number, NaN/inf, or a value failing ``ok``.
 
     ``valid`` completes "it must be ..." in the error (e.g. ``"positive, e.g. 0.05"``).
+
+    Args:
+        name: The argument's name, used in the error.
+        value: The value to check.
+        ok: Returns whether a finite number is allowed.
+        valid: What an allowed value is, in words, for the error.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InputError(f"{name} must be a number, got {value!r}.")
@@ -45,7 +51,13 @@ def check_number(name: str, value: Any, ok: Callable[[float], bool], valid: str)
 
 
 def check_integer(name: str, value: Any, *, minimum: int | None = None) -> int:
-    """``value`` as an int (a whole number, not a bool or a float), at least ``minimum``."""
+    """``value`` as an int (a whole number, not a bool or a float), at least ``minimum``.
+
+    Args:
+        name: The argument's name, used in the error.
+        value: The value to check.
+        minimum: Smallest allowed value (``None``: no bound).
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InputError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}).")
     if minimum is not None and value < minimum:
@@ -54,7 +66,12 @@ def check_integer(name: str, value: Any, *, minimum: int | None = None) -> int:
 
 
 def check_text(name: str, value: Any) -> str:
-    """``value`` if it is a string that encodes as UTF-8 (no lone surrogates)."""
+    """``value`` if it is a string that encodes as UTF-8 (no lone surrogates).
+
+    Args:
+        name: The argument's name, used in the error.
+        value: The value to check.
+    """
     if not isinstance(value, str):
         raise InputError(f"{name} must be a string, got {type(value).__name__} {value!r}.")
     try:
@@ -69,7 +86,12 @@ def check_text(name: str, value: Any) -> str:
 
 
 def check_prompts(prompts: Any, *, what: str = "prompt") -> list[str]:
-    """One text or a sequence of texts as a non-empty list of valid UTF-8 strings."""
+    """One text or a sequence of texts as a non-empty list of valid UTF-8 strings.
+
+    Args:
+        prompts: One text or a sequence of texts.
+        what: What a text is called in the error (``prompt``, ``text``, ...).
+    """
     if isinstance(prompts, str):
         texts = [prompts]
     elif isinstance(prompts, Sequence) or _is_collection(prompts):
@@ -180,7 +202,11 @@ def _resolve(annotation: Any, namespace: dict[str, Any]) -> Predicate | None:
 
 
 def checked_arguments(function: F) -> F:
-    """Check a function's annotated arguments before each call (see the module docstring)."""
+    """Check a function's annotated arguments before each call (see the module docstring).
+
+    Args:
+        function: The function whose annotated arguments are checked.
+    """
     signature = inspect.signature(function)
     name = function.__qualname__
     checks: dict[str, Predicate] | None = None

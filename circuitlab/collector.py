@@ -12,7 +12,8 @@ Every analysis that reads activations or logits over a data set runs through `co
    as a `CapturedBatch`. Readers reduce them (`circuitlab.readers`: keep, mean, per-group mean,
    moments, cosines, logits, ...) and merge: two readers that saw different batches combine
    into one that saw both, so shards of a data set (``shard=``, one per process) give the same
-   result as one pass.
+   result as one pass. Under ``torchrun`` the batches are shared out and the readers merged
+   across the processes automatically (`circuitlab.distributed`).
 
 Example:
     >>> from circuitlab import sites
@@ -24,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -32,6 +34,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from circuitlab import distributed as distributed_ranks
 from circuitlab.checks import check_prompts, checked_arguments
 from circuitlab.errors import InputError
 from circuitlab.positions import Positions, resolve_positions
@@ -214,11 +217,19 @@ class CapturedBatch:
         return self.activations[hook_name_of(site)]
 
     def read(self, site: Site | str) -> Float[Tensor, "read ..."]:
-        """The activation at every read position, flattened: [real tokens or rows, ...]."""
+        """The activation at every read position, flattened: [real tokens or rows, ...].
+
+        Args:
+            site: the site read (it must be among the sites captured).
+        """
         return self.real(site) if self.every_token else self[site]
 
     def real(self, site: Site | str) -> Float[Tensor, "tokens ..."]:
-        """The activation at every real token, [tokens, ...] (every-token reads only)."""
+        """The activation at every real token, [tokens, ...] (every-token reads only).
+
+        Args:
+            site: the site read (it must be among the sites captured).
+        """
         if not self.every_token:
             raise InputError("real() needs positions='all'; this batch read one position a row.")
         name = hook_name_of(site)
@@ -274,6 +285,7 @@ def collect(
     share_prefix: bool = True,
     grad: bool = False,
     shard: tuple[int, int] | None = None,
+    distributed: bool | None = None,
     progress: bool | None = False,
     desc: str = "collecting",
 ) -> dict[str, Any]:
@@ -294,8 +306,16 @@ def collect(
             positions: they see only the tokens after the prefix.
         grad: keep the autograd graph (activations and logits are not detached; the whole
             prompt runs, so gradients flow through every token).
-        shard: ``(index, count)``: run only this process's share of the batches.
-        progress: show a progress bar.
+        shard: ``(index, count)``: run only this process's share of the batches (the caller
+            merges the shards' readers).
+        distributed: split the batches over the processes of a ``torch.distributed`` group
+            (`circuitlab.distributed`: a group the caller initialised, or one created here
+            when ``torchrun`` launched the process) and merge every process's readers, so
+            every process returns the whole result. ``None`` (default): whenever such a group
+            of more than one process exists, the pass has more than one batch, and neither
+            ``shard`` nor ``grad`` is given; ``False``: this process runs every batch itself;
+            ``True``: require a group. Every process must make the same sharded calls.
+        progress: show a progress bar (on rank 0 only, under a process group).
         desc: the progress bar's label.
 
     Returns:
@@ -306,9 +326,17 @@ def collect(
             "collect needs a dict of named readers, e.g. {'logits': Logits()}; got "
             f"{type(readers).__name__} {readers!r}."
         )
+    full = _tokenized(model, data)
     plan = plan_batches(
-        model, data, batch_size=batch_size, positions=positions, sort=sort, shard=shard
+        model, full, batch_size=batch_size, positions=positions, sort=sort, shard=shard
     )
+    # one batch has nothing to share: it runs whole on every process (and a single-batch
+    # call, like model.logits, stays safe to make on one process only)
+    parallel = _data_parallel(model, distributed, shard, grad, len(plan))
+    if parallel:
+        plan = plan[distributed_ranks.rank() :: distributed_ranks.world_size()]
+        if not distributed_ranks.is_writer():
+            progress = False
     names = list(
         dict.fromkeys(hook_name_of(s) for reader in readers.values() for s in reader.sites)
     )
@@ -320,7 +348,53 @@ def collect(
         for captured in _passes(model, plan, recorder, shared, wants_logits, grad, progress, desc):
             for reader in readers.values():
                 reader.update(captured)
+    if parallel:
+        check = _pass_fingerprint(full, positions, batch_size, sort)
+        distributed_ranks.merge_across_ranks(
+            readers, batches=len(plan), device=model.device, check=check
+        )
     return {name: reader.result() for name, reader in readers.items()}
+
+
+def _data_parallel(
+    model: ModelHandle,
+    distributed: bool | None,
+    shard: tuple[int, int] | None,
+    grad: bool,
+    batches: int,
+) -> bool:
+    """Whether this pass splits its ``batches`` over a process group (see `collect`); creates
+    the group on the first pass that does, under torchrun."""
+    if distributed is False:
+        return False
+    if distributed is True and (shard is not None or grad):
+        raise InputError(
+            "collect(distributed=True) cannot be combined with shard= (it picks each "
+            "process's shard itself) or grad=True (gradient passes run whole on every "
+            "process). Drop one of them."
+        )
+    if shard is not None or grad:
+        return False
+    if distributed is True and not distributed_ranks.in_process_group():
+        raise InputError(
+            "collect(distributed=True) needs a torch.distributed process group: launch the "
+            "script with torchrun (e.g. torchrun --nproc_per_node 2 script.py) or call "
+            "torch.distributed.init_process_group first; or pass distributed=None."
+        )
+    return batches > 1 and distributed_ranks.initialize(model.device)
+
+
+def _pass_fingerprint(
+    full: TokenBatch, positions: ReadPositions, batch_size: int, sort: bool
+) -> str:
+    """What every process of a data-parallel pass must agree on, as a short digest."""
+    digest = hashlib.sha256()
+    for tensor in (full.input_ids, full.attention_mask):
+        digest.update(tensor.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+    if isinstance(positions, Tensor):
+        positions = positions.tolist()
+    digest.update(repr((positions, batch_size, sort, tuple(full.input_ids.shape))).encode())
+    return digest.hexdigest()
 
 
 def _passes(

@@ -61,7 +61,11 @@ class Component:
         return self.sort_key < other.sort_key
 
     def check(self, arch: ArchitectureInfo) -> Component:
-        """Return ``self`` if it exists in a model of shape ``arch``, else raise InputError."""
+        """Return ``self`` if it exists in a model of shape ``arch``, else raise InputError.
+
+        Args:
+            arch: The model's architecture facts.
+        """
         layer = getattr(self, "layer", None)
         if layer is not None and not 0 <= layer < arch.n_layers:
             raise InputError(
@@ -91,7 +95,12 @@ class Embedding(Component):
 
 @dataclass(frozen=True, eq=True)
 class Head(Component):
-    """Attention head ``head`` of layer ``layer``."""
+    """Attention head ``head`` of layer ``layer``.
+
+    Attributes:
+        layer: the layer index (0-based).
+        head: the query head's index within the layer (0-based).
+    """
 
     layer: int
     head: int
@@ -106,7 +115,11 @@ class Head(Component):
 
 @dataclass(frozen=True, eq=True)
 class AttnBias(Component):
-    """The attention output-projection bias of layer ``layer``."""
+    """The attention output-projection bias of layer ``layer``.
+
+    Attributes:
+        layer: the layer index (0-based).
+    """
 
     layer: int
 
@@ -120,7 +133,11 @@ class AttnBias(Component):
 
 @dataclass(frozen=True, eq=True)
 class Mlp(Component):
-    """The MLP of layer ``layer``."""
+    """The MLP of layer ``layer``.
+
+    Attributes:
+        layer: the layer index (0-based).
+    """
 
     layer: int
 
@@ -134,7 +151,11 @@ class Mlp(Component):
 
 @dataclass(frozen=True, eq=True)
 class Layer(Component):
-    """The whole of layer ``layer``: its heads, attention bias and MLP."""
+    """The whole of layer ``layer``: its heads, attention bias and MLP.
+
+    Attributes:
+        layer: the layer index (0-based).
+    """
 
     layer: int
 
@@ -184,12 +205,23 @@ def parse_component(text: str | Component, arch: ArchitectureInfo | None = None)
 def parse_components(
     items: Iterable[str | Component], arch: ArchitectureInfo | None = None
 ) -> list[Component]:
-    """Parse several components (see `parse_component`), keeping their order."""
+    """Parse several components (see `parse_component`), keeping their order.
+
+    Args:
+        items: Components as strings (``"L12H3"``, ``"MLP7"``, ...) or values.
+        arch: When given, each component is checked against the model's shape.
+    """
     return [parse_component(item, arch) for item in items]
 
 
 def all_components(arch: ArchitectureInfo, *, attn_bias: bool = False) -> tuple[Component, ...]:
-    """The decomposition's components in model order: EMBED, then per layer heads[, BIAS], MLP."""
+    """The decomposition's components in model order: EMBED, then per layer heads[, BIAS], MLP.
+
+    Args:
+        arch: The model's architecture facts.
+        attn_bias: Also list each layer's attention output bias (`AttnBias`), for models that have
+            one.
+    """
     components: list[Component] = [Embedding()]
     for layer in range(arch.n_layers):
         components.extend(Head(layer, head) for head in range(arch.n_heads))

@@ -10,6 +10,8 @@ and the permissions of what it writes.
   names the path.
 - `apply_umask` gives a file or folder made by `tempfile` (mode 0600 / 0700) the mode any other
   tool would give it under the user's umask, before it is renamed into place.
+- `output_file` is where results, JSON files and figures are written: atomically, and under a
+  ``torch.distributed`` group by rank 0 only (`circuitlab.distributed.is_writer`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "check_output_file",
     "check_output_folder",
     "output_errors",
+    "output_file",
     "read_records",
     "read_text_file",
 ]
@@ -39,7 +42,13 @@ __all__ = [
 
 def read_text_file(path: str | os.PathLike[str], what: str, *, encoding: str = "utf-8-sig") -> str:
     """The text of ``path`` (UTF-8, a leading byte-order mark dropped); ``what`` names the
-    expected content (``"task file"``) in the errors."""
+    expected content (``"task file"``) in the errors.
+
+    Args:
+        path: the file to read.
+        what: what the file holds, for error messages (``"task file"``).
+        encoding: the text encoding (default: UTF-8, dropping a leading byte-order mark).
+    """
     source = Path(path)
     if not source.exists():
         raise InputError(f"No {what} at {source}: the file does not exist.")
@@ -58,7 +67,12 @@ def read_text_file(path: str | os.PathLike[str], what: str, *, encoding: str = "
 
 def read_records(source: Path, text: str) -> list[Any]:
     """The rows of a ``.csv`` (header row; dicts of strings), ``.json`` (a list) or JSON-lines
-    file whose ``text`` was read with `read_text_file`; a clear error for invalid JSON."""
+    file whose ``text`` was read with `read_text_file`; a clear error for invalid JSON.
+
+    Args:
+        source: the file's path (its suffix chooses the format; it names the file in errors).
+        text: the file's content.
+    """
     suffix = source.suffix.lower()
     try:
         if suffix == ".csv":
@@ -87,7 +101,12 @@ def _current_umask() -> int:
 
 def apply_umask(path: Path, *, recursive: bool = False) -> None:
     """Give ``path`` the default mode of a new file (0666) or folder (0777) under the umask;
-    with ``recursive``, everything inside a folder too (some writers use private temp files)."""
+    with ``recursive``, everything inside a folder too (some writers use private temp files).
+
+    Args:
+        path: the file or folder (symbolic links are left alone).
+        recursive: also everything inside ``path`` when it is a folder.
+    """
     mask = _current_umask()
     paths = [path, *path.rglob("*")] if recursive and path.is_dir() else [path]
     for item in paths:
@@ -129,7 +148,12 @@ def _check_parents(target: Path, what: str) -> None:
 
 
 def check_output_file(path: str | os.PathLike[str], what: str = "output file") -> Path:
-    """``path`` as a `Path` if a file can be written there (an existing file is replaced)."""
+    """``path`` as a `Path` if a file can be written there (an existing file is replaced).
+
+    Args:
+        path: the output file (``~`` is expanded).
+        what: what the file holds, for error messages.
+    """
     target = Path(path).expanduser()
     if str(path).strip() == "":
         raise InputError(f"The {what} path is empty. Give a file name.")
@@ -155,6 +179,12 @@ def check_output_folder(
 
     With ``must_be_empty``, an existing non-empty folder is refused; the error suggests
     ``overwrite_hint`` (the CLI passes its own flag).
+
+    Args:
+        path: the output folder (``~`` is expanded).
+        what: what the folder holds, for error messages.
+        must_be_empty: refuse an existing folder that is not empty.
+        overwrite_hint: how to allow replacing a non-empty folder, named in that error.
     """
     target = Path(path).expanduser()
     if str(path).strip() == "":
@@ -178,7 +208,12 @@ def check_output_folder(
 
 @contextlib.contextmanager
 def output_errors(target: Path, what: str = "output") -> Iterator[None]:
-    """Turn an OS error raised while writing ``target`` into an `OutputPathError` naming it."""
+    """Turn an OS error raised while writing ``target`` into an `OutputPathError` naming it.
+
+    Args:
+        target: the path being written, named in the error.
+        what: what is written, for the error message.
+    """
     try:
         yield
     except OutputPathError:
@@ -194,3 +229,31 @@ def output_errors(target: Path, what: str = "output") -> Iterator[None]:
         raise OutputPathError(f"Cannot write the {what} {target}: {_reason(error)}.{hint}") from (
             None
         )
+
+
+@contextlib.contextmanager
+def output_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content to; renamed into place on success.
+
+    The write is atomic (`circuitlab.models.cache.atomic_file`: readers see the old file or
+    the new one). Under a ``torch.distributed`` group only rank 0 writes
+    (`circuitlab.distributed.is_writer`): the other processes get a scratch path that is
+    deleted afterwards, so every process runs the same code and ``path`` is written once.
+
+    Args:
+        path: the final path of the file (or folder) written.
+
+    Example:
+        >>> with output_file("scores.json") as tmp:
+        ...     tmp.write_text("{}")
+    """
+    from circuitlab import distributed
+    from circuitlab.models.cache import atomic_file
+
+    target = Path(path)
+    if distributed.is_writer():
+        with atomic_file(target) as tmp:
+            yield tmp
+        return
+    with tempfile.TemporaryDirectory(prefix="circuitlab-rank-") as scratch:
+        yield Path(scratch) / (target.name or "output")

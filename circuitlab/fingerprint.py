@@ -26,6 +26,9 @@ def model_fingerprint(model: ModelHandle) -> str:
     an evenly spaced sample of every parameter rounded to bfloat16 (so the same weights in
     float32 and bfloat16 agree). Two different checkpoints, or a model with a trained LoRA
     adapter, get different fingerprints. Computing it reads every parameter once (~0.1 s).
+
+    Args:
+        model: The model.
     """
     digest = hashlib.sha256()
     card = model.model_card()
@@ -49,6 +52,9 @@ def data_fingerprint(data: Any) -> str:
 
     ``data`` must be JSON-serialisable; dict keys are sorted first, so their order does not
     matter.
+
+    Args:
+        data: JSON-serialisable data (texts, labels, settings).
     """
     text = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -17,6 +17,8 @@ change to this file alone. What they cover:
   name its module is reachable by, and the bridge makes each reachable under several aliases.
 - **Skipping random initialisation** (``no_init_weights``) when building a model whose weights
   are all loaded afterwards.
+- **Weights spread over devices** (``device_map``, `from_pretrained_placed`): accelerate
+  places the modules; a map it cannot apply is one clear error.
 - **Plain greedy generation** (``plain_greedy_ids``): ``generate`` merges the model's own
   generation config (sampling settings, several EOS ids) into the call differently across
   releases; an explicit greedy config with one EOS id gives the same decoding in all of them.
@@ -38,7 +40,7 @@ import torch
 from transformers import DynamicCache
 from transformers.initialization import no_init_weights
 
-from circuitlab.errors import IncompatibleVersionError
+from circuitlab.errors import IncompatibleVersionError, InputError
 from circuitlab.versions import installed_versions
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "bridge_has_hooks",
     "check_kv_cache_extended",
     "crop_kv_cache",
+    "from_pretrained_placed",
     "kv_cache_forward_kwargs",
     "kv_cache_in",
     "kv_cache_keyword",
@@ -81,6 +84,9 @@ def _forward_parameters(model_class: type) -> frozenset[str]:
 def kv_cache_keyword(hf_model: Any) -> str:
     """The keyword of ``hf_model.forward`` for a KV cache: ``cache`` or ``past_key_values``.
 
+    Args:
+        hf_model: the Hugging Face model (the one the bridge wraps).
+
     Raises:
         IncompatibleVersionError: the forward takes neither (a transformers release that
             renamed it again); the message names the installed versions.
@@ -97,22 +103,38 @@ def kv_cache_keyword(hf_model: Any) -> str:
 
 
 def accepts_logits_to_keep(hf_model: Any) -> bool:
-    """Whether ``hf_model.forward`` can unembed chosen positions only (``logits_to_keep``)."""
+    """Whether ``hf_model.forward`` can unembed chosen positions only (``logits_to_keep``).
+
+    Args:
+        hf_model: the Hugging Face model (the one the bridge wraps).
+    """
     return "logits_to_keep" in _forward_parameters(type(hf_model))
 
 
 def new_kv_cache(hf_model: Any) -> Any:
-    """An empty KV cache for ``hf_model`` (sliding-window layers get sliding-window slots)."""
+    """An empty KV cache for ``hf_model`` (sliding-window layers get sliding-window slots).
+
+    Args:
+        hf_model: the Hugging Face model (the one the bridge wraps).
+    """
     return DynamicCache(config=hf_model.config)
 
 
 def kv_cache_length(cache: Any) -> int:
-    """Tokens the cache holds (for a sliding-window layer, every token seen, not just kept)."""
+    """Tokens the cache holds (for a sliding-window layer, every token seen, not just kept).
+
+    Args:
+        cache: a KV cache (from `new_kv_cache`).
+    """
     return int(cache.get_seq_length())
 
 
 def crop_kv_cache(cache: Any, length: int) -> bool:
     """Cut the cache back to its first ``length`` tokens, in place.
+
+    Args:
+        cache: a KV cache (from `new_kv_cache`).
+        length: the number of leading tokens to keep.
 
     Returns:
         False when this cache cannot be cropped there (a sliding-window layer that has already
@@ -131,12 +153,21 @@ def crop_kv_cache(cache: Any, length: int) -> bool:
 
 
 def repeat_kv_cache(cache: Any, times: int) -> None:
-    """Repeat every row of the cache ``times`` times, in place (batch of one -> ``times``)."""
+    """Repeat every row of the cache ``times`` times, in place (batch of one -> ``times``).
+
+    Args:
+        cache: a KV cache (from `new_kv_cache`).
+        times: how many copies of each row to make.
+    """
     cache.batch_repeat_interleave(times)
 
 
 def kv_cache_in(kwargs: dict[str, Any]) -> Any:
-    """The KV cache among a forward call's keyword arguments, under either name (else None)."""
+    """The KV cache among a forward call's keyword arguments, under either name (else None).
+
+    Args:
+        kwargs: the keyword arguments of a forward call.
+    """
     for keyword in _CACHE_KEYWORDS:
         if kwargs.get(keyword) is not None:
             return kwargs[keyword]
@@ -144,7 +175,12 @@ def kv_cache_in(kwargs: dict[str, Any]) -> Any:
 
 
 def kv_cache_forward_kwargs(hf_model: Any, cache: Any) -> dict[str, Any]:
-    """Keyword arguments that make a forward pass through the bridge read and extend ``cache``."""
+    """Keyword arguments that make a forward pass through the bridge read and extend ``cache``.
+
+    Args:
+        hf_model: the Hugging Face model (the one the bridge wraps).
+        cache: the KV cache to read and extend (from `new_kv_cache`).
+    """
     return {kv_cache_keyword(hf_model): cache, "use_cache": True}
 
 
@@ -160,6 +196,10 @@ def adapt_bridge_to_cache_keyword(bridge: Any, hf_model: Any) -> int:
 
     Called once when a bridge is booted. Does nothing where the model still uses the bridge's
     own keyword. The pre-hooks belong to the bridge for its lifetime, like the bridge itself.
+
+    Args:
+        bridge: the TransformerLens bridge booted on ``hf_model``.
+        hf_model: the Hugging Face model (the one the bridge wraps).
 
     Returns:
         The number of attention modules adapted (0 when none needed it).
@@ -182,6 +222,11 @@ def check_kv_cache_extended(cache: Any, before: int, added: int) -> None:
     A cache the model silently ignored stays as it was; continuing would compute every later
     token without its context.
 
+    Args:
+        cache: the KV cache after the forward pass.
+        before: tokens it held before the pass.
+        added: new tokens the pass ran.
+
     Raises:
         IncompatibleVersionError: naming the installed versions and the fix.
     """
@@ -197,7 +242,11 @@ def check_kv_cache_extended(cache: Any, before: int, added: int) -> None:
 
 
 def bridge_has_hooks(bridge: Any) -> bool:
-    """Whether any hook point of the bridge has a forward hook attached right now."""
+    """Whether any hook point of the bridge has a forward hook attached right now.
+
+    Args:
+        bridge: the TransformerLens bridge.
+    """
     return any(point._forward_hooks for point in bridge.hook_dict.values())
 
 
@@ -208,6 +257,11 @@ def probe_kv_cache(bridge: Any, hf_model: Any, *, n_tokens: int = 6) -> str | No
     Runs ``n_tokens`` tokens in one pass, then the same tokens as a prefix plus one cached step,
     and compares the last position's logits. Run it while no hooks are attached
     (`bridge_has_hooks`): a hook that is not position-aware would tell the two apart.
+
+    Args:
+        bridge: the TransformerLens bridge booted on ``hf_model``.
+        hf_model: the Hugging Face model (the one the bridge wraps).
+        n_tokens: length of the probe sequence (at least 2).
 
     Returns:
         None when they agree, otherwise a description of the problem naming the versions.
@@ -245,6 +299,10 @@ def peft_adapter_state_dict(hf_model: Any, adapter_name: str = "default") -> dic
     The bridge makes every wrapped module reachable under aliases (``attn.q`` beside
     ``self_attn.q_proj``); peft 0.18 lists a tensor under each of them. Only the path
     ``named_parameters`` reports (one per tensor) is kept.
+
+    Args:
+        hf_model: the peft-wrapped Hugging Face model.
+        adapter_name: the LoRA adapter's name.
     """
     canonical = {
         name.replace(f".{adapter_name}.", ".")
@@ -267,7 +325,15 @@ def plain_greedy_ids(
     pad_token_id: int | None,
 ) -> list[list[int]]:
     """Greedy continuation ids of each row of ``input_ids`` [batch, pos] (unpadded rows of one
-    length) by plain ``generate``, each cut after ``eos_token_id`` (the EOS id kept)."""
+    length) by plain ``generate``, each cut after ``eos_token_id`` (the EOS id kept).
+
+    Args:
+        hf_model: the Hugging Face model (no hooks, no interventions).
+        input_ids: prompt token ids [batch, pos], every row of the same length (no padding).
+        max_new_tokens: the most tokens generated per row.
+        eos_token_id: the id that ends a row (``None``: rows run to ``max_new_tokens``).
+        pad_token_id: the id ``generate`` pads finished rows with (default: ``eos_token_id``).
+    """
     from transformers import GenerationConfig
 
     config = GenerationConfig(
@@ -299,3 +365,56 @@ def chat_prompt(tokenizer: Any, instruction: str) -> str | None:
         [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
     )
     return str(text)
+
+
+def from_pretrained_placed(model_class: Any, source: str, device_map: Any, **kwargs: Any) -> Any:
+    """``model_class.from_pretrained(source, **kwargs)`` with its weights placed by
+    ``device_map`` (a strategy such as ``"auto"``, one device, or module name → device);
+    ``None`` loads on the CPU as usual.
+
+    Args:
+        model_class: a transformers model class (e.g. ``AutoModelForCausalLM``).
+        source: a Hub id or local folder.
+        device_map: ``None``, a strategy such as ``"auto"``, one device, or a dict of module name →
+            device.
+        **kwargs: passed on to ``from_pretrained`` (``torch_dtype``, ``revision``, ...).
+
+    Raises:
+        InputError: accelerate is missing, or the map cannot be applied (a module name the
+            model lacks, a device too small, ...).
+    """
+    if device_map is None:
+        return model_class.from_pretrained(source, **kwargs)
+    try:
+        import accelerate  # noqa: F401  (transformers dispatches through it)
+    except ImportError:
+        raise InputError(
+            "device_map needs the accelerate package: pip install accelerate (or load on one "
+            "device with device=...)."
+        ) from None
+    try:
+        loaded = model_class.from_pretrained(source, device_map=device_map, **kwargs)
+    except (ValueError, KeyError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(
+            f"device_map={device_map!r} cannot place the weights of {source} ({first}). Use "
+            f"'auto', or a dict that gives every module a device, e.g. {{'': 'cpu'}}."
+        ) from error
+    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    if isinstance(device_map, dict):  # transformers quietly ignores names it does not know
+        unknown = [name for name in device_map if not _has_submodule(model, name)]
+        if unknown:
+            raise InputError(
+                f"device_map names no module {unknown[0]!r} of {source}; use module names "
+                f"such as 'model.embed_tokens', 'model.layers.0', 'lm_head' ('' for the whole "
+                f"model)."
+            )
+    return loaded
+
+
+def _has_submodule(model: Any, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True

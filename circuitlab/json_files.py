@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from circuitlab.errors import InputError
-from circuitlab.files import read_text_file
-from circuitlab.models.cache import atomic_file
+from circuitlab.files import output_file, read_text_file
 
 __all__ = ["read_json", "write_json_atomic"]
 
 
 def write_json_atomic(data: Any, path: str | os.PathLike[str], *, indent: int = 1) -> Path:
-    """Write ``data`` as JSON to ``path`` (a temporary file renamed into place); returns it."""
+    """Write ``data`` as JSON to ``path`` (a temporary file renamed into place; under a
+    ``torch.distributed`` group by rank 0 only); returns it."""
     target = Path(path)
-    with atomic_file(target) as tmp:
+    with output_file(target) as tmp:
         tmp.write_text(json.dumps(data, indent=indent) + "\n", encoding="utf-8")
     return target
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from circuitlab import hf_compat
 from circuitlab.architecture import architecture_class, check_supported
 from circuitlab.errors import (
     CircuitlabError,
@@ -30,7 +31,7 @@ from circuitlab.models.registry import (
 )
 from circuitlab.models.store import cached_model_dir, load_cached_model
 
-__all__ = ["load", "resolve_device", "resolve_dtype"]
+__all__ = ["DEVICE_MAP_STRATEGIES", "load", "resolve_device", "resolve_device_map", "resolve_dtype"]
 
 _DTYPES = {
     "float32": torch.float32,
@@ -72,6 +73,69 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+"""The placement strategies of Hugging Face's ``device_map`` (accelerate fills the devices)."""
+
+DeviceMap = str | dict[str, int | str]
+"""A Hugging Face ``device_map``: a strategy, one device, or module name → device."""
+
+
+def _map_device(value: object, where: str) -> int | str:
+    """One device of a ``device_map``: a CUDA index, ``"cpu"``, ``"cuda:1"``, ``"mps"``,
+    ``"disk"``, checked to exist here."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        resolve_device(f"cuda:{value}")
+        return value
+    if isinstance(value, str) and value == "disk":
+        return value
+    if isinstance(value, str) and value.strip() and value != "meta":
+        return str(resolve_device(value))
+    raise InputError(
+        f"{where} is {value!r}; a device_map places modules on a CUDA index (0), 'cpu', "
+        f"'cuda:1', 'mps' or 'disk' ('meta' holds no weights)."
+    )
+
+
+def resolve_device_map(device_map: object) -> DeviceMap:
+    """Check a Hugging Face ``device_map``: a strategy (`DEVICE_MAP_STRATEGIES`), one device
+    (``"cpu"``, ``"cuda:0"``), or a dict of module names (``"model.layers.3"``, ``""`` for the
+    whole model) to devices; every device must exist on this machine."""
+    if isinstance(device_map, str):
+        if device_map in DEVICE_MAP_STRATEGIES:
+            return device_map
+        try:
+            return _map_device(device_map, "device_map")
+        except InputError:
+            raise InputError(
+                f"Unknown device_map {device_map!r}. Use one of "
+                f"{', '.join(map(repr, DEVICE_MAP_STRATEGIES))}, a device ('cpu', 'cuda:1'), "
+                f"or a dict of module names to devices, e.g. {{'': 'cpu'}}."
+            ) from None
+    if isinstance(device_map, dict) and device_map:
+        checked: dict[str, int | str] = {}
+        for module, value in device_map.items():
+            if not isinstance(module, str):
+                raise InputError(
+                    f"device_map keys are module names such as 'model.layers.3' ('' for the "
+                    f"whole model), got {module!r}."
+                )
+            checked[module] = _map_device(value, f"device_map[{module!r}]")
+        return checked
+    raise InputError(
+        f"device_map must be a strategy ({', '.join(map(repr, DEVICE_MAP_STRATEGIES))}), a "
+        f"device, or a non-empty dict of module names to devices; got {device_map!r}."
+    )
+
+
+def _launched_cuda_device(device: torch.device) -> torch.device:
+    """``cuda`` without an index means this process's GPU (``$LOCAL_RANK``) under torchrun."""
+    from circuitlab import distributed
+
+    if device.type == "cuda" and device.index is None and distributed.launched():
+        return resolve_device(f"cuda:{int(os.environ['LOCAL_RANK'])}")
+    return device
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """Parse a dtype given as ``torch.bfloat16`` or ``"bf16"``/``"bfloat16"``/``"float32"``..."""
     if isinstance(dtype, torch.dtype):
@@ -88,7 +152,8 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 def load(
     name: str | os.PathLike[str] | None = None,
     *,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = None,
+    device_map: DeviceMap | None = None,
     dtype: str | torch.dtype = torch.float32,
     cache_dir: str | os.PathLike[str] | None = None,
     prepend_bos: bool | None = None,
@@ -101,7 +166,14 @@ def load(
         name: a registry name (``"smollm2-135m-instruct"``, the default, or ``"gemma3-270m"``),
             the path of a local Hugging Face model folder, or a hub id (``"org/model"``,
             needs the network).
-        device: ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``, ``"mps"``.
+        device: ``"cpu"`` (the default), ``"cuda"``, ``"cuda:1"``, ``"mps"``. Under
+            ``torchrun``, ``"cuda"`` is this process's GPU (``cuda:$LOCAL_RANK``).
+        device_map: spread the weights over several devices instead (for a model larger
+            than one GPU): passed to Hugging Face's ``from_pretrained`` (needs
+            ``accelerate``): ``"auto"``, ``"balanced"``, ``"balanced_low_0"``,
+            ``"sequential"``, one device, or a dict of module names to devices
+            (``{"model.embed_tokens": 0, "model.layers.0": 0, ..., "lm_head": 1}``).
+            Not with ``device``. See ``model.device_map`` for where each module went.
         dtype: weight dtype; ``torch.float32`` by default, ``torch.bfloat16`` for GPUs.
         cache_dir: cache root for registry models (default ``$CIRCUITLAB_CACHE_DIR`` or
             ``~/.cache/circuitlab``).
@@ -114,8 +186,8 @@ def load(
         A `ModelHandle`.
 
     Raises:
-        InputError: an empty name, or one that is neither a string nor a path; a bad device
-            or dtype.
+        InputError: an empty name, or one that is neither a string nor a path; a bad device,
+            device_map or dtype; both device and device_map.
         ModelNotFoundError: a name that is no registry name, existing path or hub id.
         NotAModelError: a folder transformers cannot use (the message names the file: invalid
             JSON, no or truncated safetensors weights, only pickled weights, no tokenizer,
@@ -128,14 +200,20 @@ def load(
         (30, 9, 3)
     """
     name = _checked_name(name)
-    torch_device = resolve_device(device)
+    if device is not None and device_map is not None:
+        raise InputError(
+            f"Pass device ({device!r}) or device_map ({device_map!r}), not both: device_map "
+            f"places every module itself."
+        )
+    torch_device = _launched_cuda_device(resolve_device("cpu" if device is None else device))
+    placement = None if device_map is None else resolve_device_map(device_map)
     torch_dtype = resolve_dtype(dtype)
     options = {"trust_remote_code": trust_remote_code}
     if isinstance(name, str) and name in KNOWN_MODELS:
         spec = KNOWN_MODELS[name]
         model, tokenizer = load_cached_model(
             spec,
-            lambda folder: _load_folder(folder, torch_dtype, options),
+            lambda folder: _load_folder(folder, torch_dtype, options, placement),
             cache_dir,
             progress=progress,
         )
@@ -143,16 +221,17 @@ def load(
         label = name
     elif (path := _existing_path(name)) is not None:
         folder = path.resolve()
-        model, tokenizer = _load_folder(folder, torch_dtype, options)
+        model, tokenizer = _load_folder(folder, torch_dtype, options, placement)
         source = f"local folder ({folder})"
         label = folder.name
     elif isinstance(name, str) and _looks_like_hub_id(name):
-        model, tokenizer = _load_hub(name, torch_dtype, options)
+        model, tokenizer = _load_hub(name, torch_dtype, options, placement)
         source = "hub"
         label = name
     else:
         raise ModelNotFoundError(unknown_model_message(str(name)))
-    model = model.to(torch_device)
+    if placement is None:
+        model = model.to(torch_device)  # a dispatched model stays where device_map put it
     return ModelHandle(model, tokenizer, name=label, source=source, prepend_bos=prepend_bos)
 
 
@@ -213,7 +292,9 @@ _RESAVE = (
 )
 
 
-def _load_folder(folder: Path, dtype: torch.dtype, options: dict[str, Any]) -> tuple[Any, Any]:
+def _load_folder(
+    folder: Path, dtype: torch.dtype, options: dict[str, Any], placement: DeviceMap | None = None
+) -> tuple[Any, Any]:
     """Load a local folder; whatever is wrong with it is a `NotAModelError` naming the file."""
     documents = _check_documents(folder, thorough=False)
     try:
@@ -222,6 +303,7 @@ def _load_folder(folder: Path, dtype: torch.dtype, options: dict[str, Any]) -> t
             dtype,
             {**options, "local_files_only": True},
             check_files=lambda: _check_files(folder, documents),
+            placement=placement,
         )
     except (CircuitlabError, MemoryError):
         raise
@@ -366,11 +448,13 @@ def _hub_offline() -> bool:
     return flag in ("1", "true", "yes", "on") or bool(constants.HF_HUB_OFFLINE)
 
 
-def _load_hub(name: str, dtype: torch.dtype, options: dict[str, Any]) -> tuple[Any, Any]:
+def _load_hub(
+    name: str, dtype: torch.dtype, options: dict[str, Any], placement: DeviceMap | None = None
+) -> tuple[Any, Any]:
     if _hub_offline():
         options = {**options, "local_files_only": True}
     try:
-        return _from_pretrained(name, dtype, options)
+        return _from_pretrained(name, dtype, options, placement=placement)
     except (CircuitlabError, MemoryError):
         raise
     except OSError as error:
@@ -395,11 +479,12 @@ def _from_pretrained(
     options: dict[str, Any],
     *,
     check_files: Callable[[], None] | None = None,
+    placement: DeviceMap | None = None,
 ) -> tuple[Any, Any]:
     """Model (safetensors only: no pickle is ever loaded) and tokenizer of ``source``.
 
     ``check_files`` runs once the config names a supported architecture, before the weights
-    are read.
+    are read; ``placement`` is the model's ``device_map`` (`hf_compat.from_pretrained_placed`).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -413,8 +498,10 @@ def _from_pretrained(
     check_supported(architecture_class(config), model_type=getattr(config, "model_type", None))
     if check_files is not None:
         check_files()
-    model, loading_info = AutoModelForCausalLM.from_pretrained(
+    model, loading_info = hf_compat.from_pretrained_placed(
+        AutoModelForCausalLM,
         source,
+        placement,
         config=config,
         dtype=dtype,
         attn_implementation="eager",

@@ -77,7 +77,15 @@ class LoraAdapter:
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (atomically)."""
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (atomically).
+
+        Args:
+            path: the folder to write (created; reload it with `load_lora` or ``peft``).
+            overwrite: replace an existing non-empty folder instead of refusing.
+
+        Returns:
+            The folder written.
+        """
         target = Path(path)
         check_writable_folder(target, overwrite=overwrite)
         with staged_folder(target) as staging:
@@ -121,7 +129,12 @@ def _checked_modules(model: ModelHandle, modules: Sequence[str] | None) -> tuple
 
 def check_lora_layers(layers: Sequence[int], n_layers: int) -> list[int]:
     """``layers`` sorted and deduplicated if each is a layer of the model; a clear error
-    otherwise (none, or out of range)."""
+    otherwise (none, or out of range).
+
+    Args:
+        layers: layer indices (at least one).
+        n_layers: the model's number of layers; valid indices are ``0 .. n_layers - 1``.
+    """
     layer_list = sorted({int(layer) for layer in layers})
     if not layer_list:
         raise InputError("Choose at least one layer for the LoRA adapter.")
@@ -200,7 +213,17 @@ def lora_config(
 ) -> LoraConfig:
     """The ``peft`` `LoraConfig` of an adapter on ``modules`` of ``layers``, in plain Hugging
     Face module names (``layers_to_transform``), ready for ``peft.get_peft_model`` on the plain
-    ``transformers`` model; the config `add_lora` saves with its adapters."""
+    ``transformers`` model; the config `add_lora` saves with its adapters.
+
+    Args:
+        model: the model handle (its family decides the module names and layout).
+        layers: layer indices that get adapters (``layers_to_transform``).
+        modules: module names, e.g. ``("q_proj", "v_proj")``; default every linear map LoRA
+            can target in this family.
+        r: LoRA rank.
+        alpha: LoRA scaling numerator (the update is scaled by ``alpha / r``).
+        dropout: dropout on the adapter's input during training.
+    """
     layer_list = check_lora_layers(layers, model.n_layers)
     chosen = _checked_modules(model, modules)
     fan_in_fan_out = model.arch.family == "gpt2"
@@ -228,6 +251,12 @@ def lora_config(
 @contextlib.contextmanager
 def adapted(model: ModelHandle, layers: Sequence[int], **options: Any) -> Iterator[LoraAdapter]:
     """Context manager: a LoRA adapter (`add_lora`) on the model inside, removed after.
+
+    Args:
+        model: the model handle (its HF modules are wrapped inside the block).
+        layers: layer indices that get adapters.
+        **options: further keyword arguments of `add_lora` (``modules``, ``r``, ``alpha``,
+            ``dropout``, ``init``).
 
     Example:
         >>> with adapted(model, layers=[10, 11], r=4) as adapter:
@@ -307,6 +336,9 @@ def lora_delta(module: Any) -> Tensor | None:
     Returns ``None`` for any other module. ΔW has the wrapped weight's layout, so
     ``base.weight + lora_delta(module)`` is the weight the adapted model computes with. The weight
     views of the decomposition and baking for export both use it.
+
+    Args:
+        module: any module; only a peft LoRA layer gives a delta.
     """
     if not isinstance(module, LoraLayer) or module.merged:
         return None
@@ -322,7 +354,11 @@ def lora_delta(module: Any) -> Tensor | None:
 
 def lora_modules(model: ModelHandle) -> list[tuple[int, str, LoraLayer]]:
     """Every peft LoRA layer in the model as ``(layer index, module name, module)``, in layer
-    then module-name order (``(3, "q_proj", <lora.Linear>)``); empty without an adapter."""
+    then module-name order (``(3, "q_proj", <lora.Linear>)``); empty without an adapter.
+
+    Args:
+        model: the model handle whose HF modules are searched.
+    """
     found: dict[tuple[int, str], LoraLayer] = {}
     for name, module in model.hf_model.named_modules():
         if isinstance(module, LoraLayer):

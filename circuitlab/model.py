@@ -75,6 +75,15 @@ class ModelHandle:
     The handle owns its HF model: it boots exactly one ``TransformerBridge`` on it and refuses
     to boot a second one on the same object.
 
+    Args:
+        hf_model: a Hugging Face causal LM of a supported architecture, with no bridge booted on it
+            yet (put in eval mode).
+        tokenizer: its tokenizer.
+        name: the model's name in reprs, model cards and result headers.
+        source: where the model came from, in words (``"hub"``, a folder, ``"memory"``).
+        prepend_bos: BOS policy: ``None`` keeps the tokenizer's own special tokens (as plain
+            ``transformers`` does), ``True`` always starts prompts with BOS, ``False`` never.
+
     Example:
         >>> model = circuitlab.load()                       # SmolLM2-135M-Instruct
         >>> model.top_next_tokens("The capital of France is", k=1)[0].token
@@ -125,7 +134,14 @@ class ModelHandle:
     def from_hf(
         cls, hf_model: Any, tokenizer: Any, *, name: str | None = None, **kwargs: Any
     ) -> ModelHandle:
-        """Wrap a Hugging Face model already in memory (it must not have a bridge yet)."""
+        """Wrap a Hugging Face model already in memory (it must not have a bridge yet).
+
+        Args:
+            hf_model: the Hugging Face causal LM (no bridge booted on it yet).
+            tokenizer: its tokenizer.
+            name: the model's name (default: the model's class name).
+            **kwargs: passed on to `ModelHandle` (``source``, ``prepend_bos``).
+        """
         return cls(hf_model, tokenizer, name=name or type(hf_model).__name__, **kwargs)
 
     # ----------------------------------------------------------------- facts
@@ -133,6 +149,13 @@ class ModelHandle:
     def device(self) -> torch.device:
         """Device of the model's weights."""
         return self.hf_model.device
+
+    @property
+    def device_map(self) -> dict[str, Any] | None:
+        """Where each module's weights are when loaded with a ``device_map`` (module name →
+        device, as Hugging Face records it), else ``None`` (everything on `device`)."""
+        placed = getattr(self.hf_model, "hf_device_map", None)
+        return dict(placed) if placed else None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -194,7 +217,11 @@ class ModelHandle:
         return hf_compat.new_kv_cache(self.hf_model)
 
     def kv_cache_kwargs(self, cache: Any) -> dict[str, Any]:
-        """Forward keyword arguments that make a bridge forward pass read and extend ``cache``."""
+        """Forward keyword arguments that make a bridge forward pass read and extend ``cache``.
+
+        Args:
+            cache: a KV cache (from `new_kv_cache`).
+        """
         return hf_compat.kv_cache_forward_kwargs(self.hf_model, cache)
 
     def forward_with_kv_cache(
@@ -204,6 +231,11 @@ class ModelHandle:
 
         Hooks and interventions active on the model apply. ``kwargs`` go to the bridge
         (``attention_mask`` covering cached plus new tokens, ``logits_to_keep``).
+
+        Args:
+            input_ids: the new tokens' ids [batch, pos] (on the model's device).
+            cache: a KV cache (from `new_kv_cache`) holding the earlier tokens; extended in place.
+            **kwargs: passed on to the bridge (``attention_mask``, ``logits_to_keep``).
 
         Raises:
             IncompatibleVersionError: the forward pass did not extend the cache (the installed
@@ -230,7 +262,11 @@ class ModelHandle:
     # ---------------------------------------------------------- tokenization
     @checked_arguments
     def tokenize(self, prompts: Prompts) -> TokenBatch:
-        """Tokenize prompts with the handle's BOS policy into a right-padded batch."""
+        """Tokenize prompts with the handle's BOS policy into a right-padded batch.
+
+        Args:
+            prompts: one prompt, a list of prompts, or a `TokenBatch` (used as it is).
+        """
         if isinstance(prompts, TokenBatch):
             return prompts
         return encode_prompts(
@@ -243,7 +279,11 @@ class ModelHandle:
 
     @checked_arguments
     def to_str_tokens(self, prompt: str) -> list[str]:
-        """The prompt's tokens as strings, under the handle's BOS policy."""
+        """The prompt's tokens as strings, under the handle's BOS policy.
+
+        Args:
+            prompt: one prompt text.
+        """
         return [self.tokenizer.decode([token]) for token in self.tokenize(prompt).row(0).tolist()]
 
     @checked_arguments
@@ -251,12 +291,20 @@ class ModelHandle:
         """Id of a word that must be a single token (``" Paris"``); clear error otherwise.
 
         ``what`` names the word in the error (``"Token"``, ``"Label word"``, ``"Target token"``).
+
+        Args:
+            word: the word, with its leading space where the text has one (``" Paris"``).
+            what: what the word is, for the error message.
         """
         return single_token_id(self.tokenizer, word, what=what)
 
     @checked_arguments
     def token_ids(self, words: Sequence[str]) -> list[int]:
-        """Ids of several single-token words (label words), in order."""
+        """Ids of several single-token words (label words), in order.
+
+        Args:
+            words: the words (one string counts as a list of one).
+        """
         if isinstance(words, str):
             words = [words]
         if len(words) == 0:
@@ -270,6 +318,11 @@ class ModelHandle:
         """Tokenized batches of ``batch_size`` prompts, in order, with an optional progress bar.
 
         For your own loops; circuitlab's analyses stream through `circuitlab.collector.collect`.
+
+        Args:
+            prompts: the prompt texts.
+            batch_size: prompts per batch.
+            progress: show a progress bar.
         """
         plan = plan_batches(self, prompts, batch_size=batch_size, sort=False)
         for planned in progress_bar(plan, desc="batches", unit="batch", progress=progress):
@@ -285,6 +338,10 @@ class ModelHandle:
 
         ``grad=True`` keeps the autograd graph, to train through the model (a LoRA adapter,
         say) with hooks and interventions in force.
+
+        Args:
+            prompts: one prompt, a list of prompts, or a `TokenBatch` (used as it is).
+            grad: keep the autograd graph (default: no gradients).
         """
         batch = self._inputs(prompts)
         with torch.set_grad_enabled(grad):
@@ -299,6 +356,9 @@ class ModelHandle:
 
         Only the last positions are unembedded (``logits_to_keep`` where the HF model takes
         it), so the [batch, pos, d_vocab] tensor of a full forward pass is never built.
+
+        Args:
+            prompts: one prompt, a list of prompts, or a `TokenBatch` (used as it is).
         """
         batch = self.tokenize(prompts)
         readers = {"logits": Logits()}
@@ -319,6 +379,10 @@ class ModelHandle:
         """The ``k`` most likely next tokens after ``prompt``, with probabilities.
 
         One prompt gives one list of predictions; a list of prompts gives one list per prompt.
+
+        Args:
+            prompt: one prompt text or a list of them.
+            k: how many tokens per prompt (at least 1).
         """
         k = check_integer("k", k, minimum=1)
         texts = check_prompts(prompt)
@@ -347,6 +411,12 @@ class ModelHandle:
         """Forward pass with temporary hooks (removed afterwards, even on error); returns logits.
 
         Each hook is ``(site, function)``: a `circuitlab.sites.Site`, a hook name or a filter.
+
+        Args:
+            prompts: one prompt, a list of prompts, or a `TokenBatch` (used as it is).
+            fwd_hooks: ``(site, function)`` pairs: the site a `circuitlab.sites.Site`, a hook
+                name or a filter on names; the function a TransformerLens hook
+                ``function(activation, hook)`` (returning a replacement or ``None``).
         """
         hooks = self._resolved_hooks(fwd_hooks)
         batch = self._inputs(prompts)
@@ -367,6 +437,11 @@ class ModelHandle:
         or a filter on names. Activations and logits are [batch, pos, ...]; at padding
         positions they are meaningless. A full cache holds ~1,400 tensors on a
         30-layer model: prefer a list. Stream data sets through `circuitlab.collector.collect`.
+
+        Args:
+            prompts: one prompt, a list of prompts, or a `TokenBatch` (used as it is).
+            names: the sites or hook names to record (one or a list), a filter on hook names, or
+                ``None`` for every hook point.
         """
         batch = self.tokenize(prompts)
         listed = [names] if isinstance(names, (str, Site)) else names
@@ -406,6 +481,11 @@ class ModelHandle:
         """Context manager: hooks stay on for every forward pass inside, and are removed after.
 
         Each hook is ``(site, function)``: a `circuitlab.sites.Site`, a hook name or a filter.
+
+        Args:
+            fwd_hooks: ``(site, function)`` pairs: the site a `circuitlab.sites.Site`, a hook
+                name or a filter on names; the function a TransformerLens hook
+                ``function(activation, hook)`` (returning a replacement or ``None``).
         """
         with self.bridge.hooks(fwd_hooks=self._resolved_hooks(fwd_hooks)):
             yield self
@@ -420,7 +500,11 @@ class ModelHandle:
 
     def check_finite(self, logits: Tensor) -> Tensor:
         """``logits`` if every value is finite; otherwise a `NumericalError` naming the
-        interventions in force (or the dtype) as the likely cause."""
+        interventions in force (or the dtype) as the likely cause.
+
+        Args:
+            logits: the logits to check (any shape).
+        """
         if bool(torch.isfinite(logits).all()):
             return logits
         bad = int((~torch.isfinite(logits)).sum())
@@ -445,7 +529,11 @@ class ModelHandle:
 
     @contextlib.contextmanager
     def interventions_in_force(self, resolved: ResolvedInterventions) -> Iterator[None]:
-        """Record ``resolved`` as in force for the block (its hooks are `applied`'s job)."""
+        """Record ``resolved`` as in force for the block (its hooks are `applied`'s job).
+
+        Args:
+            resolved: the resolved interventions applied inside the block.
+        """
         self._interventions.append(resolved)
         try:
             yield
@@ -456,6 +544,9 @@ class ModelHandle:
         """Context manager: apply interventions (Ablate, Scale, ...) inside, undo them after.
 
         See `circuitlab.interventions.intervene`.
+
+        Args:
+            *interventions: the interventions (``Ablate``, ``Scale``, ...), applied in order.
         """
         from circuitlab.interventions.apply import intervene
 
@@ -471,6 +562,11 @@ class ModelHandle:
         With ``stop_at_eos`` a row ends with the end-of-sequence token (included). Hooks active
         on the bridge (e.g. inside `hooks`) apply to every step. See
         `circuitlab.decoding.greedy_decode`, the decoder this uses.
+
+        Args:
+            prompts: one prompt text or a list of them.
+            max_new_tokens: the most tokens generated per prompt.
+            stop_at_eos: end a row at the end-of-sequence token.
         """
         return greedy_decode(
             self,
@@ -486,7 +582,13 @@ class ModelHandle:
     def generate(
         self, prompts: str | Sequence[str], max_new_tokens: int = 20, *, stop_at_eos: bool = True
     ) -> str | list[str]:
-        """Greedy continuation text; a string for one prompt, a list for several."""
+        """Greedy continuation text; a string for one prompt, a list for several.
+
+        Args:
+            prompts: one prompt text or a list of them.
+            max_new_tokens: the most tokens generated per prompt.
+            stop_at_eos: end a row at the end-of-sequence token.
+        """
         ids = self.generate_ids(prompts, max_new_tokens, stop_at_eos=stop_at_eos)
         texts = [self.tokenizer.decode(row, skip_special_tokens=True) for row in ids]
         return texts[0] if isinstance(prompts, str) else texts

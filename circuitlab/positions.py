@@ -37,7 +37,13 @@ def _position_list(positions: Any) -> Int[Tensor, " batch"]:
 
 
 def resolve_positions(batch: TokenBatch, positions: Positions) -> Int[Tensor, " batch"]:
-    """Absolute position of the chosen token in each row of a right-padded batch."""
+    """Absolute position of the chosen token in each row of a right-padded batch.
+
+    Args:
+        batch: a right-padded batch.
+        positions: ``None`` for each row's last real token, one int for every row, or one
+            int per row; negative values count back from the row's last real token (-1).
+    """
     lengths = batch.lengths
     if positions is None:
         return lengths - 1

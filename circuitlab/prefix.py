@@ -60,6 +60,10 @@ class SharedPrefix:
     `circuitlab.collector.collect` and `circuitlab.decoding.greedy_decode` use one per call:
     ``split`` tells how many leading tokens of a batch the cache covers and gives the forward
     keyword arguments that serve them, so only the tokens after them run.
+
+    Args:
+        model: the model whose forward passes the cache serves.
+        min_length: shortest common prefix (tokens) worth caching; shorter ones run in full.
     """
 
     def __init__(self, model: ModelHandle, *, min_length: int = MIN_SHARED_PREFIX) -> None:
@@ -122,6 +126,11 @@ class SharedPrefix:
 
         Returns ``(0, None)`` when sharing does not apply (short prefix, position-dependent
         edits): then run the full batch as usual. The cache is the caller's to extend.
+
+        Args:
+            batch: a right-padded batch.
+            positions: the position read in each row [batch] (default: each row's last real
+                token); the cached prefix stops before it.
         """
         if not self._enabled():
             return 0, None
@@ -137,6 +146,11 @@ class SharedPrefix:
 
         Returns ``(0, {})`` when sharing does not apply (short prefix, position-dependent edits):
         then run the full batch as usual.
+
+        Args:
+            batch: a right-padded batch.
+            positions: the position read in each row [batch] (default: each row's last real
+                token); the cached prefix stops before it.
         """
         length, cache = self.split_cache(batch, positions)
         return (0, {}) if cache is None else (length, self.model.kv_cache_kwargs(cache))

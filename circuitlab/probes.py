@@ -243,7 +243,11 @@ class LinearProbes:
     def decision_function(
         self, X: Float[Tensor, "unit example feature"]
     ) -> Float[Tensor, "unit example"]:
-        """Each unit's logit ``w · x + b`` on its own features [unit, example]."""
+        """Each unit's logit ``w · x + b`` on its own features [unit, example].
+
+        Args:
+            X: features [unit, example, feature], as many units and features as fitted.
+        """
         self._check_fitted("decision_function")
         X = as_features(X, "decision_function()")
         n_units, n_features = self.coef_.shape
@@ -264,13 +268,20 @@ class LinearProbes:
         """Probability of class 1 for every unit and example [unit, example].
 
         (scikit-learn returns both columns; this is its ``[:, 1]``.)
+
+        Args:
+            X: features [unit, example, feature], as many units and features as fitted.
         """
         self._check_fitted("predict_proba")
         return torch.sigmoid(self.decision_function(X))
 
     @checked_arguments
     def predict(self, X: Float[Tensor, "unit example feature"]) -> Int[Tensor, "unit example"]:
-        """Predicted class (0 or 1, int64) for every unit and example [unit, example]."""
+        """Predicted class (0 or 1, int64) for every unit and example [unit, example].
+
+        Args:
+            X: features [unit, example, feature], as many units and features as fitted.
+        """
         self._check_fitted("predict")
         return (self.decision_function(X) > 0).long()
 
@@ -280,7 +291,12 @@ class LinearProbes:
         X: Float[Tensor, "unit example feature"],
         y: Int[Tensor, " example"] | Int[Tensor, "unit example"],
     ) -> Float[Tensor, " unit"]:
-        """Accuracy of each unit's probe on (X, y): fractions in 0..1, shape [unit] (float64)."""
+        """Accuracy of each unit's probe on (X, y): fractions in 0..1, shape [unit] (float64).
+
+        Args:
+            X: features [unit, example, feature], as many units and features as fitted.
+            y: 0/1 labels [example], shared by all units, or [unit, example].
+        """
         self._check_fitted("score")
         X = as_features(X, "score()")
         y = as_labels(y, X, "score()")

@@ -38,7 +38,16 @@ def progress_bar(
     unit: str = "it",
     total: int | None = None,
 ) -> Any:
-    """A tqdm bar over ``iterable`` following ``progress`` (see the module docstring)."""
+    """A tqdm bar over ``iterable`` following ``progress`` (see the module docstring).
+
+    Args:
+        iterable: what to iterate over (``None``: a bar updated by hand).
+        progress: ``None``: a bar after `AUTO_DELAY` seconds (unless turned off by
+            ``$CIRCUITLAB_PROGRESS``); ``True``: from the start; ``False``: never.
+        desc: the bar's label.
+        unit: the name of one step (``"it"``, ``"batch"``, ...).
+        total: the number of steps, when ``iterable`` has no length.
+    """
     if progress is None:
         enabled, delay = _default_on(), AUTO_DELAY
     else:

@@ -62,11 +62,19 @@ class Reader:
     needs_logits: bool = False
 
     def update(self, batch: CapturedBatch) -> None:
-        """Fold in one batch."""
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         raise NotImplementedError
 
     def merge(self, other: Any) -> None:
-        """Fold in another reader of the same kind and settings that saw other batches."""
+        """Fold in another reader of the same kind and settings that saw other batches.
+
+        Args:
+            other: the reader to fold in (it is left as it was).
+        """
         raise NotImplementedError
 
     def result(self) -> Any:
@@ -94,11 +102,21 @@ class RowChunks(Reader):
         self._values: list[Tensor] = []
 
     def keep(self, rows: Int[Tensor, " batch"], values: Tensor) -> None:
-        """Keep ``values`` [batch, ...] of the data set's ``rows``."""
+        """Keep ``values`` [batch, ...] of the data set's ``rows``.
+
+        Args:
+            rows: each value's row (prompt index) in the data set [batch].
+            values: one value per row [batch, ...].
+        """
         self._rows.append(rows)
         self._values.append(values)
 
     def merge(self, other: Any) -> None:
+        """Fold in another `RowChunks` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         self._rows.extend(other._rows)
         self._values.extend(other._values)
@@ -112,6 +130,7 @@ class RowChunks(Reader):
         return order, self._values
 
     def result(self) -> Any:
+        """The kept values of every row, concatenated in data order [prompt, ...]."""
         order, chunks = self.ordered()
         return torch.cat(chunks)[order.to(chunks[0].device)]
 
@@ -122,6 +141,9 @@ class Keep(RowChunks):
     Result: [prompt, ...] at each prompt's read position, or with ``positions="all"`` a
     `PaddedActivations` ([prompt, pos, ...] and the lengths; values past a prompt's length
     are meaningless).
+
+    Args:
+        site: the site read.
     """
 
     def __init__(self, site: Site | str) -> None:
@@ -130,16 +152,27 @@ class Keep(RowChunks):
         self._lengths: list[Tensor] = []
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         value = batch[self.sites[0]]
         if batch.every_token:
             self._lengths.append(batch.tokens.lengths.cpu())
         self.keep(batch.rows, value)
 
     def merge(self, other: Any) -> None:
+        """Fold in another `Keep` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         super().merge(other)
         self._lengths.extend(other._lengths)
 
     def result(self) -> Tensor | PaddedActivations:
+        """The kept activations in data order (a `PaddedActivations` for every-token reads)."""
         if not self._lengths:
             return super().result()
         order, chunks = self.ordered()
@@ -175,6 +208,11 @@ class Logits(RowChunks):
         self.transform = transform
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         logits = batch.logits
         assert logits is not None
         if self.columns is not None:
@@ -194,7 +232,11 @@ class Logits(RowChunks):
 
 class Mean(Reader):
     """Mean activation at ``site`` over every read position (every real token with
-    ``positions="all"``), accumulated in float64. Result: [...] float64."""
+    ``positions="all"``), accumulated in float64. Result: [...] float64.
+
+    Args:
+        site: the site read.
+    """
 
     def __init__(self, site: Site | str) -> None:
         self.sites = (site,)
@@ -202,16 +244,27 @@ class Mean(Reader):
         self.count = 0
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         values = batch.read(self.sites[0])
         self.total = self.total + values.sum(dim=0, dtype=torch.float64)
         self.count += values.shape[0]
 
     def merge(self, other: Any) -> None:
+        """Fold in another `Mean` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         self.total = self.total + other.total
         self.count += other.count
 
     def result(self) -> Float[Tensor, "..."]:
+        """The mean activation over every read position [...] (float64)."""
         if not self.count:
             raise InputError("The reader has seen no position yet.")
         assert isinstance(self.total, Tensor)
@@ -224,6 +277,9 @@ class PositionMean(Reader):
 
     Result: the means [pos, ...] (float64, up to the longest prompt) and how many prompts
     reached each position [pos].
+
+    Args:
+        site: the site read.
     """
 
     def __init__(self, site: Site | str) -> None:
@@ -232,6 +288,11 @@ class PositionMean(Reader):
         self.count: Tensor | None = None
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         if not batch.every_token:
             raise InputError("PositionMean reads every token: collect with positions='all'.")
         mask = batch.mask
@@ -248,11 +309,17 @@ class PositionMean(Reader):
         self.count = _padded(self.count, width) + _padded(count, width)
 
     def merge(self, other: Any) -> None:
+        """Fold in another `PositionMean` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         if other.total is not None:
             self._add(other.total, other.count)
 
     def result(self) -> tuple[Float[Tensor, "pos ..."], Int[Tensor, " pos"]]:
+        """The per-position means [pos, ...] (float64) and the prompts reaching each [pos]."""
         if self.total is None or self.count is None:
             raise InputError("The reader has seen no position yet.")
         reached = self.count.clamp(min=1).to(self.total.device, torch.float64)
@@ -309,6 +376,11 @@ class GroupMean(Reader):
         self.counts = torch.zeros(self.n_groups, dtype=torch.long)
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         values = batch.read(self.sites[0]).to(torch.float64)
         rows = batch.read_rows()
         _check_rows(rows, len(self.groups), "groups has", "group index")
@@ -319,6 +391,11 @@ class GroupMean(Reader):
         self.counts += torch.bincount(group, minlength=self.n_groups)
 
     def merge(self, other: Any) -> None:
+        """Fold in another `GroupMean` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         if other.total is None:
             return
@@ -326,6 +403,7 @@ class GroupMean(Reader):
         self.counts += other.counts
 
     def result(self) -> Float[Tensor, "group ..."]:
+        """The mean activation per group [group, ...] (float64; NaN for an empty group)."""
         if self.total is None:
             raise InputError("The reader has seen no position yet.")
         counts = self.counts.to(self.total.device, torch.float64)
@@ -334,20 +412,36 @@ class GroupMean(Reader):
 
 class Moments(Reader):
     """Variance and sparsity (fraction with ``|a| < epsilon``) of every scalar at ``site``
-    over the read positions. Result: a `circuitlab.statistics.MomentStatistics`."""
+    over the read positions. Result: a `circuitlab.statistics.MomentStatistics`.
+
+    Args:
+        site: the site read.
+        epsilon: the sparsity threshold: a scalar counts as near zero when ``|a| < epsilon``.
+    """
 
     def __init__(self, site: Site | str, epsilon: float) -> None:
         self.sites = (site,)
         self.statistics = MomentStatistics(epsilon)
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         self.statistics.update(batch.read(self.sites[0]))
 
     def merge(self, other: Any) -> None:
+        """Fold in another `Moments` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         self.statistics.merge(other.statistics)
 
     def result(self) -> MomentStatistics:
+        """The `MomentStatistics` over every read position."""
         return self.statistics
 
 
@@ -385,6 +479,11 @@ class GroupMoments(Reader):
         self.statistics = [MomentStatistics(epsilon) for _ in range(self.n_groups)]
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         values = batch.read(self.sites[0])
         rows = batch.read_rows()
         _check_rows(rows, len(self.groups), "groups has", "group index")
@@ -401,11 +500,17 @@ class GroupMoments(Reader):
                 statistics.update(values[chosen.to(values.device)])
 
     def merge(self, other: Any) -> None:
+        """Fold in another `GroupMoments` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         for mine, theirs in zip(self.statistics, other.statistics, strict=True):
             mine.merge(theirs)
 
     def result(self) -> list[MomentStatistics]:
+        """One `MomentStatistics` per group, in group order."""
         return self.statistics
 
 
@@ -414,6 +519,11 @@ class SpanMean(RowChunks):
     (e.g. the answer after a question), for every-token reads (``positions="all"``).
 
     Result: [prompt, ...] (float32): one pooled vector per prompt, in data order.
+
+    Args:
+        site: the site read.
+        start: per prompt of the data set, the first position averaged (earlier tokens are
+            skipped).
     """
 
     def __init__(self, site: Site | str, start: Sequence[int] | Tensor) -> None:
@@ -424,6 +534,11 @@ class SpanMean(RowChunks):
             raise InputError("start must be one non-negative position per prompt.")
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         if not batch.every_token:
             raise InputError("SpanMean needs collect(positions='all').")
         values = batch.real(self.sites[0]).float()
@@ -449,20 +564,36 @@ class SpanMean(RowChunks):
 
 class Cosine(Reader):
     """Cosine between two sites' vectors at each read position (a block's input and output).
-    Result: a `circuitlab.statistics.CosineStatistics`."""
+    Result: a `circuitlab.statistics.CosineStatistics`.
+
+    Args:
+        first: the first site (e.g. a block's input).
+        second: the second site (e.g. the block's output), of the same width as ``first``.
+    """
 
     def __init__(self, first: Site | str, second: Site | str) -> None:
         self.sites = (first, second)
         self.statistics = CosineStatistics()
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         self.statistics.update(batch.read(self.sites[0]), batch.read(self.sites[1]))
 
     def merge(self, other: Any) -> None:
+        """Fold in another `Cosine` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         self.statistics.merge(other.statistics)
 
     def result(self) -> CosineStatistics:
+        """The `CosineStatistics` over every read position."""
         return self.statistics
 
 
@@ -473,13 +604,24 @@ class TokenCount(Reader):
         self.count = 0
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         self.count += batch.n_read
 
     def merge(self, other: Any) -> None:
+        """Fold in another `TokenCount` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         self.count += other.count
 
     def result(self) -> int:
+        """The number of positions read."""
         return self.count
 
 
@@ -487,7 +629,12 @@ class NextTokenLoss(Reader):
     """Summed negative log-likelihood (nats, float64) of every real next token
     (``positions="all"`` only), or with ``start`` (one position per prompt) of the tokens from
     ``start[prompt]`` on (e.g. the response after an instruction).
-    Result: ``(nll_sum, tokens)``."""
+    Result: ``(nll_sum, tokens)``.
+
+    Args:
+        start: per prompt of the data set, the position of the first scored token (>= 1);
+            ``None``: every real next token is scored.
+    """
 
     needs_logits = True
 
@@ -501,6 +648,11 @@ class NextTokenLoss(Reader):
             raise InputError("start must be one position >= 1 per prompt (the first scored token).")
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: the activations (and logits) captured for one batch of prompts.
+        """
         if not batch.every_token or batch.logits is None:
             raise InputError("NextTokenLoss reads every token: collect with positions='all'.")
         targets = batch.tokens.input_ids[:, 1:]
@@ -517,9 +669,15 @@ class NextTokenLoss(Reader):
         self.count += int(mask.sum())
 
     def merge(self, other: Any) -> None:
+        """Fold in another `NextTokenLoss` of the same settings that saw other batches.
+
+        Args:
+            other: the reader to fold in.
+        """
         self._check_kind(other)
         self.nll_sum += other.nll_sum
         self.count += other.count
 
     def result(self) -> tuple[float, int]:
+        """``(nll_sum, tokens)``: the summed negative log-likelihood (nats) and tokens scored."""
         return self.nll_sum, self.count

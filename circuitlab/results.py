@@ -40,7 +40,7 @@ from torch import Tensor
 from circuitlab.checks import checked_arguments
 from circuitlab.components import Component, parse_component
 from circuitlab.errors import InputError
-from circuitlab.models.cache import atomic_file
+from circuitlab.files import output_file
 from circuitlab.versions import installed_versions
 
 __all__ = [
@@ -91,7 +91,11 @@ class Result:
         raise NotImplementedError(f"{type(self).__name__} defines no table.")
 
     def plot(self, **options: Any) -> Any:  # pragma: no cover - every result class defines it
-        """The result as a matplotlib Figure."""
+        """The result as a matplotlib Figure.
+
+        Args:
+            **options: plot settings; each result class documents its own.
+        """
         raise NotImplementedError(f"{type(self).__name__} defines no figure.")
 
     def header_facts(self) -> dict[str, Any]:
@@ -113,7 +117,11 @@ class Result:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the result atomically: ``.json`` as JSON, anything else as safetensors."""
+        """Write the result atomically: ``.json`` as JSON, anything else as safetensors.
+
+        Args:
+            path: the file to write: ``.json`` for JSON, anything else for safetensors.
+        """
         return write_result_file(path, self.kind, self._fields(), self.header_facts())
 
     def to_document(self) -> dict[str, Any]:
@@ -123,7 +131,11 @@ class Result:
 
     @classmethod
     def load(cls: type[ResultT], path: str | os.PathLike[str]) -> ResultT:
-        """Read a result that `save` wrote (either container); other kinds are refused."""
+        """Read a result that `save` wrote (either container); other kinds are refused.
+
+        Args:
+            path: a file `save` wrote (``.json`` or safetensors).
+        """
         fields, legacy, tensors = read_result_file(path, cls.kind)
         if fields is None:  # written before the protocol
             return cls._from_legacy(legacy, tensors, Path(path))
@@ -131,7 +143,11 @@ class Result:
 
     @classmethod
     def from_document(cls: type[ResultT], document: Mapping[str, Any]) -> ResultT:
-        """Inverse of `to_document` (e.g. a CLI ``--json`` file's content)."""
+        """Inverse of `to_document` (e.g. a CLI ``--json`` file's content).
+
+        Args:
+            document: a document `to_document` made (header and fields).
+        """
         return cls._build(_decoded_fields(document, {}, cls.kind, "the document"), "the document")
 
     @classmethod
@@ -176,12 +192,19 @@ def write_result_file(
     with the tensors as tensors and the header and other fields as JSON metadata, except for
     results without tensors (layer scores, a pruning study), which are JSON either way.
     ``facts`` adds ``model``, ``model_fingerprint`` and ``seed`` to the header; `load` tells
-    the containers apart by their content.
+    the containers apart by their content. Under a ``torch.distributed`` group only rank 0
+    writes (`circuitlab.files.output_file`).
+
+    Args:
+        path: the file to write: ``.json`` for JSON, anything else for safetensors.
+        kind: the result's kind (its class name), recorded in the header.
+        fields: the result's fields by name (tensors, numbers, components, nested data).
+        facts: header facts (``model``, ``model_fingerprint``, ``seed``); missing ones are ``None``.
     """
     target = Path(path)
     tensors: dict[str, Tensor] | None = None if target.suffix.lower() == ".json" else {}
     document = result_document(kind, fields, facts, tensors)
-    with atomic_file(target) as tmp:
+    with output_file(target) as tmp:
         if not tensors:  # JSON asked for, or nothing to store as tensors: one JSON file
             tmp.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
         else:
@@ -200,6 +223,12 @@ def result_document(
     """The header and encoded ``fields`` of a result of ``kind`` (the one document builder).
 
     Tensors go into ``tensors`` by key when it is given, else inline as JSON lists.
+
+    Args:
+        kind: the result's kind (its class name), recorded in the header.
+        fields: the result's fields by name (tensors, numbers, components, nested data).
+        facts: header facts (``model``, ``model_fingerprint``, ``seed``); missing ones are ``None``.
+        tensors: where to put the tensors by key (filled in place); ``None``: inline as JSON lists.
     """
     header = {
         "format": RESULT_FORMAT,
@@ -219,6 +248,10 @@ def read_result_file(
     path: str | os.PathLike[str], kind: str
 ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, Tensor]]:
     """Read a file `write_result_file` wrote for ``kind`` (the one reader of results).
+
+    Args:
+        path: the file to read (``.json`` or safetensors).
+        kind: the kind expected; a file of another kind is refused.
 
     Returns:
         ``(fields, raw, tensors)``: the decoded fields, or ``None`` for a file written before
@@ -252,7 +285,11 @@ def _decoded_fields(
 
 
 def read_header(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The header of a saved result (kind, model, fingerprint, seed, versions)."""
+    """The header of a saved result (kind, model, fingerprint, seed, versions).
+
+    Args:
+        path: a saved result (``.json`` or safetensors).
+    """
     document, _ = _read(Path(path), "result", with_tensors=False)
     if "header" not in document:
         raise InputError(f"{path} was written before results carried a header.")

@@ -73,6 +73,11 @@ class Site:
     """One hook point: a kind, the layer (``None`` for the final norm) and, for a norm scale,
     the norm's TransformerLens name (``ln1``, ``ln1_post``, ``ln2``, ``ln2_post``,
     ``ln_final``). Sites compare and hash by value.
+
+    Attributes:
+        kind: what the site holds (one of `SITE_KINDS`).
+        layer: the block index (0-based); ``None`` only for the final norm's scale.
+        norm: for a ``norm_scale`` site, the norm's TransformerLens name; ``None`` otherwise.
     """
 
     kind: SiteKind
@@ -104,7 +109,11 @@ class Site:
         return _TEMPLATES[self.kind].format(layer=self.layer, norm=self.norm)
 
     def check(self, n_layers: int) -> Site:
-        """Return the site if its layer exists in a model of ``n_layers`` layers, else raise."""
+        """Return the site if its layer exists in a model of ``n_layers`` layers, else raise.
+
+        Args:
+            n_layers: the model's number of layers.
+        """
         if self.layer is not None and not 0 <= self.layer < n_layers:
             raise InputError(
                 f"{self!r} refers to layer {self.layer}, but the model has {n_layers} layers "
@@ -119,50 +128,92 @@ class Site:
 
 
 def resid_pre(layer: int) -> Site:
-    """The residual stream entering block ``layer``."""
+    """The residual stream entering block ``layer``.
+
+    Args:
+        layer: the block index (0-based).
+    """
     return Site("resid_pre", layer)
 
 
 def resid_mid(layer: int) -> Site:
-    """The residual stream between block ``layer``'s attention and its MLP."""
+    """The residual stream between block ``layer``'s attention and its MLP.
+
+    Args:
+        layer: the block index (0-based).
+    """
     return Site("resid_mid", layer)
 
 
 def resid_post(layer: int) -> Site:
-    """The residual stream leaving block ``layer``."""
+    """The residual stream leaving block ``layer``.
+
+    Args:
+        layer: the block index (0-based).
+    """
     return Site("resid_post", layer)
 
 
 def attn_out(layer: int) -> Site:
-    """What block ``layer``'s attention writes into the residual stream."""
+    """What block ``layer``'s attention writes into the residual stream.
+
+    Args:
+        layer: the block index (0-based).
+    """
     return Site("attn_out", layer)
 
 
 def mlp_out(layer: int) -> Site:
-    """What block ``layer``'s MLP writes into the residual stream."""
+    """What block ``layer``'s MLP writes into the residual stream.
+
+    Args:
+        layer: the block index (0-based).
+    """
     return Site("mlp_out", layer)
 
 
 def z(layer: int) -> Site:
-    """Each head's value-weighted output in block ``layer`` (``hook_z``)."""
+    """Each head's value-weighted output in block ``layer`` (``hook_z``).
+
+    Args:
+        layer: the block index (0-based).
+    """
     return Site("z", layer)
 
 
 def o_out(layer: int) -> Site:
-    """Block ``layer``'s attention output projection, before any branch norm."""
+    """Block ``layer``'s attention output projection, before any branch norm.
+
+    Args:
+        layer: the block index (0-based).
+    """
     return Site("o_out", layer)
 
 
 def pattern(layer: int) -> Site:
-    """Block ``layer``'s attention probabilities."""
+    """Block ``layer``'s attention probabilities.
+
+    Args:
+        layer: the block index (0-based).
+    """
     return Site("pattern", layer)
 
 
 def norm_scale(norm: str, layer: int | None = None) -> Site:
-    """The scale of norm ``norm`` (``ln1`` ... in block ``layer``; ``ln_final`` alone)."""
+    """The scale of norm ``norm`` (``ln1`` ... in block ``layer``; ``ln_final`` alone).
+
+    Args:
+        norm: the norm's TransformerLens name (``ln1``, ``ln1_post``, ``ln2``, ``ln2_post``,
+            ``ln_final``).
+        layer: the block index (0-based); ``None`` for ``ln_final``.
+    """
     return Site("norm_scale", layer, norm)
 
 
 def hook_name_of(site: Site | str | Any) -> Any:
-    """The hook name of a `Site`; strings and name filters pass through unchanged."""
+    """The hook name of a `Site`; strings and name filters pass through unchanged.
+
+    Args:
+        site: a `Site`, a hook name, or a hook-name filter (e.g. a callable).
+    """
     return site.hook_name if isinstance(site, Site) else site

@@ -24,6 +24,13 @@ class MomentStatistics:
 
     One instance per layer. ``epsilon`` is the sparsity threshold: an activation ``a`` counts
     as near zero when ``|a| < epsilon``.
+
+    Attributes:
+        epsilon: the sparsity threshold (same units as the activations).
+        count: number of scalar activations seen.
+        mean: their running mean (float64 arithmetic).
+        squared_deviations: their sum of squared deviations from the mean (M2).
+        near_zero: how many had ``|a| < epsilon``.
     """
 
     epsilon: float
@@ -33,7 +40,11 @@ class MomentStatistics:
     near_zero: int = 0
 
     def update(self, values: Float[Tensor, "tokens d"]) -> None:
-        """Fold in one batch of real-token activations (any float dtype, any device)."""
+        """Fold in one batch of real-token activations (any float dtype, any device).
+
+        Args:
+            values: the activations [tokens, d]; every scalar counts (any shape is flattened).
+        """
         flat = values.detach().reshape(-1).to(torch.float64)
         n = flat.numel()
         if n == 0:
@@ -44,7 +55,11 @@ class MomentStatistics:
         self._combine(n, float(batch_mean), batch_m2, near_zero)
 
     def merge(self, other: MomentStatistics) -> None:
-        """Fold in the statistics of values another instance saw (another batch or process)."""
+        """Fold in the statistics of values another instance saw (another batch or process).
+
+        Args:
+            other: statistics at the same ``epsilon`` (ValueError otherwise).
+        """
         if other.epsilon != self.epsilon:
             raise ValueError(
                 f"Cannot merge moments at ε = {other.epsilon} into ε = {self.epsilon}."
@@ -74,14 +89,25 @@ class MomentStatistics:
 
 @dataclass
 class CosineStatistics:
-    """Mean over tokens of 1 − cos(h_in, h_out) and of the angular distance arccos(cos)/π."""
+    """Mean over tokens of 1 − cos(h_in, h_out) and of the angular distance arccos(cos)/π.
+
+    Attributes:
+        count: number of tokens seen.
+        one_minus_cosine: sum over tokens of 1 − cos(h_in, h_out).
+        angle: sum over tokens of arccos(cos(h_in, h_out)) / π.
+    """
 
     count: int = 0
     one_minus_cosine: float = 0.0
     angle: float = 0.0
 
     def update(self, inputs: Float[Tensor, "tokens d"], outputs: Float[Tensor, "tokens d"]) -> None:
-        """Fold in one batch of a block's real-token inputs and outputs."""
+        """Fold in one batch of a block's real-token inputs and outputs.
+
+        Args:
+            inputs: the block's input at each real token [tokens, d].
+            outputs: the block's output at the same tokens [tokens, d].
+        """
         cosine = torch.nn.functional.cosine_similarity(
             inputs.detach().to(torch.float64), outputs.detach().to(torch.float64), dim=-1
         ).clamp(-1.0, 1.0)
@@ -90,7 +116,11 @@ class CosineStatistics:
         self.angle += float((torch.arccos(cosine) / math.pi).sum())
 
     def merge(self, other: CosineStatistics) -> None:
-        """Fold in the sums another instance collected (another batch or process)."""
+        """Fold in the sums another instance collected (another batch or process).
+
+        Args:
+            other: the statistics to fold in.
+        """
         self.count += other.count
         self.one_minus_cosine += other.one_minus_cosine
         self.angle += other.angle

@@ -43,6 +43,9 @@ def tiny_tokenizer(*, add_bos: bool = False) -> PreTrainedTokenizerFast:
 
     Words are separated by spaces and decoded with spaces between them.
     ``add_bos=True`` makes it prepend ``<bos>`` like Gemma's tokenizer.
+
+    Args:
+        add_bos: prepend ``<bos>`` to every encoded text.
     """
     vocab = {word: index for index, word in enumerate(TINY_VOCABULARY)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -118,6 +121,10 @@ def tiny_hf_model(
 
     Norm weights and biases are randomised too, so tests that forget a norm weight or a bias
     fail. Same ``seed``, same weights.
+
+    Args:
+        architecture: one of `TINY_ARCHITECTURES` (``"llama"``, ...).
+        seed: the random seed of the weights.
     """
     if architecture not in _RECIPES:
         raise InputError(
@@ -141,7 +148,13 @@ def tiny_hf_model(
 
 
 def tiny_model(architecture: str = "llama", *, seed: int = 0, **kwargs: Any) -> ModelHandle:
-    """A `ModelHandle` over `tiny_hf_model` (boots in ~0.1 s)."""
+    """A `ModelHandle` over `tiny_hf_model` (boots in ~0.1 s).
+
+    Args:
+        architecture: one of `TINY_ARCHITECTURES` (``"llama"``, ...).
+        seed: the random seed of the weights.
+        **kwargs: passed on to `ModelHandle` (e.g. ``prepend_bos``).
+    """
     model, tokenizer = tiny_hf_model(architecture, seed=seed)
     return ModelHandle(
         model, tokenizer, name=f"tiny-{architecture}", source="circuitlab.testing", **kwargs

@@ -54,11 +54,19 @@ class TokenBatch:
         return self.lengths - 1
 
     def to(self, device: torch.device | str) -> TokenBatch:
-        """The same batch on another device."""
+        """The same batch on another device.
+
+        Args:
+            device: the target device (e.g. ``"cuda"``).
+        """
         return TokenBatch(self.input_ids.to(device), self.attention_mask.to(device), self.prompts)
 
     def row(self, index: int) -> Int[Tensor, " pos"]:
-        """The real tokens of prompt ``index`` (padding removed)."""
+        """The real tokens of prompt ``index`` (padding removed).
+
+        Args:
+            index: the row (prompt) index in the batch.
+        """
         return self.input_ids[index, : int(self.lengths[index])]
 
 
@@ -116,7 +124,13 @@ def encode_prompts(
 def pad_rows(
     rows: Sequence[Sequence[int]], pad_id: int, *, prompts: tuple[str, ...] | None = None
 ) -> TokenBatch:
-    """Right-pad lists of token ids into a `TokenBatch` (mask 1 on real tokens)."""
+    """Right-pad lists of token ids into a `TokenBatch` (mask 1 on real tokens).
+
+    Args:
+        rows: each prompt's token ids.
+        pad_id: id written into padding positions (never attended to).
+        prompts: the prompts' texts, kept on the batch (``None`` when not known).
+    """
     width = max((len(ids) for ids in rows), default=0)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -132,6 +146,13 @@ def token_windows(
     """Each text's tokens (BOS policy applied) cut into consecutive windows of ``window`` tokens.
 
     The last window of a text may be shorter; texts with no tokens contribute nothing.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        texts: the texts to cut.
+        prepend_bos: ``None`` keeps the tokenizer's own special tokens; ``True``/``False``
+            forces a leading BOS on or off (per text, before cutting).
+        window: tokens per window (at least 2).
     """
     check_integer("window", window, minimum=2)
     for index, text in enumerate(texts):
@@ -151,6 +172,11 @@ def single_token_id(tokenizer: Any, word: str, *, what: str = "Label word") -> i
 
     Leading spaces matter: for most tokenizers ``" Paris"`` is one token and ``"Paris"``
     another. ``what`` names the word in errors (``"Label word"``, ``"Target token"``).
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        word: the word to look up.
+        what: what the word is, for error messages.
     """
     if not isinstance(word, str) or word == "":
         raise InputError(f"A {what.lower()} must be a non-empty string, got {word!r}.")

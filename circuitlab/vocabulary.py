@@ -69,6 +69,21 @@ ILA_SELECTIONS = ("all", "top", "freeze-bottom", "random", "avss")
 """How `circuitlab ila-finetune` chooses the layers that get LoRA: every layer, the ILA top k%,
 every layer but the ILA bottom k%, k% random layers, the AVSS top k%."""
 
+REPORT_SECTIONS = (
+    "decomposition",
+    "component_accuracy",
+    "layers",
+    "patching",
+    "consistency",
+    "hallucination",
+    "ila",
+)
+"""The sections of `circuitlab report`, in page order (``ila`` runs only with a stage-1
+adapter)."""
+
+PARAPHRASE_TASKS = ("sentiment", "topic")
+"""The paraphrase tasks circuitlab ships for the consistency analysis."""
+
 PATCHABLE_KINDS = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z")
 """Site kinds a `Patch` writes (``z`` for one head, or every head of a layer); activation
 patching sweeps positions at the first five and heads at ``z``."""

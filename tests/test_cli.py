@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,38 +21,6 @@ from circuitlab.cli.main import build_parser, main
 from circuitlab.ila import ILARanking
 from circuitlab.lens import LogitLens
 from circuitlab.patching import AttributionPatching, PatchingMap
-
-
-def test_report_on_a_local_folder_writes_json(
-    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    out = tmp_path / "report.json"
-    code = main(
-        [
-            "report",
-            "--model",
-            str(tiny_folder),
-            "--prompt",
-            "the capital of france is",
-            "--top-k",
-            "3",
-            "--json",
-            str(out),
-        ]
-    )
-    assert code == 0
-    printed = capsys.readouterr().out
-    assert "LlamaForCausalLM (llama): 2 layers, 4 heads (2 KV heads)" in printed
-    report = json.loads(out.read_text())
-    run = report["run"]
-    assert run["model_card"]["n_layers"] == 2
-    assert run["prompt_tokens"] == ["the", "capital", "of", "france", "is"]
-    probabilities = [row["probability"] for row in run["top_next_tokens"]]
-    assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
-    attribution = Attribution.load(out)  # the --json file is the attribution's own document
-    assert attribution.targets == (repr(run["top_next_tokens"][0]["token"]),)
-    assert attribution.reconstruction_error() < 1e-5
-    assert "Components writing" in printed
 
 
 def test_bad_input_exits_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,6 +56,7 @@ def test_models_list_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         ["patch"],
         ["logit-lens"],
         ["attention"],
+        ["study"],
     ],
 )
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,24 +64,6 @@ def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixtur
         build_parser().parse_args([*command, "--help"])
     assert caught.value.code == 0
     assert "usage: circuitlab" in capsys.readouterr().out
-
-
-@pytest.mark.real_model
-def test_console_script_reports_on_the_default_model(tmp_path: Path, smollm2: object) -> None:
-    """The README's main job, end to end in a subprocess, on the embedded default model."""
-    out = tmp_path / "report.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "circuitlab", "report", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "smollm2-135m-instruct" in result.stdout
-    report = json.loads(out.read_text())
-    assert report["run"]["top_next_tokens"][0]["token"] == " Paris"
-    assert str(Attribution.load(out).top(1)[0][0]) == "MLP29"
 
 
 def test_decompose_command(

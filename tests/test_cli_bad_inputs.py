@@ -1,17 +1,26 @@
-"""Bad input through the real ``circuitlab`` console script (a subprocess per case).
+"""Bad input to the ``circuitlab`` command line: one clear error line, never a traceback.
 
 Every case must end with a non-zero exit status, exactly one ``circuitlab ...: error:`` line
 on standard error (progress bars aside) and no traceback (issue 15). The cases are a table:
 ``{name: (arguments, text the error must contain)}``; ``{tiny}``, ``{tmp}``, ``{file}``,
 ``{folder}`` and the prepared files below are filled in per test.
+
+Every case runs in-process through ``circuitlab.cli.main.main`` (a subprocess costs seconds
+of importing torch per case), with the console script's environment, argv decoding and
+standard streams. ``THROUGH_THE_CONSOLE_SCRIPT`` names a few cases that also run as a
+subprocess of the real ``circuitlab`` script, so the entry point itself stays covered.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -462,6 +471,62 @@ BAD_INPUTS: dict[str, tuple[list[str | bytes], str]] = {
     ),
     "patch nothing to patch": (["patch", "--diff", "a", "b"], "Say what to patch"),
     "patch an empty pair file": (["patch", "--pairs", "{empty_pairs}"], "holds no pairs"),
+    # the analysis report
+    "report a task whose label words are several tokens": (
+        ["report", "--model", "{tiny}", "--task", "{multi_word_task}", "--out", "{tmp}/r1"],
+        "Choose a task whose label words are single tokens",
+    ),
+    "report --out under /proc": (["report", "--out", "/proc/report"], "not writable"),
+    "report --out a folder of other files": (
+        ["report", "--out", "{foreign_folder}"],
+        "not a circuitlab report",
+    ),
+    "report --out an existing file": (["report", "--out", "{file}"], "existing file"),
+    "report --sections unknown": (["report", "--sections", "nope"], "invalid choice"),
+    "report patching pairs of different lengths": (
+        [
+            "report",
+            "--model",
+            "{tiny}",
+            "--sections",
+            "patching",
+            "--pair",
+            "the cat sat on",
+            "the big dog sat on",
+            " mat",
+            " rug",
+            "--out",
+            "{tmp}/r2",
+        ],
+        "same token count",
+    ),
+    "report --ila-adapter a missing folder": (
+        ["report", "--ila-adapter", "{tmp}/no-adapter"],
+        "ILA adapter folder",
+    ),
+    # studies
+    "study unknown step": (
+        ["study", "{study_unknown_step}"],
+        "unknown command 'ablat'; did you mean 'ablate'?",
+    ),
+    "study unknown parameter": (
+        ["study", "{study_unknown_param}"],
+        "unknown parameter 'top_kk'; did you mean 'top_k'?",
+    ),
+    "study wrong type": (
+        ["study", "{study_wrong_type}"],
+        "parameter top_k: expected a whole number, got 'three'",
+    ),
+    "study missing data file": (["study", "{study_missing_data}"], "nowhere.jsonl does not exist"),
+    "study folder of another study": (
+        ["study", "{study_other}", "--out", "{other_study}"],
+        "holds study 'first'",
+    ),
+    "study --out under /proc": (["study", "{study_other}", "--out", "/proc/x"], "not writable"),
+    "study --out an existing file": (
+        ["study", "{study_other}", "--out", "{file}"],
+        "existing file, not a folder",
+    ),
     "patch a pair file of another kind": (["patch", "--pairs", "{file}"], "not a pair file"),
     "patch --exact without --attribution": (
         [
@@ -550,6 +615,45 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     corrupt_study = root / "corrupt-study"
     corrupt_study.mkdir()
     (corrupt_study / "evaluations.json").write_text(json.dumps([1, 2, 3]))
+    multi_word_task = root / "multi-word.jsonl"  # label words " very good" and " bad"
+    multi_word_task.write_text(
+        "".join(
+            json.dumps({"text": f"review {i}", "label": ["very good", "bad"][i % 2]}) + "\n"
+            for i in range(8)
+        )
+    )
+    foreign_folder = root / "photos"
+    foreign_folder.mkdir()
+    (foreign_folder / "cat.jpg").write_bytes(b"\xff\xd8")
+    study_texts = {
+        "study_unknown_step": "study: s\nsteps:\n  - command: ablat\n",
+        "study_unknown_param": "study: s\nsteps:\n  - command: report\n    params: {top_kk: 3}\n",
+        "study_wrong_type": "study: s\nsteps:\n  - command: report\n    params: {top_k: three}\n",
+        "study_missing_data": (
+            "study: s\ndata: {pairs: nowhere.jsonl}\nsteps:\n  - command: report\n"
+        ),
+        "study_other": "study: other\nsteps:\n  - command: report\n",
+    }
+    studies = {}
+    for name, text in study_texts.items():
+        studies[name] = root / f"{name}.yaml"
+        studies[name].write_text(text)
+    other_study = root / "other-study"
+    other_study.mkdir()
+    (other_study / "study.json").write_text(
+        json.dumps(
+            {
+                "format": "circuitlab-study",
+                "version": 1,
+                "name": "first",
+                "model": {"name": "smollm2-135m-instruct", "device": "cpu", "dtype": "float32"},
+                "seed": 0,
+                "data": {},
+                "model_fingerprint": "x",
+                "file": "first.yaml",
+            }
+        )
+    )
     return {
         "tiny": str(tiny),
         "tmp": str(root),
@@ -568,6 +672,10 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "no_gold": str(no_gold),
         "no_response": str(no_response),
         "empty_pairs": str(empty_pairs),
+        "multi_word_task": str(multi_word_task),
+        "foreign_folder": str(foreign_folder),
+        "other_study": str(other_study),
+        **{name: str(path) for name, path in studies.items()},
         **{name: str(path) for name, path in paths.items()},
     }
 
@@ -586,20 +694,21 @@ def _error_lines(stderr: str) -> list[str]:
     return [line for line in lines if line.strip() and "it/s]" not in line and "%|" not in line]
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_gets_one_clear_line(case: str, files: dict[str, str]) -> None:
-    arguments, expected = BAD_INPUTS[case]
-    environment = {**os.environ, "CIRCUITLAB_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
-    environment.pop("CIRCUITLAB_DEBUG", None)
-    finished = subprocess.run(
-        [str(SCRIPT), *(_fill(argument, files) for argument in arguments)],
-        capture_output=True,
-        env=environment,
-        timeout=300,
-    )
-    stderr = finished.stderr.decode("utf-8", "replace")
+THROUGH_THE_CONSOLE_SCRIPT = [
+    "report --json under /proc",  # an output path refused before any import
+    "patch an unknown site",  # an argparse error (SystemExit inside the parser)
+    "report --prompt with an invalid UTF-8 byte",  # bytes in argv, then on standard error
+    "component-accuracy --task a latin-1 file",  # a file in another encoding
+    "export a factor that gives NaN logits",  # a model loaded and run; nothing left behind
+]
+"""Cases also run as a subprocess of the real ``circuitlab`` console script."""
+
+
+def _check(case: str, returncode: int, stderr: str, files: dict[str, str]) -> None:
+    """The promise of every case: failure, one error line that comes last, no traceback."""
+    _, expected = BAD_INPUTS[case]
     lines = _error_lines(stderr)
-    assert finished.returncode != 0, f"{case}: exit 0\n{stderr}"
+    assert returncode != 0, f"{case}: exit 0\n{stderr}"
     assert "Traceback" not in stderr, f"{case}: a traceback\n{stderr}"
     errors = [line for line in lines if line.startswith("circuitlab") and ": error:" in line]
     assert len(errors) == 1 and lines[-1] == errors[0], f"{case}: not one error line\n{stderr}"
@@ -608,6 +717,107 @@ def test_bad_input_gets_one_clear_line(case: str, files: dict[str, str]) -> None
     if case in LEAVES_NOTHING:
         left = [p.name for p in Path(files["tmp"]).iterdir() if LEAVES_NOTHING[case] in p.name]
         assert not left, f"{case}: left {left}"
+
+
+def _console_script(arguments: Sequence[str | bytes]) -> tuple[int, str]:
+    """Exit status and standard error of the real ``circuitlab`` script."""
+    environment = {**os.environ, "CIRCUITLAB_PROGRESS": "0", "HF_HUB_OFFLINE": "1"}
+    environment.pop("CIRCUITLAB_DEBUG", None)
+    finished = subprocess.run(
+        [str(SCRIPT), *arguments], capture_output=True, env=environment, timeout=300
+    )
+    return finished.returncode, finished.stderr.decode("utf-8", "replace")
+
+
+def _stream_like(original: object) -> io.TextIOWrapper:
+    """An in-memory stream that encodes like the interpreter's own ``original`` stream (on
+    a UTF-8 locale: errors=surrogateescape for stdout, backslashreplace for stderr)."""
+    encoding = getattr(original, "encoding", None) or "utf-8"
+    errors = getattr(original, "errors", None) or "strict"
+    return io.TextIOWrapper(io.BytesIO(), encoding=encoding, errors=errors, write_through=True)
+
+
+@contextlib.contextmanager
+def _library_logs_to(stream: io.TextIOWrapper) -> Iterator[None]:
+    """Point plain ``StreamHandler``s (transformers', huggingface_hub's: bound to whatever
+    ``sys.stderr`` was when they were made) at ``stream`` while a case runs."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {
+        handler
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if type(handler) is logging.StreamHandler
+    }
+    saved = [(handler, handler.stream, handler.__dict__.get("flush")) for handler in handlers]
+    try:
+        for handler in handlers:
+            handler.__dict__.pop("flush", None)  # transformers pins the old stream's flush
+            handler.stream = stream
+        yield
+    finally:
+        for handler, old_stream, old_flush in saved:
+            handler.stream = old_stream
+            if old_flush is not None:
+                handler.flush = old_flush  # type: ignore[method-assign]
+
+
+def _in_process(
+    arguments: Sequence[str | bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> tuple[int, str]:
+    """Exit status and standard error of ``main(argv)``, run as the console script would."""
+    import huggingface_hub.constants
+
+    from circuitlab.cli.main import main
+
+    monkeypatch.setenv("CIRCUITLAB_PROGRESS", "0")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("CIRCUITLAB_DEBUG", raising=False)
+    # the hub reads HF_HUB_OFFLINE once, at import: set what a fresh process would have read
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(Path.cwd())  # restored afterwards, should a command change it
+    # Python decodes a byte argument of argv with the filesystem encoding and
+    # surrogateescape: os.fsdecode, so the same path or text reaches the code.
+    argv = [os.fsdecode(argument) for argument in arguments]
+    stdout, stderr = _stream_like(sys.__stdout__), _stream_like(sys.__stderr__)
+    capfd.readouterr()
+    with (
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+        _library_logs_to(stderr),
+    ):
+        try:
+            returncode = main(argv)
+        except SystemExit as done:  # as the interpreter turns it into an exit status
+            if done.code is None or isinstance(done.code, int):
+                returncode = done.code or 0
+            else:
+                print(done.code, file=sys.stderr)
+                returncode = 1
+    # anything written to the file descriptors directly (C extensions) came first
+    below_python = capfd.readouterr().err
+    return returncode, below_python + stderr.buffer.getvalue().decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_one_clear_line(
+    case: str,
+    files: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    arguments = [_fill(argument, files) for argument in BAD_INPUTS[case][0]]
+    returncode, stderr = _in_process(arguments, monkeypatch, capfd)
+    _check(case, returncode, stderr, files)
+
+
+@pytest.mark.parametrize("case", THROUGH_THE_CONSOLE_SCRIPT)
+def test_bad_input_through_the_console_script(case: str, files: dict[str, str]) -> None:
+    arguments = [_fill(argument, files) for argument in BAD_INPUTS[case][0]]
+    returncode, stderr = _console_script(arguments)
+    _check(case, returncode, stderr, files)
 
 
 def test_debug_shows_the_traceback(files: dict[str, str]) -> None:

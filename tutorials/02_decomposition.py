@@ -19,6 +19,7 @@ output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="cir
 output.mkdir(parents=True, exist_ok=True)
 model = circuitlab.load()
 
+# %%
 # 1. Direct logit attribution of " Paris" (and of " Paris" versus " London").
 prompt = "The capital of France is"
 result = direct_logit_attribution(model, prompt, [" Paris", LogitDiff(" Paris", " London")])
@@ -35,6 +36,7 @@ print("' Paris' over ' London':", [(str(c), round(v, 2)) for c, v in result.top(
 result.plot_heads().savefig(output / "paris_heads.png", dpi=120)
 result.plot(12).savefig(output / "paris_top.png", dpi=120)
 
+# %%
 # 2. Every component as a classifier: sentiment, 4 in-context demonstrations.
 demos, rest = load_task("sentiment").split(20, seed=0)  # demonstrations never tested on
 test = rest.balanced_sample(60, seed=0)

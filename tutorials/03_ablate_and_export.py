@@ -31,6 +31,7 @@ def p_paris() -> float:
     return float(model.next_token_logits(prompt)[0].softmax(dim=-1)[paris])
 
 
+# %%
 # 1. The three heads that write " Paris" most (direct logit attribution, tutorial 2).
 attribution = direct_logit_attribution(model, prompt, " Paris")
 writers = [c for c, _ in attribution.top(len(attribution.components)) if isinstance(c, Head)][:3]
@@ -38,6 +39,7 @@ print(
     "heads writing ' Paris' most:", [(str(h), round(attribution.score_of(h), 2)) for h in writers]
 )
 
+# %%
 # 2. Ablate them by hooks; the model is untouched outside the block.
 edits = [Ablate(head) for head in writers]
 intact = p_paris()
@@ -55,16 +57,19 @@ for seed in range(5):
         control.append(p_paris())
 print(f"3 random heads ablated (5 draws): p(' Paris') {min(control):.3f} .. {max(control):.3f}")
 
+# %%
 # 3. A scripted ablation study: each writer head alone, and every MLP.
 study = ablation_study(model, prompt, " Paris", components=[*writers, "mlps"], metric="prob")
 print(study)
 print("ablating hurts p(' Paris') most:", [(str(c), round(v, 3)) for c, v in study.bottom(5)])
 study.plot().savefig(output / "paris_ablation.png", dpi=120)
 
+# %%
 # 4. Export the edited model: the ablations become zero columns of o_proj.
 folder = export_hf(model, edits, output / "smollm2-without-paris-heads", overwrite=True)
 print("exported:", sorted(path.name for path in folder.iterdir()))
 
+# %%
 # 5. Reload it with plain transformers, no circuitlab involved: the same effect.
 plain = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
 ids = model.tokenize(prompt).input_ids

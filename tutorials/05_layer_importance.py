@@ -26,6 +26,7 @@ output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="cir
 output.mkdir(parents=True, exist_ok=True)
 model = circuitlab.load()
 
+# %%
 # 1. Score every layer in one streaming pass over held-out prose (padding never counts).
 calibration = circuitlab.evaluation.load_heldout_prose("calibration")
 started = time.perf_counter()
@@ -41,6 +42,7 @@ for method, result in scores.items():
 print("Block Influence vs AVSS, Spearman:", round(scores["block_influence"].spearman(avss), 2))
 avss.plot(25).savefig(output / "avss.png", dpi=120)
 
+# %%
 # 2. Evaluate the intact model and two 25% prunings on a small suite.
 suite = EvaluationSuite(qa_questions=24, perplexity_tokens=512, sentiment_examples=24)
 original = suite.evaluate(model)
@@ -55,6 +57,7 @@ for method in ("avss", "drop_last"):
         + ", ".join(f"{task} {value:.0%}" for task, value in kept.items())
     )
 
+# %%
 # 3. Export the AVSS-pruned model as a plain Hugging Face checkpoint, and reload it.
 pruning = avss.pruning(25)
 folder = circuitlab.export_hf(model, [pruning], output / "smollm2-avss-pruned", overwrite=True)
@@ -66,6 +69,7 @@ with model.intervene(pruning), torch.no_grad():
     plain = reloaded(input_ids=batch.input_ids).logits
 print(f"plain transformers vs the hooked pruned model: {(plain - hooked).abs().max():.1e} logits")
 
+# %%
 # 4. Bad input gets a clear message.
 for bad in (lambda: avss.lowest(100), lambda: score_layers(model, calibration, epsilon=-1.0)):
     try:

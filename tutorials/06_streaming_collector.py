@@ -21,6 +21,7 @@ sums = [f"{a} plus {b} is" for a, b in ((2, 2), (3, 4), (5, 1), (6, 2))]
 prompts = capitals + sums
 groups = [0] * len(capitals) + [1] * len(sums)
 
+# %%
 # 1. One pass, three readers: per-head outputs of layer 20 at each prompt's last token, the
 #    logits of two answer words, and the mean block-15 residual of each group of prompts.
 answers = [model.token_id(" Paris"), model.token_id(" Rome")]
@@ -39,10 +40,12 @@ print("' Paris' and ' Rome' logits per prompt:\n", out["answers"].round(decimals
 gap = out["group_means"][0] - out["group_means"][1]
 print(f"capital-vs-arithmetic direction at layer 15: norm {gap.norm():.2f}")
 
+# %%
 # 2. Results come back in data order whatever the batching, and equal the prompts run alone.
 alone = model.next_token_logits(prompts[5])[0, answers]
 assert torch.allclose(out["answers"][5], alone, atol=1e-4)
 
+# %%
 # 3. Shards merge: statistics over every real token, collected in two halves (as two
 #    processes would), equal those of a single pass.
 texts = circuitlab.evaluation.load_heldout_prose("calibration")[:2]
@@ -62,6 +65,7 @@ print(
 assert abs(first["m"].result().variance - whole["m"].result().variance) < 1e-6
 
 
+# %%
 # 4. A reader of your own: the norm of each head's output at the last token, averaged.
 class HeadNorms(Reader):
     """Mean L2 norm of every head's z at layer ``layer`` over the prompts."""

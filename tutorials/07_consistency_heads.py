@@ -32,6 +32,7 @@ output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="cir
 output.mkdir(parents=True, exist_ok=True)
 model = circuitlab.load()
 
+# %%
 # 1. The paraphrase task: 10 instructions over the same inputs, 6 to locate, 4 held out.
 task = load_paraphrase_task("sentiment").balanced_sample(32, seed=0)
 task.check_label_words(model)  # every label word is one token after every paraphrase
@@ -39,10 +40,12 @@ locate_task, test_task = task.split_inputs(0.5, seed=0)  # disjoint inputs
 print(task)
 print("first paraphrase:", task.prompts(indices=[0], templates=[0])[0])
 
+# %%
 # 2. How consistent is the model? Pairs of paraphrases of one input answered alike.
 base, _ = read_paraphrases(model, test_task, test_task.heldout, batch_size=16)
 print({name: round(value, 3) for name, value in base.summary().items()})
 
+# %%
 # 3. Probe all 270 heads at once: one streaming pass, one batched logistic regression.
 started = time.perf_counter()
 heads = locate_consistency_heads(model, locate_task, seed=0, batch_size=16)
@@ -51,6 +54,7 @@ print(heads.to_frame().sort_values("accuracy", ascending=False).head(5).round(3)
 heads.plot().savefig(output / "consistency_heads.png", dpi=120)
 heads.save(output / "consistency_heads.json")
 
+# %%
 # 4. The directions step is general: any two groups of activations give a direction.
 #    Here: the best head's outputs on consistent vs inconsistent prompts.
 answers, outputs = read_paraphrases(
@@ -63,6 +67,7 @@ for method in ("mean_difference", "mass_mean", "probe"):
     found = direction(z[consistent], z[~consistent], method=method)
     print(f"{best_head} {method:<15} |direction| = {float(found.vectors.norm()):.3f}")
 
+# %%
 # 5. Bias injection on held-out inputs and paraphrases, with a random-heads control.
 sweep = consistency_sweep(
     model, test_task, heads, alphas=(3, 9), ks=(5, 15), control_seeds=(0,), direction_seeds=(),
@@ -72,6 +77,7 @@ print(sweep)
 print(sweep.table().round(3))
 sweep.plot().savefig(output / "consistency_sweep.png", dpi=120)
 
+# %%
 # 6. Export the best edit (biases baked into the output projections) and reload it with plain
 #    transformers: the same answer on every held-out prompt.
 best = sweep.best()

@@ -32,6 +32,7 @@ output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="cir
 output.mkdir(parents=True, exist_ok=True)
 model = circuitlab.load()
 
+# %%
 # 1. Truthful and hallucinated samples: the model's greedy answers to 66 of the 660 shipped
 #    questions, graded against the gold answers and their aliases.
 questions = load_factual_qa(extended=True)[::10]
@@ -41,6 +42,7 @@ for i in range(3):
     kind = "truthful" if answers.truthful[i] else "hallucinated"
     print(f"  {answers.questions[i]!r} -> {answers.answers[i]!r} ({kind})")
 
+# %%
 # 2. Split by question (stratified): layers are chosen and trained on one part, judged on the
 #    other.
 train_q, test_q = answers.split_questions((0.75, 0.25), seed=0)
@@ -49,6 +51,7 @@ by_text = {question.question: question for question in questions}
 test_questions = [by_text[answers.questions[q]] for q in test_q]
 print(f"train: {train.counts()} (truthful, hallucinated); test: {test.counts()}")
 
+# %%
 # 3. Every layer's scores from one streaming pass over the answer tokens.
 started = time.perf_counter()
 scores = hallucination_scores(model, train)
@@ -59,6 +62,7 @@ scores.plot(k=2).savefig(output / "hallucination_layers.png", dpi=120)
 layers = scores.top(2, "eavss")
 print("top 2 EAVSS layers:", layers)
 
+# %%
 # 4. Before: test accuracy, hallucination rate, and how often the gold answer is more likely
 #    than the model's wrong answer (choice accuracy, no generation).
 before = hallucination_rates(model, test_questions)
@@ -66,6 +70,7 @@ before_choice = choice_accuracy(model, test)
 print("before:", {k: round(v, 3) for k, v in before.as_dict().items()},
       f"choice accuracy {before_choice.accuracy:.3f}")  # fmt: skip
 
+# %%
 # 5. Contrastive fine-tuning of those layers only (LoRA; a tiny budget: one epoch).
 started = time.perf_counter()
 run = contrastive_finetune(
@@ -75,6 +80,7 @@ run = contrastive_finetune(
 print(f"{run.settings['steps']} steps in {time.perf_counter() - started:.0f} s, "
       f"loss {run.history.losses[-1]:.3f}")  # fmt: skip
 
+# %%
 # 6. After: the same measurements, and answers that changed.
 after = hallucination_rates(model, test_questions)
 after_choice = choice_accuracy(model, test)
@@ -91,6 +97,7 @@ print(f"{len(changed)} of {len(test_questions)} test answers changed")
 for question, old, new in changed[:5]:
     print(f"  {question.question} (gold {question.answer!r}): {old!r} -> {new!r}")
 
+# %%
 # 7. Export: the adapter (plain peft) and the merged model (plain transformers) give the same
 #    answers as circuitlab to every test question, or nothing is written.
 folder = export_contrastive(model, run.adapter, output / "contrastive-smollm2", test_questions)

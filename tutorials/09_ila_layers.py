@@ -33,6 +33,7 @@ output = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="cir
 output.mkdir(parents=True, exist_ok=True)
 model = circuitlab.load()
 
+# %%
 # 1. Instruction data: the shipped sets hold train and held-out splits; each pair is formatted
 #    with the model's chat template, and only the response tokens are scored.
 train = load_instructions("facts", limit=40)
@@ -40,6 +41,7 @@ heldout = load_instructions("facts", split="heldout", limit=24)
 print(train, heldout)
 print(repr(instruction_prompt(model, train.instructions[0]) + train.responses[0]))
 
+# %%
 # 2. Both stages: stage 1 stops once the mean loss of the last `window` steps is within 2% of
 #    the window before (or at max_steps); stage 2 learns the gates for `gate_steps` steps.
 ranking = ila_rank(model, train, max_steps=12, window=4, gate_steps=5, seed=0)
@@ -52,10 +54,12 @@ print("top 25% of the layers:", top)
 ranking.plot().savefig(output / "ila-ranking.png", dpi=100)
 ranking.save(output / "ila-ranking.json")
 
+# %%
 # 3. The ranking as a peft config (layers_to_transform), ready for the plain HF model.
 config = ranking.lora_config(model, percent=25)
 print("peft config:", config.layers_to_transform, sorted(config.target_modules))
 
+# %%
 # 4. Tune only those layers, for a fixed number of steps, and compare the held-out loss.
 before = instruction_loss(model, heldout)
 tuned = fit_lora(model, train, top, stable=None, max_steps=10, seed=0)
@@ -63,6 +67,7 @@ after = instruction_loss(model, heldout)
 print(f"held-out loss (nats/token): {before:.3f} -> {after:.3f} with LoRA on {len(top)} layers")
 assert after < before, "fine-tuning the top layers should lower the held-out loss"
 
+# %%
 # 5. The adapter is a plain peft adapter: reload it on the plain transformers model and check it
 #    computes what circuitlab computes.
 tuned.adapter.save(output / "adapter", overwrite=True)

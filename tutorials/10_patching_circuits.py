@@ -48,6 +48,7 @@ def paris_minus_rome(prompt: str) -> float:
     return float(logits[model.token_id(" Paris")] - logits[model.token_id(" Rome")])
 
 
+# %%
 # 1. The residual stream, layer by position: where does the landmark's answer live?
 residual = activation_patching(model, [pair], site="resid_pre")
 print(residual)
@@ -64,6 +65,7 @@ residual.plot().savefig(output / "residual_map.png")
 assert 1 <= int(normalised[moved - 1].argmax()) <= 3
 assert int(normalised[moved].argmax()) == last
 
+# %%
 # 2. Heads at the last token: which heads of the layers below `moved` carry the answer over?
 heads = activation_patching(model, [pair], site="z", positions=[-1])
 print("heads whose last-token output restores ' Paris' most:", heads.top(5))
@@ -74,6 +76,7 @@ print("movers:", [str(head) for head in movers])
 heads.plot().savefig(output / "head_map.png")
 assert movers
 
+# %%
 # 3. Attribution patching: every component's effect estimated from one backward pass.
 #    (attribution_patching(..., exact=True) adds the exact effects and their Spearman ρ;
 #    benchmarks/patching_speed.py measures it on four tasks.)
@@ -82,6 +85,7 @@ print(estimate)
 print("largest estimated effects:", [(str(c), round(v, 2)) for c, v in estimate.top(5)])
 estimate.plot().savefig(output / "attribution_heads.png")
 
+# %%
 # 4. Patch the movers together: how much of the clean answer do they carry on their own?
 both = [Patch(head, source=[pair.clean], positions=-1) for head in movers]
 corrupted = paris_minus_rome(pair.corrupted)
@@ -92,12 +96,14 @@ share = (patched - corrupted) / (clean - corrupted)
 print(f"patching {[str(h) for h in movers]} recovers {share:.0%} of the clean logit difference")
 assert share > 0.2
 
+# %%
 # 5. Check with the exact decomposition: do the movers write " Paris" - " Rome" directly?
 attribution = direct_logit_attribution(model, pair.clean, LogitDiff(" Paris", " Rome"))
 for head in movers:
     rank = [c for c, _ in attribution.top(len(attribution.components))].index(head)
     print(f"{head}: direct logit attribution {attribution.score_of(head):+.2f} (rank {rank + 1})")
 
+# %%
 # 6. Check with ablation: the clean answer without the movers (mean over the corrupted prompt's
 #    positions would also remove the landmark; zero ablation removes the head altogether).
 with model.intervene(*[Ablate(head) for head in movers]):
@@ -105,6 +111,7 @@ with model.intervene(*[Ablate(head) for head in movers]):
 print(f"logit diff on the clean prompt: intact {clean:.2f}, movers ablated {ablated:.2f}")
 assert ablated < clean
 
+# %%
 # 7. Where do the movers look, and when does " Paris" appear? Their attention from the last
 #    token, and the logit lens of the clean prompt (the final norm recomputed at every layer).
 view = attention_pattern(model, pair.clean, movers)

@@ -17,6 +17,11 @@ def check_metric(metric: str, *, has_choices: bool, has_pairs: bool = False) -> 
 
     ``has_pairs``: the prompts' targets are `LogitDiff` pairs, which give ``logit_diff`` (and
     only it) its meaning for prompts.
+
+    Args:
+        metric: The metric name to check.
+        has_choices: Whether the study has label choices (a task), which choice metrics need.
+        has_pairs: Whether the study has token pairs, which ``logit_diff`` needs.
     """
     name = str(metric).replace("-", "_")
     if name not in METRICS:
@@ -43,6 +48,11 @@ def logit_diff_values(
     """The two-token logit difference of each row: ``logits[positive] - logits[negative]``.
 
     Computed in float32, in logits; ids may sit on any device.
+
+    Args:
+        logits: Logits of each row [batch, d_vocab].
+        positive: Token id whose logit is added, per row [batch].
+        negative: Token id whose logit is subtracted, per row [batch].
 
     Example:
         >>> logits = torch.tensor([[0.0, 2.0, 5.0], [1.0, 0.0, 3.0]])

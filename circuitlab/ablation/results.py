@@ -74,7 +74,11 @@ class AblationEffects(ComponentTable):
         return differences.std(dim=0) / math.sqrt(len(self))
 
     def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:
-        """The effects (``column`` is ignored: one score per component)."""
+        """The effects (``column`` is ignored: one score per component).
+
+        Args:
+            column: Accepted for the shared table interface and ignored.
+        """
         return self.effects
 
     def _column_label(self, column: int | str) -> str:
@@ -107,6 +111,9 @@ class AblationEffects(ComponentTable):
         Each panel has its own colour scale and colour bar (a whole layer's effect dwarfs a
         head's). The head columns are the heads measured, by their real index; unmeasured
         cells are hatched.
+
+        Args:
+            title: Figure title (default: one naming the metric and the method).
         """
         from circuitlab.decomposition.plots import head_grid, plot_layer_panels
 

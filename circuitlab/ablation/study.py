@@ -49,6 +49,11 @@ def study_components(
 ) -> list[Component]:
     """Expand group names (``heads``, ``mlps``, ``layers``) and parse components, in model order.
 
+    Args:
+        model: The model whose components are expanded and checked.
+        components: Group names (``heads``, ``mlps``, ``layers``) and/or components such as ``L3H1``
+            or ``MLP3``.
+
     Example:
         >>> study_components(model, ["mlps", "L3H1"])   # every MLP and one head
     """

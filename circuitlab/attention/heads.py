@@ -32,12 +32,24 @@ message saying what to pass instead."""
 
 
 def kv_group(head: int, n_heads: int, n_kv_heads: int) -> int:
-    """The key/value head that query head ``head`` reads (``head // (n_heads / n_kv_heads)``)."""
+    """The key/value head that query head ``head`` reads (``head // (n_heads / n_kv_heads)``).
+
+    Args:
+        head: Index of the query head.
+        n_heads: Query heads per layer.
+        n_kv_heads: Key/value heads per layer.
+    """
     return head // (n_heads // n_kv_heads)
 
 
 def group_members(group: int, n_heads: int, n_kv_heads: int) -> range:
-    """The query heads that share key/value head ``group``."""
+    """The query heads that share key/value head ``group``.
+
+    Args:
+        group: Index of the key/value head.
+        n_heads: Query heads per layer.
+        n_kv_heads: Key/value heads per layer.
+    """
     size = n_heads // n_kv_heads
     return range(group * size, (group + 1) * size)
 
@@ -54,7 +66,12 @@ def _gqa_note(arch: ArchitectureInfo) -> str:
 
 
 def check_layer(layer: object, arch: ArchitectureInfo) -> int:
-    """``layer`` as an int if the model has it, else an InputError naming the valid range."""
+    """``layer`` as an int if the model has it, else an InputError naming the valid range.
+
+    Args:
+        layer: The layer index to check.
+        arch: The model's architecture facts.
+    """
     index = check_integer("layer", layer)
     if not 0 <= index < arch.n_layers:
         raise InputError(
@@ -65,7 +82,12 @@ def check_layer(layer: object, arch: ArchitectureInfo) -> int:
 
 
 def check_head(item: object, arch: ArchitectureInfo) -> Head:
-    """One head (``"L3H1"`` or a `Head`) that exists in the model, else a clear InputError."""
+    """One head (``"L3H1"`` or a `Head`) that exists in the model, else a clear InputError.
+
+    Args:
+        item: A head as ``"L3H1"`` or a `Head`.
+        arch: The model's architecture facts.
+    """
     if not isinstance(item, (str, Component)):
         raise InputError(
             f"A head must be a string such as 'L3H1' or a circuitlab.components.Head, got "
@@ -89,7 +111,13 @@ def check_head(item: object, arch: ArchitectureInfo) -> Head:
 def resolve_heads(
     arch: ArchitectureInfo, heads: HeadSpec | None, layer: int | None
 ) -> tuple[Head, ...]:
-    """The heads named by ``heads`` and every head of ``layer``, checked, in model order."""
+    """The heads named by ``heads`` and every head of ``layer``, checked, in model order.
+
+    Args:
+        arch: The model's architecture facts.
+        heads: Heads as ``"L3H1"`` strings or `Head` values, or ``None``.
+        layer: A layer whose every head is added, or ``None``.
+    """
     chosen: list[Head] = []
     if heads is not None:
         items = [heads] if isinstance(heads, (str, Component)) else heads

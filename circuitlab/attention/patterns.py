@@ -37,8 +37,8 @@ from circuitlab.checks import check_integer, check_text, checked_arguments
 from circuitlab.collector import EVERY_TOKEN, collect
 from circuitlab.components import Head
 from circuitlab.errors import InputError
+from circuitlab.files import output_file
 from circuitlab.model import ModelHandle
-from circuitlab.models.cache import atomic_file
 from circuitlab.readers import Keep
 from circuitlab.results import Result
 
@@ -46,7 +46,11 @@ __all__ = ["AttentionPattern", "attention_pattern", "shown_token"]
 
 
 def shown_token(token: str) -> str:
-    """A token as printed in figures and tables: control characters made visible (``\\n``)."""
+    """A token as printed in figures and tables: control characters made visible (``\\n``).
+
+    Args:
+        token: The token's text.
+    """
     return "".join(
         repr(character)[1:-1] if not character.isprintable() and character != " " else character
         for character in token
@@ -104,13 +108,20 @@ class AttentionPattern(Result):
         return found
 
     def weights(self, head: str | Head) -> Float[Tensor, "query_pos key_pos"]:
-        """One head's pattern [query_pos, key_pos]."""
+        """One head's pattern [query_pos, key_pos].
+
+        Args:
+            head: The head, as ``"L3H1"`` or a `Head` of this pattern.
+        """
         return self.pattern[self._index(head)]
 
     def strongest_keys(self, head: str | Head) -> list[tuple[int, int, float]]:
         """For each query position, the key it attends to most: ``(query, key, weight)``.
 
         Ties go to the earliest key.
+
+        Args:
+            head: The head, as ``"L3H1"`` or a `Head` of this pattern.
         """
         weights = self.weights(head)
         values, keys = weights.max(dim=-1)
@@ -211,12 +222,16 @@ class AttentionPattern(Result):
         return self.to_html()
 
     def save_html(self, path: str | os.PathLike[str]) -> Path:
-        """Write `to_html` as a complete HTML page (UTF-8), atomically; returns the path."""
+        """Write `to_html` as a complete HTML page (UTF-8), atomically; returns the path.
+
+        Args:
+            path: The HTML file to write.
+        """
         from circuitlab.attention.html import html_page
 
         target = Path(path)
         page = html_page(self.to_html(), title=f"Attention patterns — {self.model or 'circuitlab'}")
-        with atomic_file(target) as tmp:
+        with output_file(target) as tmp:
             tmp.write_text(page, encoding="utf-8")
         return target
 

@@ -83,6 +83,10 @@ def score_masks(
     """Which keys each query's score sums over, per score (in `SCORES` order).
 
     A query counts for a score when its row has at least one True key.
+
+    Args:
+        tokens: Token ids [batch, pos].
+        real: Which positions are real tokens, not padding [batch, pos].
     """
     n = tokens.shape[1]
     position = torch.arange(n, device=tokens.device)
@@ -102,6 +106,10 @@ class HeadScoresReader(Reader):
 
     Needs ``positions="all"``. Result: ``(sums [score, layer, head], counts [score])``, the
     counts being how many queries each score covered.
+
+    Args:
+        n_layers: Number of layers of the model.
+        n_heads: Query heads per layer.
     """
 
     def __init__(self, n_layers: int, n_heads: int) -> None:
@@ -110,6 +118,11 @@ class HeadScoresReader(Reader):
         self.counts = torch.zeros(len(SCORES), dtype=torch.long)
 
     def update(self, batch: CapturedBatch) -> None:
+        """Fold in one batch.
+
+        Args:
+            batch: The activations (and logits) captured for one batch of prompts.
+        """
         if not batch.every_token:
             raise InputError("HeadScoresReader reads every token: collect with positions='all'.")
         masks = score_masks(batch.tokens.input_ids, batch.mask)
@@ -124,11 +137,17 @@ class HeadScoresReader(Reader):
         self.counts += counted.sum(dim=(1, 2)).cpu()
 
     def merge(self, other: Any) -> None:
+        """Fold in another `HeadScoresReader` of the same settings that saw other batches.
+
+        Args:
+            other: The reader to fold in.
+        """
         self._check_kind(other)
         self.sums += other.sums
         self.counts += other.counts
 
     def result(self) -> tuple[Float[Tensor, "score layer head"], Int[Tensor, " score"]]:
+        """The score sums [score, layer, head] (float64) and the queries each covered [score]."""
         return self.sums, self.counts
 
 
@@ -155,6 +174,12 @@ def repeated_random_tokens(
     Tokens are drawn uniformly with replacement (a ``torch.Generator`` seeded with ``seed``)
     from the ids below both the tokenizer's and the unembedding's size, special and added
     tokens excluded. Each row is the BOS-policy prefix (e.g. ``[bos]``) + s + s.
+
+    Args:
+        model: The model whose vocabulary and BOS policy the tokens follow.
+        sequences: Number of sequences.
+        length: Tokens in the random half of each sequence.
+        seed: Seed of the random tokens.
 
     Returns:
         A `TokenBatch` [sequences, prefix + 2 · length], every row the same length.
@@ -247,11 +272,20 @@ class HeadSummary(Result):
         return self.score_names.index(score)
 
     def values(self, score: str) -> Float[Tensor, "layer head"]:
-        """One score of every head [layer, head]."""
+        """One score of every head [layer, head].
+
+        Args:
+            score: One of `SCORES`.
+        """
         return self.scores[self._score_index(score)]
 
     def score_of(self, head: str | Head, score: str) -> float:
-        """One head's score."""
+        """One head's score.
+
+        Args:
+            head: The head, as ``"L3H1"`` or a `Head`.
+            score: One of `SCORES`.
+        """
         component = parse_component(head)
         if not isinstance(component, Head):
             raise InputError(f"{component} is not a head; write heads as L<layer>H<head>.")
@@ -263,7 +297,12 @@ class HeadSummary(Result):
         return float(self.values(score)[component.layer, component.head])
 
     def top(self, score: str, n: int = 5) -> list[tuple[Head, float]]:
-        """The ``n`` heads with the highest ``score``, highest first (NaN never ranks)."""
+        """The ``n`` heads with the highest ``score``, highest first (NaN never ranks).
+
+        Args:
+            score: One of `SCORES`.
+            n: How many heads to return.
+        """
         n = check_integer("n", n, minimum=1)
         values = self.values(score)
         flat = values.flatten()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from circuitlab.cli.output import save_figure, write_json, write_result_json
 from circuitlab.decomposition import LogitDiff, direct_logit_attribution
 from circuitlab.decomposition import component_accuracy as score_components
 from circuitlab.errors import InputError
+from circuitlab.files import output_file
 from circuitlab.interventions.export import DEFAULT_CHECK_PROMPTS, EXPORT_RECORD, export_hf
 from circuitlab.interventions.serialize import load_interventions, read_prompt_file
 from circuitlab.json_files import read_json
@@ -24,7 +28,6 @@ from circuitlab.models import (
     get_spec,
     is_cached,
 )
-from circuitlab.models.cache import atomic_file
 from circuitlab.reweighting import ComponentReweighting, reweighting_study
 from circuitlab.tasks import ClassificationTask, load_task
 
@@ -45,21 +48,57 @@ __all__ = [
     "models_fetch",
     "models_list",
     "patch",
+    "preloaded",
     "prune_study",
     "report",
     "reweight",
+    "study",
 ]
 
 
+_PRELOADED: list[ModelHandle] = []
+
+
+@contextlib.contextmanager
+def preloaded(model: ModelHandle) -> Iterator[ModelHandle]:
+    """Within the block, every command uses ``model`` instead of loading one (a study loads
+    its model once for all its steps)."""
+    _PRELOADED.append(model)
+    try:
+        yield model
+    finally:
+        _PRELOADED.pop()
+
+
+def _device_map(text: str | None) -> str | dict[str, Any] | None:
+    """``--device-map`` as given, or its JSON object parsed."""
+    if text is None or not text.lstrip().startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(
+            f"--device-map {text!r} is not valid JSON ({error.msg}); give auto, a device, or a "
+            f'JSON object such as \'{{"": "cpu"}}\'.'
+        ) from None
+
+
 def _load(args: argparse.Namespace) -> ModelHandle:
+    if _PRELOADED:
+        return _PRELOADED[-1]
     return load(
-        args.model, device=args.device, dtype=args.dtype, cache_dir=args.cache_dir, progress=True
+        args.model,
+        device=args.device,
+        device_map=_device_map(getattr(args, "device_map", None)),
+        dtype=args.dtype,
+        cache_dir=args.cache_dir,
+        progress=True,
     )
 
 
 def _save_table(frame: Any, path: str) -> None:
     """Write a pandas DataFrame as CSV, atomically."""
-    with atomic_file(Path(path)) as tmp:
+    with output_file(Path(path)) as tmp:
         frame.to_csv(tmp, index=False)
     print(f"wrote {path}")
 
@@ -78,41 +117,54 @@ def _task(args: argparse.Namespace) -> ClassificationTask:
 
 
 def report(args: argparse.Namespace) -> None:
-    """Model card, the top next-token predictions, and the components that write the top one."""
+    """The analysis report: every section on one model, written as a folder."""
+    from circuitlab.report import ReportSettings, write_report
+    from circuitlab.report.build import check_report_folder
+
+    settings = ReportSettings(
+        **({"prompts": tuple(args.prompt)} if args.prompt else {}),
+        **({"pairs": tuple(tuple(pair) for pair in args.pair)} if args.pair else {}),
+        top_k=args.top_k,
+        task=args.task,
+        task_examples=args.task_examples,
+        k_shot=args.k_shot,
+        calibration_texts=args.calibration_texts,
+        ground_truth_tasks=tuple(args.ground_truth_tasks),
+        ground_truth_tokens=args.ground_truth_tokens,
+        ground_truth_examples=args.ground_truth_examples,
+        paraphrase_task=args.paraphrase_task,
+        paraphrase_inputs=args.paraphrase_inputs,
+        factual_questions=args.factual_questions,
+        ila_adapter=args.ila_adapter,
+        ila_data=args.ila_data,
+        ila_steps=args.ila_steps,
+        sections=tuple(args.sections),
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    check_report_folder(args.out, overwrite=args.overwrite)  # before loading anything
     started = time.perf_counter()
     model = _load(args)
     load_seconds = time.perf_counter() - started
     card = model.model_card()
-    predictions = model.top_next_tokens(args.prompt, k=args.top_k)
-    print(f"circuitlab model card: {card['name']}")
+    print(f"circuitlab report on {card['name']}")
     print(f"  {model.arch.describe().replace(chr(10), chr(10) + '  ')}")
     print(
         f"  parameters {card['parameters']:,}, {card['dtype']} on {card['device']}, "
-        f"BOS policy: {card['bos_policy']}, loaded in {load_seconds:.1f} s"
+        f"loaded in {load_seconds:.1f} s; sections: {', '.join(settings.runs)}"
     )
-    print(f"\nTop {len(predictions)} next tokens after {args.prompt!r}:")
-    for rank, prediction in enumerate(predictions, start=1):
-        print(
-            f"  {rank:>2}. {prediction.token!r:<20} p={prediction.probability:.4f}  "
-            f"logit={prediction.logit:.3f}"
-        )
-    best = predictions[0]
-    attribution = direct_logit_attribution(model, args.prompt, best.token_id)
-    writers = attribution.top(args.top_k)
-    print(
-        f"\nComponents writing {best.token!r} most (direct logit attribution, logits; they sum "
-        f"with the rest to its logit within {attribution.reconstruction_error():.0e}):"
+    files = write_report(
+        model, args.out, settings, overwrite=args.overwrite, load_seconds=load_seconds
     )
-    print("  " + ", ".join(f"{component} {value:+.2f}" for component, value in writers))
+    print("\nTime per stage:")
+    for stage, seconds in files.seconds.items():
+        print(f"  {stage:<20} {seconds:7.1f} s")
+    for section, reason in files.skipped.items():
+        print(f"  {section}: not run: {reason}")
     if args.json:
-        write_result_json(
-            attribution,
-            args.json,
-            model_card=card,
-            prompt_tokens=model.to_str_tokens(args.prompt),
-            top_next_tokens=[vars(prediction) for prediction in predictions],
-            load_seconds=load_seconds,
-        )
+        write_json(json.loads(files.results.read_text(encoding="utf-8")), args.json)
+    print(f"\nReport: {files.index.resolve()}")
+    print(f"Results: {files.results.resolve()} (figures in {files.folder.resolve() / 'figures'})")
 
 
 def decompose(args: argparse.Namespace) -> None:
@@ -480,3 +532,10 @@ def ila_finetune(args: argparse.Namespace) -> None:
 
     sets = ila.read_sets(args)
     ila.ila_finetune(args, _load(args), sets)
+
+
+def study(args: argparse.Namespace) -> None:
+    """Run a study file (see `circuitlab.cli.study`)."""
+    from circuitlab.cli import study as studies
+
+    studies.study_command(args)

@@ -11,13 +11,12 @@ from circuitlab.cli.output import write_json, write_result_json
 from circuitlab.errors import InputError
 from circuitlab.evaluation import EvaluationSuite, load_heldout_prose
 from circuitlab.evaluation.data import PROSE_SPLITS
-from circuitlab.files import read_text_file
+from circuitlab.files import output_file, read_text_file
 from circuitlab.interventions import PruneLayers
 from circuitlab.interventions.export import EXPORT_RECORD, export_hf
 from circuitlab.json_files import read_json
 from circuitlab.layers import LayerScores, pruning_study, score_layers
 from circuitlab.model import ModelHandle
-from circuitlab.models.cache import atomic_file
 
 __all__ = ["layer_scores", "prune_study", "read_texts"]
 
@@ -66,12 +65,12 @@ def _score(
 
 
 def _write_figure(figure: object, path: Path) -> None:
-    with atomic_file(path) as tmp:
+    with output_file(path) as tmp:
         figure.savefig(tmp, dpi=130, format="png")  # type: ignore[attr-defined]
 
 
 def _write_text(text: str, path: Path) -> None:
-    with atomic_file(path) as tmp:
+    with output_file(path) as tmp:
         tmp.write_text(text)
 
 

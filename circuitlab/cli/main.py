@@ -1,7 +1,7 @@
 """Entry point of the ``circuitlab`` console script (argparse, one sub-command per job).
 
 Commands:
-    circuitlab report [--model NAME] [--prompt TEXT] [--top-k K] [--json OUT]
+    circuitlab report [--model NAME] [--out DIR] [--sections ...] [--ila-adapter DIR]
     circuitlab decompose --prompt TEXT --target TOKEN [--diff A B] [--plot PNG]
     circuitlab component-accuracy --task NAME [--k-shot K] [--plot PNG] [--csv FILE]
     circuitlab ablate (--task NAME | --prompt TEXT --target TOKEN) [--components ...]
@@ -11,6 +11,7 @@ Commands:
     circuitlab patch (--clean TEXT --corrupted TEXT | --pairs FILE) [--diff A B] [--site SITE]
     circuitlab logit-lens --prompt TEXT [--target TOKEN] [--k K] [--position N|all] [--plot PNG]
     circuitlab attention --prompt TEXT --head L3H1 [--layer N] [--html OUT] | --summary [--top N]
+    circuitlab study FILE.yaml [--out DIR] [--dry-run]
     circuitlab models list [--json OUT]
     circuitlab models fetch NAME
 """
@@ -26,6 +27,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from circuitlab.cli.study import add_study_command
 from circuitlab.errors import CircuitlabError
 from circuitlab.vocabulary import (
     COMPONENT_GROUPS,
@@ -36,8 +38,10 @@ from circuitlab.vocabulary import (
     ILA_SELECTIONS,
     INSTRUCTION_SETS,
     METRICS,
+    PARAPHRASE_TASKS,
     PATCH_METRICS,
     PATCHABLE_KINDS,
+    REPORT_SECTIONS,
     SCORE_METHODS,
     SCORE_SITES,
 )
@@ -98,7 +102,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="registry name, local Hugging Face folder, or hub id (default: the embedded "
         "smollm2-135m-instruct)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps")
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu (default), cuda, cuda:1, mps (under torchrun: cuda means cuda:$LOCAL_RANK)",
+    )
+    parser.add_argument(
+        "--device-map",
+        default=None,
+        metavar="MAP",
+        help="spread the model over devices instead of --device (needs accelerate): auto, "
+        "balanced, balanced_low_0, sequential, a device, or a JSON object of module names to "
+        "devices",
+    )
     parser.add_argument("--dtype", default="float32", help="float32 (default), bf16, fp16")
     _add_output_options(parser)
 
@@ -690,6 +706,132 @@ def _add_ila_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     tune.set_defaults(handler="ila_finetune")
 
 
+def _add_report_command(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    report = sub.add_parser(
+        "report",
+        help="the analysis report: every method on one model, as an HTML page and results",
+        description="Run a compact analysis of a model (decomposition, component accuracy, "
+        "layer importance with the single-layer ground truth, activation patching, consistency "
+        "heads, hallucination-prone layers, and ILA given a stage-1 adapter) and write a folder "
+        "with a self-contained index.html, results.json and the figures (PNG and SVG). About "
+        "3 minutes on the embedded default model on 2 CPU cores.",
+    )
+    _add_model_options(report)
+    report.add_argument(
+        "--out",
+        default="circuitlab-report",
+        metavar="DIR",
+        help="the report folder (default ./circuitlab-report; a previous report there is "
+        "replaced, any other non-empty folder refused)",
+    )
+    report.add_argument(
+        "--overwrite", action="store_true", help="replace --out even if it is not a report"
+    )
+    report.add_argument(
+        "--sections",
+        nargs="+",
+        choices=REPORT_SECTIONS,
+        default=list(REPORT_SECTIONS),
+        metavar="SECTION",
+        help=f"the sections to run (default all: {', '.join(REPORT_SECTIONS)}; ila only with "
+        "--ila-adapter)",
+    )
+    report.add_argument(
+        "--prompt",
+        action="append",
+        help="a factual prompt to decompose (repeat; default four shipped prompts)",
+    )
+    report.add_argument(
+        "--top-k", type=_count, default=8, help="rows per ranking table (default 8)"
+    )
+    report.add_argument(
+        "--task",
+        default="sentiment",
+        help="component-accuracy task: sentiment (default), topic, nli, yesno or a task file",
+    )
+    report.add_argument(
+        "--task-examples",
+        type=_count,
+        default=64,
+        help="balanced sample of the task (default 64)",
+    )
+    report.add_argument(
+        "--k-shot", type=_index, default=0, help="demonstrations per task prompt (default 0)"
+    )
+    report.add_argument(
+        "--calibration-texts",
+        type=_count,
+        default=4,
+        help="shipped calibration texts AVSS and Block Influence read (default 4 of 8)",
+    )
+    report.add_argument(
+        "--ground-truth-tasks",
+        nargs="+",
+        choices=EVALUATION_TASKS,
+        default=["perplexity"],
+        metavar="TASK",
+        help="tasks the single-layer ground truth evaluates with each layer removed: "
+        f"{', '.join(EVALUATION_TASKS)} (default perplexity, the cheapest)",
+    )
+    report.add_argument(
+        "--ground-truth-tokens",
+        type=_count,
+        default=256,
+        help="held-out prose tokens of the single-layer ground truth (default 256)",
+    )
+    report.add_argument(
+        "--ground-truth-examples",
+        type=_count,
+        default=16,
+        help="sentiment examples / QA questions of the ground truth (default 16)",
+    )
+    report.add_argument(
+        "--pair",
+        nargs=4,
+        action="append",
+        metavar=("CLEAN", "CORRUPTED", "ANSWER", "WRONG"),
+        help="a patching pair (repeat; both prompts the same token count; default the Eiffel "
+        "Tower / Colosseum pair)",
+    )
+    report.add_argument(
+        "--paraphrase-task",
+        choices=PARAPHRASE_TASKS,
+        default="sentiment",
+        help="consistency task (default sentiment)",
+    )
+    report.add_argument(
+        "--paraphrase-inputs",
+        type=_count,
+        default=16,
+        help="balanced sample of its inputs (default 16)",
+    )
+    report.add_argument(
+        "--factual-questions",
+        type=_count,
+        default=48,
+        help="factual questions graded for the hallucination section (default 48)",
+    )
+    report.add_argument(
+        "--ila-adapter",
+        metavar="DIR",
+        help="a stage-1 LoRA adapter folder (circuitlab ila-rank --adapters); adds the ILA section",
+    )
+    report.add_argument(
+        "--ila-data",
+        default="facts",
+        help=f"instruction set the ILA gates are fitted on: {', '.join(INSTRUCTION_SETS)} or a "
+        "file (default facts)",
+    )
+    report.add_argument(
+        "--ila-steps", type=_count, default=20, help="gate-fitting steps (default 20)"
+    )
+    report.add_argument("--seed", type=_index, default=0, help="seed of every sample and fit")
+    report.add_argument(
+        "--batch-size", type=_count, default=16, help="prompts per forward pass (default 16)"
+    )
+    report.set_defaults(handler="report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (exposed for documentation and tests)."""
     parser = _Parser(
@@ -703,15 +845,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    report = sub.add_parser(
-        "report",
-        help="model card and top next-token predictions for a prompt",
-        description="Load a model and print its card plus the top next-token predictions.",
-    )
-    _add_model_options(report)
-    report.add_argument("--prompt", default="The capital of France is", help="prompt text")
-    report.add_argument("--top-k", type=_count, default=5, help="how many predictions (default 5)")
-    report.set_defaults(handler="report")
+    _add_report_command(sub)
 
     decompose = sub.add_parser(
         "decompose",
@@ -864,6 +998,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_patching_commands(sub)
     _add_lens_commands(sub)
     _add_attention_commands(sub)
+    add_study_command(sub)
 
     export = sub.add_parser(
         "export",
@@ -971,6 +1106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from circuitlab.cli.paths import check_outputs
 
         check_outputs(args)  # every output path is checked before any work (and any import)
+        from circuitlab import distributed
+
+        if not distributed.is_writer():  # under torchrun, rank 0 alone prints
+            sys.stdout = open(os.devnull, "w", encoding="utf-8")
         from circuitlab.cli import commands
 
         getattr(commands, args.handler)(args)

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from circuitlab.files import output_file
 from circuitlab.json_files import write_json_atomic
-from circuitlab.models.cache import atomic_file
 from circuitlab.results import Result
 
 __all__ = ["save_figure", "write_json", "write_result_json"]
@@ -35,6 +35,6 @@ def write_result_json(result: Result, destination: str, **run: Any) -> None:
 def save_figure(figure: Any, path: str) -> None:
     """Write a matplotlib figure atomically, in the format its extension names."""
     destination = Path(path)
-    with atomic_file(destination) as tmp:
+    with output_file(destination) as tmp:
         figure.savefig(tmp, dpi=150, format=destination.suffix.lstrip(".") or "png")
     print(f"wrote {destination}")

@@ -37,7 +37,11 @@ __all__ = ["ParaphraseAnswers", "majority_agreement", "pair_agreement"]
 
 
 def pair_agreement(answers: Int[Tensor, "input paraphrase"]) -> Float[Tensor, "pp pp"]:
-    """Share of inputs on which each pair of paraphrases gives the same answer (diagonal 1)."""
+    """Share of inputs on which each pair of paraphrases gives the same answer (diagonal 1).
+
+    Args:
+        answers: The answer (label index) to each input under each paraphrase [input, paraphrase].
+    """
     same = answers[:, :, None] == answers[:, None, :]
     return same.float().mean(dim=0)
 
@@ -48,6 +52,9 @@ def majority_agreement(
     """Whether each prompt's answer is its input's majority answer over the paraphrases.
 
     Ties between classes go to the class with the larger summed probability.
+
+    Args:
+        logits: Label logits [input, paraphrase, label].
     """
     answers = logits.argmax(dim=-1)
     n_labels = logits.shape[-1]
@@ -175,7 +182,11 @@ class ParaphraseAnswers(Result):
         return pd.DataFrame(rows)
 
     def plot(self, **options: Any) -> Figure:
-        """Accuracy and consistency of each paraphrase (bars), with the means as lines."""
+        """Accuracy and consistency of each paraphrase (bars), with the means as lines.
+
+        Args:
+            options: Keyword options of the figure (e.g. ``title``).
+        """
         table = self.per_paraphrase()
         figure = Figure(figsize=options.get("figsize", (max(5.0, 0.6 * len(table) + 2), 3.2)))
         axes = figure.add_subplot()

@@ -257,7 +257,12 @@ class ParaphraseTask:
 
     # ----------------------------------------------------------------- views
     def view(self, templates: Sequence[int], role: str = "custom") -> ParaphraseView:
-        """The paraphrases ``templates`` of this task, keeping their template indices."""
+        """The paraphrases ``templates`` of this task, keeping their template indices.
+
+        Args:
+            templates: Indices of the paraphrased instructions the view uses.
+            role: Name of the view (``locate``, ``held_out``, ``custom``).
+        """
         return ParaphraseView(self, self._paraphrase_indices(templates), role)
 
     def locating(self) -> ParaphraseView:
@@ -270,11 +275,20 @@ class ParaphraseTask:
 
     # --------------------------------------------------------------- inputs
     def subset(self, indices: Sequence[int]) -> ParaphraseTask:
-        """The inputs at ``indices`` (in that order), with the same paraphrases and split."""
+        """The inputs at ``indices`` (in that order), with the same paraphrases and split.
+
+        Args:
+            indices: Positions of the inputs to keep.
+        """
         return dataclasses.replace(self, task=self.task.subset(indices))
 
     def balanced_sample(self, n: int, *, seed: int = 0) -> ParaphraseTask:
-        """``n`` inputs drawn at random, the same number per class (see the task's method)."""
+        """``n`` inputs drawn at random, the same number per class (see the task's method).
+
+        Args:
+            n: Number of inputs to keep, spread evenly over the labels.
+            seed: Seed of the draw.
+        """
         return dataclasses.replace(self, task=self.task.balanced_sample(n, seed=seed))
 
     def split_inputs(
@@ -396,7 +410,11 @@ class ParaphraseView:
         )
 
     def prompts(self, indices: Sequence[int] | None = None) -> list[str]:
-        """Input-major prompts over the paraphrases in view (see `ParaphraseTask.prompts`)."""
+        """Input-major prompts over the paraphrases in view (see `ParaphraseTask.prompts`).
+
+        Args:
+            indices: Inputs to build prompts for (default: all).
+        """
         return self.source.prompts(indices, self.paraphrases)
 
 
@@ -501,6 +519,9 @@ def load_paraphrase_task(
 
 def shipped_paraphrases(task: str) -> dict[str, Any]:
     """The shipped paraphrase set of a built-in task.
+
+    Args:
+        task: A built-in task name (see `PARAPHRASE_TASKS`).
 
     Returns:
         ``{"label_words": [...], "templates": [...], "locate": [...], "heldout": [...]}``.

@@ -38,7 +38,15 @@ def plain_answers(
     batch_size: int = 8,
 ) -> Int[Tensor, "input paraphrase"]:
     """The answers of the checkpoint at ``folder``, loaded with plain ``transformers`` (eager
-    attention), to every (input, paraphrase) prompt; ``model`` only tokenizes."""
+    attention), to every (input, paraphrase) prompt; ``model`` only tokenizes.
+
+    Args:
+        folder: The exported Hugging Face checkpoint.
+        model: The circuitlab model whose tokenizer and label words are used.
+        task: The paraphrase task whose prompts are answered.
+        templates: Indices of the paraphrases to answer under.
+        batch_size: Prompts per forward pass.
+    """
     reloaded = AutoModelForCausalLM.from_pretrained(
         Path(folder), dtype=model.dtype, attn_implementation="eager", local_files_only=True
     ).to(model.device)

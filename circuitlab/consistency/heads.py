@@ -148,7 +148,11 @@ class ConsistencyHeads(Result):
         return [(Head(i // n_heads, i % n_heads), flat[i]) for i in order]
 
     def top(self, k: int) -> list[tuple[Head, float]]:
-        """The ``k`` heads whose probes predict consistency best on the locate split."""
+        """The ``k`` heads whose probes predict consistency best on the locate split.
+
+        Args:
+            k: How many heads to return.
+        """
         k = check_integer("k", k, minimum=1)
         if k > self.n_heads:
             raise InputError(
@@ -203,7 +207,11 @@ class ConsistencyHeads(Result):
         )
 
     def plot(self, **options: Any) -> Any:
-        """Layer x head heatmap of the locate accuracies, centred on chance."""
+        """Layer x head heatmap of the locate accuracies, centred on chance.
+
+        Args:
+            options: Keyword options of the figure (e.g. ``title``).
+        """
         from circuitlab.decomposition.plots import plot_head_heatmap
 
         n_heads = self.accuracy.shape[1]

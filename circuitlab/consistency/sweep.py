@@ -45,7 +45,12 @@ METHODS = ("base", "located", "random_heads", "random_direction")
 
 
 def random_direction_heads(heads: ConsistencyHeads, seed: int) -> ConsistencyHeads:
-    """``heads`` with every direction replaced by a seeded random one of the same norm."""
+    """``heads`` with every direction replaced by a seeded random one of the same norm.
+
+    Args:
+        heads: The located heads whose directions are replaced.
+        seed: Seed of the random directions.
+    """
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(heads.directions.shape, generator=generator)
     norms = heads.directions.norm(dim=-1, keepdim=True)
@@ -108,7 +113,11 @@ class ConsistencySweep(Result):
         )
 
     def table(self, metric: str = "consistency_rate") -> pd.DataFrame:
-        """K × α table of ``metric`` for the located heads, controls averaged over seeds."""
+        """K × α table of ``metric`` for the located heads, controls averaged over seeds.
+
+        Args:
+            metric: The measurement shown in the cells (``consistency_rate``, ``accuracy``, ...).
+        """
         frame = self.to_frame()
         if metric not in frame.columns:
             raise InputError(f"Unknown metric {metric!r}; choose from {list(frame.columns)}.")
@@ -116,7 +125,11 @@ class ConsistencySweep(Result):
         return edited.pivot_table(index=["method", "k"], columns="alpha", values=metric)
 
     def plot(self, **options: Any) -> Figure:
-        """Consistency (left) and accuracy (right) against α, one line per K and control."""
+        """Consistency (left) and accuracy (right) against α, one line per K and control.
+
+        Args:
+            options: Keyword options of the figure (e.g. ``title``).
+        """
         frame = self.to_frame()
         base = self.base()
         figure = Figure(figsize=options.get("figsize", (10, 3.6)))

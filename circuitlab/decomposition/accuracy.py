@@ -76,18 +76,31 @@ class ComponentAccuracy(ComponentTable):
         return float((self.model_predictions == self.labels).float().mean())
 
     def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:
-        """Each component's accuracy (``column`` is ignored: there is one score per component)."""
+        """Each component's accuracy (``column`` is ignored: there is one score per component).
+
+        Args:
+            column: Accepted for the shared table interface and ignored (one accuracy per
+                component).
+        """
         return self.accuracy
 
     def _column_label(self, column: int | str) -> str:
         return f"task {self.task}, {len(self.labels)} examples, chance {self.chance:.2f}"
 
     def good(self, k: int = 1) -> list[tuple[Component, float]]:
-        """The ``k`` most accurate components (ORACLE-T1 is ``good(1)``)."""
+        """The ``k`` most accurate components (ORACLE-T1 is ``good(1)``).
+
+        Args:
+            k: How many components to return.
+        """
         return self.top(k)
 
     def bad(self, k: int = 1) -> list[tuple[Component, float]]:
-        """The ``k`` least accurate components (ORACLE-B1 is ``bad(1)``)."""
+        """The ``k`` least accurate components (ORACLE-B1 is ``bad(1)``).
+
+        Args:
+            k: How many components to return.
+        """
         return self.bottom(k)
 
     def majority_label(self) -> tuple[Int[Tensor, " component"], Float[Tensor, " component"]]:

@@ -47,7 +47,13 @@ __all__ = ["AttributionReader", "attribute_decomposition", "direct_logit_attribu
 def attribute_decomposition(
     model: ModelHandle, parts: ResidualDecomposition, targets: list[Target]
 ) -> tuple[Float[Tensor, "batch component target"], Float[Tensor, "batch target"]]:
-    """Attributions of each component and the constant term, for a decomposed batch."""
+    """Attributions of each component and the constant term, for a decomposed batch.
+
+    Args:
+        model: The model the decomposition was taken from.
+        parts: The decomposed final residual stream.
+        targets: The resolved read-outs of the logits.
+    """
     final = model.arch.norm("final")
     w_u, b_u = unembedding(model)
     readout = readout_matrix(targets, model.d_vocab, device=w_u.device, dtype=w_u.dtype)
@@ -230,6 +236,11 @@ class AttributionReader(DecompositionReader):
     ``choose`` [prompt, k] (optional) picks, for each prompt of the data, the ``k`` of
     ``targets`` it keeps (one target per prompt): a batch attributes only its rows' targets,
     so memory does not grow with the number of distinct targets.
+
+    Args:
+        model: The model whose components are decomposed.
+        targets: The resolved read-outs of the logits to attribute.
+        choose: Optional [prompt, k] indices into ``targets``: the targets each prompt keeps.
     """
 
     def __init__(
@@ -244,6 +255,11 @@ class AttributionReader(DecompositionReader):
         self.choose = choose
 
     def update(self, batch: CapturedBatch) -> None:
+        """Decompose one batch and keep its rows' attributions.
+
+        Args:
+            batch: The batch the collector captured (one position per prompt).
+        """
         parts = self.decompose(batch)
         targets, pick = self.targets, None
         if self.choose is not None:
@@ -260,6 +276,7 @@ class AttributionReader(DecompositionReader):
         self.keep(batch.rows, (values, constant, logits, parts.positions, parts.components))
 
     def result(self) -> Attribution:
+        """The `Attribution` of every prompt seen, in data order (no prompt texts)."""
         order, chunks = self.ordered()
 
         def joined(index: int) -> Tensor:

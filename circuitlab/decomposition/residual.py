@@ -101,7 +101,12 @@ class ResidualDecomposition(Result):
         )
 
     def plot(self, k: int = 15, *, title: str | None = None) -> Any:
-        """Bar chart of the ``k`` components with the largest mean write norm (Figure)."""
+        """Bar chart of the ``k`` components with the largest mean write norm (Figure).
+
+        Args:
+            k: How many components to draw (largest norms).
+            title: Figure title.
+        """
         from circuitlab.decomposition.plots import plot_bars
 
         mean = self.norms().mean(dim=0)
@@ -164,7 +169,11 @@ class DecompositionWeights:
 
     @classmethod
     def read(cls, model: ModelHandle) -> DecompositionWeights:
-        """Read the current weights of ``model`` (unmodified HF weights)."""
+        """Read the current weights of ``model`` (unmodified HF weights).
+
+        Args:
+            model: The model whose weights are read.
+        """
         projections = [output_projection(model, layer) for layer in range(model.n_layers)]
         biases = [bias for _, bias in projections]
         site = model.arch.norm("attn_output")
@@ -227,6 +236,10 @@ class DecompositionReader(RowChunks):
     Result: a `ResidualDecomposition` of every prompt, in data order. Subclasses that reduce
     each batch's decomposition further (direct logit attribution) override `update` and call
     `decompose`, so the [batch, component, d_model] contributions never outlive their batch.
+
+    Args:
+        model: The model whose final residual stream is decomposed.
+        weights: Weights read once with `DecompositionWeights.read` (default: read now).
     """
 
     needs_logits = True
@@ -239,15 +252,25 @@ class DecompositionReader(RowChunks):
         self.sites = self.names.all()
 
     def decompose(self, batch: CapturedBatch) -> ResidualDecomposition:
-        """The decomposition of one captured batch (its rows in batch order)."""
+        """The decomposition of one captured batch (its rows in batch order).
+
+        Args:
+            batch: The batch the collector captured.
+        """
         if batch.every_token:
             raise InputError("The decomposition reads one position per prompt, not 'all'.")
         return _decompose_captured(self.model, batch, self.weights, self.names)
 
     def update(self, batch: CapturedBatch) -> None:
+        """Decompose one batch and keep it.
+
+        Args:
+            batch: The batch the collector captured (one position per prompt).
+        """
         self.keep(batch.rows, self.decompose(batch))
 
     def result(self) -> ResidualDecomposition:
+        """The `ResidualDecomposition` of every prompt seen, in data order."""
         order, chunks = self.ordered()
         order = order.to(chunks[0].contributions.device)
         return ResidualDecomposition(
@@ -309,6 +332,12 @@ def decompose_batch(
     """Decompose one tokenized batch in a single forward pass (see `decompose_residual`).
 
     ``weights`` (from `DecompositionWeights.read`) saves re-reading them.
+
+    Args:
+        model: The model.
+        batch: Tokenized prompts.
+        positions: Position of each prompt to decompose (default: each last real token).
+        weights: Weights read once with `DecompositionWeights.read` (default: read now).
     """
     reader = DecompositionReader(model, weights)
     return collect(

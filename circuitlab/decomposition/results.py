@@ -31,6 +31,11 @@ class ComponentTable(Result, abstract=True):
     score_center: ClassVar[float] = 0.0
 
     def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:  # pragma: no cover
+        """One score per component [component], from one column of the result.
+
+        Args:
+            column: The score column, by index or label.
+        """
         raise NotImplementedError
 
     def _ranked(self, k: int, column: int | str, descending: bool) -> list[tuple[Component, float]]:
@@ -41,15 +46,30 @@ class ComponentTable(Result, abstract=True):
         return [(self.components[int(i)], float(values[i])) for i in order]
 
     def top(self, k: int = 10, column: int | str = 0) -> list[tuple[Component, float]]:
-        """The ``k`` components with the highest score, highest first."""
+        """The ``k`` components with the highest score, highest first.
+
+        Args:
+            k: How many components to return.
+            column: The score column, by index or label.
+        """
         return self._ranked(k, column, descending=True)
 
     def bottom(self, k: int = 10, column: int | str = 0) -> list[tuple[Component, float]]:
-        """The ``k`` components with the lowest score, lowest first."""
+        """The ``k`` components with the lowest score, lowest first.
+
+        Args:
+            k: How many components to return.
+            column: The score column, by index or label.
+        """
         return self._ranked(k, column, descending=False)
 
     def score_of(self, component: Component | str, column: int | str = 0) -> float:
-        """The score of one component (``"L12H3"`` or a `Head`...)."""
+        """The score of one component (``"L12H3"`` or a `Head`...).
+
+        Args:
+            component: The component, as a value or a string such as ``"L3H1"``.
+            column: The score column, by index or label.
+        """
         wanted = parse_components([component])[0]
         try:
             index = self.components.index(wanted)
@@ -58,7 +78,11 @@ class ComponentTable(Result, abstract=True):
         return float(self.scores(column)[index])
 
     def head_matrix(self, column: int | str = 0) -> Float[Tensor, "layer head_index"]:
-        """Scores of the attention heads arranged as [layer, head]."""
+        """Scores of the attention heads arranged as [layer, head].
+
+        Args:
+            column: The score column, by index or label.
+        """
         heads = [(i, c) for i, c in enumerate(self.components) if isinstance(c, Head)]
         if not heads:
             raise InputError("This result has no attention-head components.")
@@ -75,6 +99,10 @@ class ComponentTable(Result, abstract=True):
 
         One column per head index measured, labelled with its real index (a subset of heads
         shows those heads); cells not measured are hatched.
+
+        Args:
+            column: The score column, by index or label.
+            title: Figure title.
         """
         from circuitlab.decomposition.plots import head_grid, plot_head_heatmap
 
@@ -94,7 +122,13 @@ class ComponentTable(Result, abstract=True):
         )
 
     def plot(self, k: int = 15, column: int | str = 0, *, title: str | None = None) -> Any:
-        """Bar chart of the ``k`` components with the largest absolute score (matplotlib Figure)."""
+        """Bar chart of the ``k`` components with the largest absolute score (matplotlib Figure).
+
+        Args:
+            k: How many components to draw.
+            column: The score column, by index or label.
+            title: Figure title.
+        """
         from circuitlab.decomposition.plots import plot_bars
 
         values = self.scores(column)
@@ -189,7 +223,11 @@ class Attribution(ComponentTable):
         return f"target {self.targets[self._column(column)]}, mean of {len(self)} prompt{plural}"
 
     def scores(self, column: int | str = 0) -> Float[Tensor, " component"]:
-        """Mean attribution over prompts of each component to one target (index or label)."""
+        """Mean attribution over prompts of each component to one target (index or label).
+
+        Args:
+            column: The target, by index or label.
+        """
         return self.values[:, :, self._column(column)].mean(dim=0)
 
     def reconstruction_error(self) -> float:

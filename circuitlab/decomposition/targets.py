@@ -21,7 +21,13 @@ more likely (mean probability ratio at the read positions)."""
 
 @dataclass(frozen=True)
 class LogitDiff:
-    """The logit of ``positive`` minus the logit of ``negative`` (token strings or ids)."""
+    """The logit of ``positive`` minus the logit of ``negative`` (token strings or ids).
+
+    Args:
+        positive: The token whose logit is added (a one-token string such as ``" Paris"``, or
+            an id).
+        negative: The token whose logit is subtracted (a one-token string or an id).
+    """
 
     positive: str | int
     negative: str | int
@@ -34,7 +40,13 @@ list of these (one output column each)."""
 
 @dataclass(frozen=True)
 class Target:
-    """A linear read-out of the logits: ``sum_i coefficient_i * logit[token_i]``."""
+    """A linear read-out of the logits: ``sum_i coefficient_i * logit[token_i]``.
+
+    Args:
+        label: How the target is shown (``' Paris'``, ``' Paris' - ' London'``).
+        token_ids: The token ids read.
+        coefficients: The weight of each token's logit.
+    """
 
     label: str
     token_ids: tuple[int, ...]
@@ -54,7 +66,12 @@ def _token(model: ModelHandle, token: str | int) -> tuple[int, str]:
 
 
 def resolve_targets(model: ModelHandle, targets: TargetSpec) -> list[Target]:
-    """Turn a target specification into `Target` read-outs (checked against the vocab)."""
+    """Turn a target specification into `Target` read-outs (checked against the vocab).
+
+    Args:
+        model: The model whose tokenizer resolves the tokens.
+        targets: Tokens (strings or ids), `LogitDiff` values, or a list of them.
+    """
     if isinstance(targets, (str, int, LogitDiff)):
         items = [targets]
     elif isinstance(targets, Sequence) and not isinstance(targets, bytes):
@@ -82,7 +99,12 @@ def resolve_targets(model: ModelHandle, targets: TargetSpec) -> list[Target]:
 
 def space_variants(model: ModelHandle, targets: Sequence[Target]) -> list[tuple[int, Target]]:
     """For each single-token target written without a leading space (``'Paris'``) whose
-    spaced form (``' Paris'``) is also one token: (its column, a `Target` of the spaced form)."""
+    spaced form (``' Paris'``) is also one token: (its column, a `Target` of the spaced form).
+
+    Args:
+        model: The model whose tokenizer is asked.
+        targets: The resolved targets.
+    """
     variants = []
     single = {target.token_ids[0] for target in targets if len(target.token_ids) == 1}
     for column, target in enumerate(targets):

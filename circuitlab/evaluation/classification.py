@@ -23,6 +23,15 @@ def classification_accuracy(
 
     Every example gets the same ``k_shot`` demonstrations drawn from the task (never itself),
     so the shared prefix runs once.
+
+    Args:
+        model: The model.
+        task: A task or a built-in task name.
+        k_shot: In-context demonstrations per prompt.
+        template: Index of the task's prompt template.
+        seed: Seed of the demonstration draw.
+        batch_size: Prompts per forward pass.
+        progress: Show a progress bar (default: only on a terminal).
     """
     task = load_task(task) if isinstance(task, str) else task
     prompts = task.prompts(template=template, k_shot=k_shot, seed=seed)

@@ -30,7 +30,15 @@ PROSE_SPLITS = ("evaluation", "calibration", "all")
 
 @dataclass(frozen=True)
 class FactualQuestion:
-    """One factual question with its gold answer and the other accepted forms."""
+    """One factual question with its gold answer and the other accepted forms.
+
+    Attributes:
+        question: the question text (``"What is the capital of France?"``).
+        answer: the gold answer (``"Paris"``).
+        aliases: other accepted forms of the answer.
+        category: the question's category (``geography``, ``science``, ...; ``""`` if none).
+        difficulty: ``easy``, ``medium`` or ``hard`` (``""`` for the first 240 questions).
+    """
 
     question: str
     answer: str
@@ -84,7 +92,11 @@ def load_factual_qa(
 
 
 def load_heldout_prose(split: str = "evaluation") -> list[str]:
-    """The shipped held-out documents of one split, as plain texts (paragraphs kept)."""
+    """The shipped held-out documents of one split, as plain texts (paragraphs kept).
+
+    Args:
+        split: Which shipped split: ``calibration``, ``evaluation`` or ``all``.
+    """
     if split not in PROSE_SPLITS:
         raise InputError(f"Unknown prose split {split!r}. Choose one of {', '.join(PROSE_SPLITS)}.")
     rows = _rows("heldout_prose.jsonl")

@@ -24,7 +24,13 @@ __all__ = ["PerplexityResult", "perplexity"]
 
 @dataclass(frozen=True)
 class PerplexityResult:
-    """Perplexity, mean negative log-likelihood (nats per token) and tokens predicted."""
+    """Perplexity, mean negative log-likelihood (nats per token) and tokens predicted.
+
+    Attributes:
+        perplexity: ``exp(nll)`` (lower is better).
+        nll: mean negative log-likelihood of the predicted tokens, in nats per token.
+        tokens: how many tokens were predicted (and scored).
+    """
 
     perplexity: float
     nll: float

@@ -34,13 +34,22 @@ _PUNCTUATION = str.maketrans({character: " " for character in string.punctuation
 
 
 def normalize_answer(text: str) -> str:
-    """Lower case; punctuation and the articles a/an/the removed; whitespace collapsed."""
+    """Lower case; punctuation and the articles a/an/the removed; whitespace collapsed.
+
+    Args:
+        text: An answer.
+    """
     text = text.lower().translate(_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def answer_matches(prediction: str, golds: Sequence[str]) -> tuple[bool, bool]:
-    """``(exact match, contains)`` of a prediction against the gold answer and aliases."""
+    """``(exact match, contains)`` of a prediction against the gold answer and aliases.
+
+    Args:
+        prediction: The model's answer.
+        golds: The accepted answers (the answer and its aliases).
+    """
     predicted = normalize_answer(prediction)
     normalized = [normalize_answer(gold) for gold in golds if normalize_answer(gold)]
     exact = predicted in normalized
@@ -50,14 +59,26 @@ def answer_matches(prediction: str, golds: Sequence[str]) -> tuple[bool, bool]:
 
 
 def qa_prompt(question: str, demos: Sequence[tuple[str, str]] = QA_DEMOS) -> str:
-    """``Q: ...\\nA: ...`` blocks for the demonstrations, then the question and ``A:``."""
+    """``Q: ...\\nA: ...`` blocks for the demonstrations, then the question and ``A:``.
+
+    Args:
+        question: The question.
+        demos: Demonstration (question, answer) pairs placed before it.
+    """
     blocks = [f"Q: {q}\nA: {a}" for q, a in demos]
     return "\n\n".join([*blocks, f"Q: {question}\nA:"])
 
 
 @dataclass(frozen=True)
 class QAResult:
-    """Scores over a question set (fractions in [0, 1]) and every prediction."""
+    """Scores over a question set (fractions in [0, 1]) and every prediction.
+
+    Attributes:
+        exact_match: fraction of predictions equal to a gold answer (after `normalize_answer`).
+        contains: fraction of predictions containing a gold answer as whole words.
+        predictions: each question's generated answer, stripped, in question order.
+        correct: whether each prediction contains a gold answer (the ``contains`` test).
+    """
 
     exact_match: float
     contains: float

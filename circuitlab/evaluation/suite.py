@@ -83,6 +83,10 @@ class EvaluationSuite:
 
         ``qa`` is the contains-gold accuracy and ``qa_exact`` the exact match (fractions);
         ``perplexity`` is in the usual units (lower is better); ``sentiment`` is accuracy.
+
+        Args:
+            model: The model to evaluate (with any interventions in force).
+            progress: Show progress bars (default: only on a terminal).
         """
         metrics: dict[str, float] = {}
         if "qa" in self.tasks:
@@ -146,6 +150,10 @@ def retention(original: Mapping[str, float], pruned: Mapping[str, float]) -> dic
     """Performance retained per task: pruned / original (original / pruned for perplexity).
 
     1.0 means nothing lost; values can exceed 1. A task whose original score is 0 gives NaN.
+
+    Args:
+        original: Score per task of the intact model.
+        pruned: Score per task of the edited model.
     """
     result = {}
     for task, before in original.items():

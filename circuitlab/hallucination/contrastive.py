@@ -53,7 +53,13 @@ __all__ = [
 @dataclass(frozen=True)
 class ContrastPair:
     """One question's training example: its prompt, the correct answer and the incorrect ones
-    (answers start with a space)."""
+    (answers start with a space).
+
+    Attributes:
+        prompt: The question's few-shot QA prompt (ends with ``"A:"``).
+        correct: The correct answer continuation (the first gold answer).
+        incorrect: The question's hallucinated answer continuations (may be empty).
+    """
 
     prompt: str
     correct: str
@@ -62,7 +68,11 @@ class ContrastPair:
 
 def contrastive_pairs(answers: AnswerSet) -> list[ContrastPair]:
     """One `ContrastPair` per question: the gold answer as the correct one, the set's
-    hallucinated answers to that question as the incorrect ones."""
+    hallucinated answers to that question as the incorrect ones.
+
+    Args:
+        answers: Labelled answers with truthful and hallucinated samples.
+    """
     prompts: dict[int, str] = {}
     wrong: dict[int, list[str]] = {}
     for prompt, answer, right, question in zip(
@@ -87,6 +97,13 @@ def continuation_logprobs(
 ) -> tuple[Float[Tensor, " n"], dict[int, Float[Tensor, "n d_model"]]]:
     """Mean log-probability per token of each continuation after its prompt, and (for
     ``layers``) each continuation's block output averaged over its tokens.
+
+    Args:
+        model: The model.
+        prompts: The prompts.
+        continuations: One continuation per prompt, scored after it.
+        grad: Keep the graph, for training.
+        layers: Layers whose residual stream is also returned, mean-pooled over the continuation.
 
     Returns:
         ``(logprobs [n], {layer: pooled [n, d_model]})``; with ``grad`` both keep the graph.
@@ -131,6 +148,13 @@ def contrastive_loss(
 
     ``incorrect`` holds each question's incorrect answers' ℓ, padded with −inf (a row of −inf:
     no incorrect answer, no ranking term).
+
+    Args:
+        correct: Log-likelihood ℓ(c) of each question's correct answer [question].
+        incorrect: Log-likelihoods of each question's incorrect answers, padded with −inf [question,
+            m].
+        margin: The ranking margin m.
+        ranking_weight: The weight λ of the ranking term.
     """
     strongest = incorrect.max(dim=-1).values if incorrect.shape[-1] else None
     loss = -correct
@@ -146,7 +170,13 @@ def representation_loss(
     pooled: Float[Tensor, "n d"], truthful: Tensor, temperature: float
 ) -> Float[Tensor, ""]:
     """Supervised-contrastive InfoNCE: each truthful answer against the others (module
-    docstring); 0 when the batch has fewer than two truthful answers or no hallucinated one."""
+    docstring); 0 when the batch has fewer than two truthful answers or no hallucinated one.
+
+    Args:
+        pooled: Pooled representations of the answers [n, d].
+        truthful: Which answers are truthful [n] (bool).
+        temperature: The InfoNCE temperature.
+    """
     truthful = truthful.to(pooled.device).bool()
     if int(truthful.sum()) < 2 or bool(truthful.all()):
         return pooled.sum() * 0
@@ -162,7 +192,14 @@ def representation_loss(
 
 @dataclass
 class ContrastiveRun:
-    """A finished contrastive fine-tuning: the adapter (still on the model) and its history."""
+    """A finished contrastive fine-tuning: the adapter (still on the model) and its history.
+
+    Args:
+        adapter: The trained LoRA adapter, still on the model.
+        history: Losses and metrics of the training run.
+        layers: The layers that were fine-tuned.
+        settings: The training settings, for the record.
+    """
 
     adapter: LoraAdapter
     history: TrainingHistory

@@ -101,7 +101,11 @@ class AnswerSet:
         return [prompt + answer for prompt, answer in zip(self.prompts, self.answers, strict=True)]
 
     def check_contrast(self, what: str = "this analysis") -> None:
-        """Raise a clear error unless both truthful and hallucinated samples exist."""
+        """Raise a clear error unless both truthful and hallucinated samples exist.
+
+        Args:
+            what: What needs both kinds of samples, named in the error.
+        """
         truthful, hallucinated = self.counts()
         if not truthful or not hallucinated:
             every = "right" if not hallucinated else "wrong"
@@ -112,7 +116,11 @@ class AnswerSet:
             )
 
     def subset(self, questions: Sequence[int]) -> AnswerSet:
-        """The samples of the given questions (renumbered in the order given)."""
+        """The samples of the given questions (renumbered in the order given).
+
+        Args:
+            questions: Indices into ``questions`` of the questions to keep, in the new order.
+        """
         order = [int(q) for q in questions]
         new_index = {old: new for new, old in enumerate(order)}
         keep = [i for i, q in enumerate(self.question) if q in new_index]
@@ -131,13 +139,23 @@ class AnswerSet:
         self, fractions: Sequence[float] = (0.6, 0.2, 0.2), *, seed: int = 0
     ) -> tuple[AnswerSet, ...]:
         """Disjoint sets of questions in these proportions (seeded), stratified so that each
-        split gets its share of the questions with and without a hallucinated answer."""
+        split gets its share of the questions with and without a hallucinated answer.
+
+        Args:
+            fractions: Fractions of the questions in each part (summing to 1).
+            seed: Seed of the shuffle.
+        """
         return tuple(self.subset(part) for part in self.split_questions(fractions, seed=seed))
 
     def split_questions(
         self, fractions: Sequence[float] = (0.6, 0.2, 0.2), *, seed: int = 0
     ) -> tuple[list[int], ...]:
-        """The question indices of each part of `split` (ascending)."""
+        """The question indices of each part of `split` (ascending).
+
+        Args:
+            fractions: Fractions of the questions in each part (summing to 1).
+            seed: Seed of the shuffle.
+        """
         fractions = [
             check_number("fraction", f, lambda v: 0 < v < 1, "between 0 and 1") for f in fractions
         ]
@@ -179,7 +197,16 @@ def label_model_answers(
 ) -> AnswerSet:
     """The model's greedy answers to ``questions``, graded: right is truthful, wrong is
     hallucinated (module docstring). Unanswered questions are dropped and counted in
-    ``settings["unanswered"]``."""
+    ``settings["unanswered"]``.
+
+    Args:
+        model: The model that answers.
+        questions: The questions, with gold answers and aliases to grade against.
+        demos: Few-shot ``(question, answer)`` demonstrations in front of each question.
+        max_new_tokens: Most tokens generated per answer.
+        batch_size: Questions per forward pass.
+        progress: Progress bar (default: shown once the call runs past 2 s).
+    """
     questions = list(questions)
     if not questions:
         raise InputError("No questions were given; pass at least one FactualQuestion.")
@@ -229,6 +256,13 @@ def load_labelled_answers(
     string is one answer); a ``.csv`` has a header row and answers separated by ``;``.
     Every correct answer becomes a truthful sample and every incorrect one a hallucinated
     sample; each question needs at least one correct answer.
+
+    Args:
+        path: The ``.jsonl``, ``.json`` or ``.csv`` file.
+        question_field: The field holding the question text.
+        correct_field: The field holding the correct answers (the first is the gold answer).
+        incorrect_field: The field holding the incorrect answers (optional per row).
+        demos: Few-shot ``(question, answer)`` demonstrations in front of each question.
     """
     source = Path(path)
     if source.suffix.lower() not in _SUFFIXES:
@@ -291,7 +325,15 @@ def load_questions(
 ) -> list[FactualQuestion]:
     """Questions with gold answers (and optional aliases) from a ``.jsonl`` / ``.json`` /
     ``.csv`` file, for `label_model_answers` to grade the model's own answers against. In a CSV,
-    aliases are separated by ``;``. A question without a gold answer is an error."""
+    aliases are separated by ``;``. A question without a gold answer is an error.
+
+    Args:
+        path: The ``.jsonl``, ``.json`` or ``.csv`` file.
+        question_field: The field holding the question text.
+        answer_field: The field holding the gold answer (in a list, later entries are
+            aliases).
+        aliases_field: The field holding further accepted answers (optional per row).
+    """
     source = Path(path)
     if source.suffix.lower() not in _SUFFIXES:
         raise InputError(

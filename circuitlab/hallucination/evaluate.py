@@ -31,7 +31,15 @@ __all__ = ["ChoiceAccuracy", "HallucinationRates", "choice_accuracy", "hallucina
 @dataclass(frozen=True)
 class HallucinationRates:
     """Shares of questions (0..1) answered right, hallucinated and left empty, with every
-    prediction."""
+    prediction.
+
+    Attributes:
+        accuracy: share of questions answered right (0..1).
+        hallucination_rate: share answered with a non-empty wrong answer (0..1).
+        abstention_rate: share left unanswered (an empty answer) (0..1).
+        predictions: the model's answer to each question (cut at the first newline).
+        correct: whether each answer is right.
+    """
 
     accuracy: float
     hallucination_rate: float
@@ -58,7 +66,16 @@ def hallucination_rates(
     batch_size: int = 16,
     progress: bool | None = None,
 ) -> HallucinationRates:
-    """Answer ``questions`` greedily and grade them (module docstring)."""
+    """Answer ``questions`` greedily and grade them (module docstring).
+
+    Args:
+        model: The model that answers.
+        questions: Held-out questions, with gold answers and aliases to grade against.
+        demos: Few-shot ``(question, answer)`` demonstrations in front of each question.
+        max_new_tokens: Most tokens generated per answer.
+        batch_size: Questions per forward pass.
+        progress: Progress bar (default: shown once the call runs past 2 s).
+    """
     questions = list(questions)
     if not questions:
         raise InputError("No questions to evaluate; pass at least one FactualQuestion.")
@@ -102,7 +119,13 @@ def choice_accuracy(
     model: ModelHandle, answers: AnswerSet, *, batch_size: int = 16
 ) -> ChoiceAccuracy:
     """Score every question of ``answers`` that has an incorrect answer: is the gold answer's
-    mean token log-probability above every incorrect answer's (module docstring)?"""
+    mean token log-probability above every incorrect answer's (module docstring)?
+
+    Args:
+        model: The model that scores the answers.
+        answers: Answers grouped by question; questions without an incorrect one are skipped.
+        batch_size: Prompt-and-answer texts per forward pass.
+    """
     pairs = [pair for pair in contrastive_pairs(answers) if pair.incorrect]
     if not pairs:
         raise InputError(

@@ -43,7 +43,11 @@ CONTRASTIVE_RECORD = "circuitlab_contrastive.json"
 
 def base_model_folder(model: ModelHandle) -> Path:
     """The folder of ``model``'s own plain weights: the registry cache or the folder it was
-    loaded from."""
+    loaded from.
+
+    Args:
+        model: The loaded model (a registry name, or loaded from a local folder).
+    """
     from circuitlab.models import KNOWN_MODELS, cached_model_dir, get_spec
 
     if model.name in KNOWN_MODELS:
@@ -62,7 +66,14 @@ def plain_answers(
     hf_model: Any, model: ModelHandle, prompts: Sequence[str], *, max_new_tokens: int = 8
 ) -> list[str]:
     """Greedy answers of a plain Hugging Face model to ``prompts``, cut at the first newline
-    (the QA harness's rule); ``model`` only tokenizes, so the token ids are circuitlab's."""
+    (the QA harness's rule); ``model`` only tokenizes, so the token ids are circuitlab's.
+
+    Args:
+        hf_model: A plain Hugging Face causal LM (e.g. a merged checkpoint or a peft model).
+        model: The circuitlab model whose tokenizer (and device) is used.
+        prompts: The prompts to answer.
+        max_new_tokens: Most tokens generated per answer.
+    """
     hf_model.eval()
     by_length: dict[int, list[int]] = {}
     rows = [model.tokenize([prompt]).input_ids[0] for prompt in prompts]

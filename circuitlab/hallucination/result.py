@@ -25,7 +25,12 @@ _TITLES = {
 
 
 def check_layer_count(k: int, n_layers: int) -> int:
-    """``k`` if it is a layer count between 1 and ``n_layers``; a clear error otherwise."""
+    """``k`` if it is a layer count between 1 and ``n_layers``; a clear error otherwise.
+
+    Args:
+        k: number of layers to choose.
+        n_layers: number of layers of the model.
+    """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n_layers:
         raise InputError(
             f"k={k!r} layers cannot be chosen from a model with {n_layers} layers; pass k "
@@ -79,7 +84,12 @@ class HallucinationScores(Result):
         return float(self["probe"].settings["chance"])
 
     def top(self, k: int, method: str = "eavss") -> list[int]:
-        """The ``k`` highest-scoring layers of ``method``, in layer order (1 ≤ k ≤ layers)."""
+        """The ``k`` highest-scoring layers of ``method``, in layer order (1 ≤ k ≤ layers).
+
+        Args:
+            k: number of layers.
+            method: the ranking: ``"eavss"``, ``"hsav"``, ``"hss"`` or ``"probe"``.
+        """
         check_layer_count(k, self.n_layers)
         return sorted(self[method].ranking[::-1][:k])
 
@@ -96,7 +106,12 @@ class HallucinationScores(Result):
 
     def plot(self, *, k: int | None = None, title: str | None = None) -> Figure:
         """One panel per method, scores by layer; each method's top ``k`` layers in red
-        (default 4, or every layer of a smaller model)."""
+        (default 4, or every layer of a smaller model).
+
+        Args:
+            k: number of top layers marked per method.
+            title: figure title (default: names the model).
+        """
         k = min(4, self.n_layers) if k is None else check_layer_count(k, self.n_layers)
         methods = list(self.scores)
         figure = Figure(

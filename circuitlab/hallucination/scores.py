@@ -45,7 +45,12 @@ __all__ = ["HALLUCINATION_METHODS", "answer_starts", "hallucination_scores"]
 
 
 def answer_starts(model: ModelHandle, answers: AnswerSet) -> torch.Tensor:
-    """The position of each sample's first answer token in ``prompt + answer`` [sample]."""
+    """The position of each sample's first answer token in ``prompt + answer`` [sample].
+
+    Args:
+        model: the model handle (its tokenizer counts the tokens).
+        answers: the samples; every answer must add at least one token after its prompt.
+    """
     prompt_lengths = model.tokenize(list(answers.prompts)).lengths.cpu()
     full_lengths = model.tokenize(answers.texts()).lengths.cpu()
     empty = (full_lengths <= prompt_lengths).nonzero().flatten().tolist()

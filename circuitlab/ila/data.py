@@ -79,7 +79,12 @@ class InstructionSet:
         return data_fingerprint([list(self.instructions), list(self.responses)])
 
     def split_off(self, fraction: float = 0.2, *, seed: int = 0) -> tuple[InstructionSet, ...]:
-        """``(train, heldout)``: a seeded random ``fraction`` of the pairs held out."""
+        """``(train, heldout)``: a seeded random ``fraction`` of the pairs held out.
+
+        Args:
+            fraction: share of the pairs held out, between 0 and 1.
+            seed: seed of the random choice.
+        """
         if not 0 < fraction < 1:
             raise InputError(f"fraction = {fraction} must lie between 0 and 1, e.g. 0.2.")
         n_heldout = round(len(self) * fraction)
@@ -200,7 +205,12 @@ def _pairs(
 
 def instruction_prompt(model: ModelHandle, instruction: str) -> str:
     """The text the model sees before its response: the chat template's user turn and the
-    assistant's opening, or `PLAIN_TEMPLATE` for a tokenizer without a chat template."""
+    assistant's opening, or `PLAIN_TEMPLATE` for a tokenizer without a chat template.
+
+    Args:
+        model: the model handle (its tokenizer's chat template is used).
+        instruction: the instruction (the user turn).
+    """
     return chat_prompt(model.tokenizer, instruction) or PLAIN_TEMPLATE.format(
         instruction=instruction
     )
@@ -224,7 +234,12 @@ class EncodedInstructions:
         return len(self.rows)
 
     def batch(self, indices: Sequence[int], pad_id: int) -> tuple[TokenBatch, list[int]]:
-        """The sequences ``indices`` as a right-padded batch, and their response starts."""
+        """The sequences ``indices`` as a right-padded batch, and their response starts.
+
+        Args:
+            indices: which sequences, in batch order.
+            pad_id: the token id that pads shorter sequences.
+        """
         return pad_rows([self.rows[i] for i in indices], pad_id), [self.starts[i] for i in indices]
 
     @property
@@ -241,6 +256,11 @@ def encode_instructions(
     A sequence longer than ``max_length`` (default: the model's context) keeps its prompt and
     the response's first tokens; a warning says how many were cut. A prompt that alone fills
     ``max_length`` is an error.
+
+    Args:
+        model: the model handle (its tokenizer, chat template and BOS policy).
+        data: the instruction/response pairs.
+        max_length: most tokens per sequence (default: the model's context length).
     """
     limit = model.arch.n_ctx if max_length is None else int(max_length)
     if limit < 2:

@@ -66,6 +66,7 @@ def response_loss(
     """Mean NLL (nats) per response token of a batch, with the autograd graph.
 
     Args:
+        model: the model handle (with any adapter or gates on it).
         batch: right-padded sequences (prompt, response, EOS).
         starts: each sequence's first response position.
     """
@@ -91,7 +92,14 @@ def instruction_loss(
 ) -> float:
     """Mean NLL (nats) per response token over a whole set (e.g. its held-out split), in one
     streaming pass (`circuitlab.collector.collect`); interventions and adapters on the model
-    apply."""
+    apply.
+
+    Args:
+        model: the model handle.
+        data: the pairs, or their tokens from `encode_instructions`.
+        batch_size: sequences per forward pass.
+        progress: progress bar (default: shown once the call runs past 2 s).
+    """
     encoded = data if isinstance(data, EncodedInstructions) else encode_instructions(model, data)
     tokens, starts = encoded.batch(range(len(encoded)), model.pad_token_id)
     nll, count = collect(

@@ -87,7 +87,11 @@ class LoraGates:
 
     def layer_gamma(self, n_layers: int) -> tuple[float, ...]:
         """One γ per model layer: its gate, or the mean of its matrices' gates (unit "matrix");
-        0 for a layer without an adapter."""
+        0 for a layer without an adapter.
+
+        Args:
+            n_layers: number of layers of the model.
+        """
         gamma = self.gamma().detach().float().cpu()
         sums, counts = [0.0] * n_layers, [0] * n_layers
         for (layer, _), value in zip(self.keys, gamma.tolist(), strict=True):

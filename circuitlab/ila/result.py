@@ -24,7 +24,13 @@ __all__ = ["ILARanking", "RankingOverlap", "jaccard", "layer_budget", "ranking_o
 def layer_budget(n_layers: int, k: int | None = None, percent: float | None = None) -> int:
     """How many layers a budget names: ``k`` layers, or ``percent`` of ``n_layers`` (rounded
     half up, at least one, fewer than all). A clear error for 0, for more layers than exist, or
-    for both or neither given."""
+    for both or neither given.
+
+    Args:
+        n_layers: number of layers of the model.
+        k: number of layers.
+        percent: share of ``n_layers`` instead of ``k``, in percent.
+    """
     if (k is None) == (percent is None):
         raise InputError("Give the budget as k (a number of layers) or percent, not both.")
     if k is not None:
@@ -33,7 +39,12 @@ def layer_budget(n_layers: int, k: int | None = None, percent: float | None = No
 
 
 def jaccard(first: set[int] | tuple[int, ...], second: set[int] | tuple[int, ...]) -> float:
-    """|A ∩ B| / |A ∪ B| (1 for two empty sets)."""
+    """|A ∩ B| / |A ∪ B| (1 for two empty sets).
+
+    Args:
+        first: the first set of layers (A).
+        second: the second set of layers (B).
+    """
     a, b = set(first), set(second)
     return len(a & b) / len(a | b) if a | b else 1.0
 
@@ -72,12 +83,22 @@ class ILARanking(Result):
         return self.scores.values
 
     def top(self, k: int | None = None, *, percent: float | None = None) -> tuple[int, ...]:
-        """The ``k`` (or ``percent``%) layers with the highest γ, in layer order."""
+        """The ``k`` (or ``percent``%) layers with the highest γ, in layer order.
+
+        Args:
+            k: number of layers.
+            percent: share of the layers instead of ``k``, in percent.
+        """
         count = layer_budget(self.n_layers, k, percent)
         return tuple(sorted(self.scores.ranking[::-1][:count]))
 
     def bottom(self, k: int | None = None, *, percent: float | None = None) -> tuple[int, ...]:
-        """The ``k`` (or ``percent``%) layers with the lowest γ, in layer order."""
+        """The ``k`` (or ``percent``%) layers with the lowest γ, in layer order.
+
+        Args:
+            k: number of layers.
+            percent: share of the layers instead of ``k``, in percent.
+        """
         count = layer_budget(self.n_layers, k, percent)
         return tuple(sorted(self.scores.ranking[:count]))
 
@@ -92,7 +113,17 @@ class ILARanking(Result):
         alpha: float = 16.0,
     ) -> LoraConfig:
         """A ``peft`` `LoraConfig` on the top ``k`` (or ``percent``%) layers
-        (``layers_to_transform``), for ``peft.get_peft_model`` on the plain HF model."""
+        (``layers_to_transform``), for ``peft.get_peft_model`` on the plain HF model.
+
+        Args:
+            model: the model the ranking was computed on.
+            k: number of layers.
+            percent: share of the layers instead of ``k``, in percent.
+            modules: module names, e.g. ``("q_proj", "v_proj")``; default every linear map of
+                the layer (attention and MLP).
+            r: LoRA rank.
+            alpha: LoRA scaling numerator (the update is scaled by ``alpha / r``).
+        """
         from circuitlab.lora import lora_config
 
         if model.n_layers != self.n_layers:
@@ -107,7 +138,12 @@ class ILARanking(Result):
         return self.scores.to_frame().rename(columns={"ila": "gamma"})
 
     def plot(self, *, percent: float = 25.0, title: str | None = None) -> Figure:
-        """γ by layer (the top ``percent`` in red) over the two stages' loss curves."""
+        """γ by layer (the top ``percent`` in red) over the two stages' loss curves.
+
+        Args:
+            percent: share of the layers marked as the top, in percent.
+            title: figure title (default: names the model and the data).
+        """
         top = set(self.top(percent=percent))
         figure = Figure(figsize=(min(4.0 + 0.3 * self.n_layers, 14.0), 5.2), layout="constrained")
         gamma_axes, loss_axes = figure.subplots(2, 1, height_ratios=[3, 2])
@@ -164,7 +200,11 @@ class RankingOverlap(Result):
         return list(self.rankings)
 
     def top(self, name: str) -> tuple[int, ...]:
-        """The top-k layers of one ranking, in layer order."""
+        """The top-k layers of one ranking, in layer order.
+
+        Args:
+            name: the ranking's name (one of `names`).
+        """
         return tuple(sorted(self.rankings[name].ranking[::-1][: self.k]))
 
     @property
@@ -179,7 +219,11 @@ class RankingOverlap(Result):
         return pd.DataFrame(self.matrix, index=self.names, columns=self.names)
 
     def plot(self, *, title: str | None = None) -> Figure:
-        """γ (or score) by layer per ranking, beside the overlap matrix."""
+        """γ (or score) by layer per ranking, beside the overlap matrix.
+
+        Args:
+            title: figure title (default: none).
+        """
         n_layers = next(iter(self.rankings.values())).n_layers
         figure = Figure(figsize=(11.0, 3.8), layout="constrained")
         curves, heat = figure.subplots(1, 2, width_ratios=[3, 2])
@@ -228,6 +272,8 @@ def ranking_overlap(
 
     Args:
         rankings: name → an `ILARanking` or any `LayerScores` of the same layers.
+        k: number of top layers per ranking.
+        percent: share of the layers instead of ``k``, in percent.
     """
     scores = {
         name: ranking.scores if isinstance(ranking, ILARanking) else ranking

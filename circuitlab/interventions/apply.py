@@ -22,6 +22,13 @@ def intervene(
     written into the weights: on exit the hooks are removed and the model is bit-identical.
     Interventions compose in the order given; nested blocks stack.
 
+    Args:
+        model: the model handle the interventions apply to.
+        interventions: interventions, or lists of them, applied in the order given.
+
+    Yields:
+        The resolved interventions in force inside the block.
+
     Example:
         >>> with model.intervene(Ablate("L23H4"), Scale("MLP29", 0.5)):
         ...     model.top_next_tokens("The capital of France is")
@@ -39,6 +46,13 @@ def applied(model: ModelHandle, resolved: ResolvedInterventions) -> Iterator[Res
 
     Resolving once and applying many times spares the reference passes of mean and resample
     ablations (an ablation study applies one component's edits at a time).
+
+    Args:
+        model: the model handle the interventions were resolved for.
+        resolved: interventions already resolved against ``model`` (``resolve(model, ...)``).
+
+    Yields:
+        ``resolved``, in force inside the block.
     """
     state = ForwardState()
     handle = model.hf_model.register_forward_pre_hook(state.capture, with_kwargs=True)

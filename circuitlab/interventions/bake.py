@@ -79,7 +79,15 @@ _LAYOUTS: dict[str, _Layout] = {
 
 @dataclass
 class BakedModel:
-    """A clean state dict and config with the interventions written in."""
+    """A clean state dict and config with the interventions written in.
+
+    Attributes:
+        state: the tensors under their plain Hugging Face names, interventions written in.
+        config: the Hugging Face config, edited to match (layer and head counts, biases).
+        zeroed_heads: pruned heads kept as zero output columns (they could not be removed).
+        removed_heads: pruned heads removed from the weights and the config.
+        edited: keys of ``state`` that the interventions were written into.
+    """
 
     state: dict[str, Tensor]
     config: Any
@@ -248,7 +256,17 @@ def _refuse_unbakeable(edits: list[SiteEdit]) -> None:
 
 
 def bake(model: ModelHandle, resolved: ResolvedInterventions, config: Any) -> BakedModel:
-    """Write ``resolved`` into a copy of ``model``'s weights; ``config`` is edited in place."""
+    """Write ``resolved`` into a copy of ``model``'s weights; ``config`` is edited in place.
+
+    Args:
+        model: the model handle whose weights are copied (they are not changed).
+        resolved: the interventions, resolved against ``model``.
+        config: a copy of the model's Hugging Face config; edited in place to match the
+            baked weights (layer and head counts, enabled biases).
+
+    Returns:
+        The baked state dict and config, and which heads were removed or zeroed.
+    """
     _refuse_unbakeable(resolved.edits)
     state = clean_state_dict(model)
     baker = _Baker(model, state, config)

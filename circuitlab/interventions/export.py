@@ -169,6 +169,10 @@ def check_export(
     ``interventions``. Expect <= 1e-4 on tiny float32 models and <= 1e-3 on real ones.
 
     Args:
+        model: the model handle; its logits are computed under ``interventions``.
+        interventions: one intervention or a list of them, as given to `export_hf`.
+        path: the folder `export_hf` wrote.
+        prompts: the prompt or prompts compared, at every real token.
         tolerance: raise `ExportCheckError` when the difference exceeds it (logits).
 
     Returns:

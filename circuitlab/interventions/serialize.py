@@ -41,7 +41,7 @@ from torch import Tensor
 from circuitlab.checks import checked_arguments
 from circuitlab.components import Component
 from circuitlab.errors import InputError
-from circuitlab.files import read_text_file
+from circuitlab.files import output_file, read_text_file
 from circuitlab.interventions.spec import (
     Ablate,
     Intervention,
@@ -52,7 +52,6 @@ from circuitlab.interventions.spec import (
     SteerHead,
     SteerResidual,
 )
-from circuitlab.models.cache import atomic_file
 from circuitlab.sites import Site
 
 __all__ = [
@@ -78,7 +77,12 @@ _NAMES = {cls: name for name, cls in _KINDS.items()}
 
 @dataclasses.dataclass(frozen=True)
 class InterventionSpec:
-    """Interventions read from a spec file, and the model the spec names (if any)."""
+    """Interventions read from a spec file, and the model the spec names (if any).
+
+    Attributes:
+        interventions: the interventions, in the spec's order.
+        model: the model the spec was written for (its ``model`` entry), or ``None``.
+    """
 
     interventions: tuple[Intervention, ...]
     model: str | None = None
@@ -102,6 +106,9 @@ def to_spec(interventions: Sequence[Intervention]) -> list[dict[str, Any]]:
 
     Vectors and position masks are written inline as numbers, so the spec alone rebuilds the
     interventions exactly (float32 values survive a JSON round trip).
+
+    Args:
+        interventions: the interventions; a `Patch` must take its source from prompts.
     """
     entries = []
     for item in interventions:
@@ -165,7 +172,11 @@ def _vector(value: Any, base_dir: Path, what: str) -> Tensor:
 
 
 def read_prompt_file(path: str | os.PathLike[str]) -> list[str]:
-    """Prompts of a text file, one per non-empty line (surrounding spaces removed)."""
+    """Prompts of a text file, one per non-empty line (surrounding spaces removed).
+
+    Args:
+        path: the UTF-8 text file; it must hold at least one prompt.
+    """
     source = Path(path)
     lines = [line.strip() for line in read_text_file(source, "prompt file").splitlines()]
     prompts = [line for line in lines if line]
@@ -252,7 +263,11 @@ def from_spec(
 
 @checked_arguments
 def load_interventions(path: str | os.PathLike[str]) -> InterventionSpec:
-    """Read a YAML or JSON spec file (see the module docstring) into interventions."""
+    """Read a YAML or JSON spec file (see the module docstring) into interventions.
+
+    Args:
+        path: the spec file; files it names are read relative to its folder.
+    """
     source = Path(path)
     text = read_text_file(source, "intervention spec")
     try:
@@ -271,7 +286,16 @@ def save_interventions(
     *,
     model: str | None = None,
 ) -> Path:
-    """Write interventions as a spec file (JSON for ``.json``, YAML otherwise), atomically."""
+    """Write interventions as a spec file (JSON for ``.json``, YAML otherwise), atomically.
+
+    Args:
+        interventions: the interventions (see `to_spec`).
+        path: the file to write; a ``.json`` suffix writes JSON, any other YAML.
+        model: the model the spec is for, written as its ``model`` entry (default: none).
+
+    Returns:
+        The file written.
+    """
     target = Path(path)
     data: dict[str, Any] = {"interventions": to_spec(interventions)}
     if model is not None:
@@ -280,6 +304,6 @@ def save_interventions(
         text = json.dumps(data, indent=2) + "\n"
     else:
         text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-    with atomic_file(target) as tmp:
+    with output_file(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return target

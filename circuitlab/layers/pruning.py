@@ -174,7 +174,11 @@ class PruningStudy(Result):
         return pd.DataFrame.from_records(records)
 
     def retention_table(self, percent: float = 25.0) -> pd.DataFrame:
-        """Retention per task (and the mean) of every method at one k, as a method x task table."""
+        """Retention per task (and the mean) of every method at one k, as a method x task table.
+
+        Args:
+            percent: the k of the table, in percent (one of `percents`).
+        """
         frame = self.to_frame()
         frame = frame[np.isclose(frame["k"], percent)]
         if frame.empty:

@@ -23,7 +23,11 @@ __all__ = ["LayerScores", "check_percent", "layers_to_remove"]
 
 
 def check_percent(percent: float) -> float:
-    """``percent`` as a float if it lies strictly between 0 and 100; a clear error otherwise."""
+    """``percent`` as a float if it lies strictly between 0 and 100; a clear error otherwise.
+
+    Args:
+        percent: the share of layers to prune, in percent.
+    """
     if isinstance(percent, bool) or not isinstance(percent, (int, float)):
         raise InputError(f"k must be a percentage (a number in (0, 100)), got {percent!r}.")
     if not math.isfinite(percent) or not 0 < percent < 100:
@@ -39,6 +43,10 @@ def layers_to_remove(n_layers: int, percent: float) -> int:
 
     Rounds half up (25% of 30 layers is 7.5 → 8; of 18 layers 4.5 → 5). Refuses a k that
     would remove every layer.
+
+    Args:
+        n_layers: number of layers of the model.
+        percent: k, the share of the layers to remove, in percent.
     """
     percent = check_percent(percent)
     count = max(1, math.floor(n_layers * percent / 100 + 0.5))
@@ -100,23 +108,39 @@ class LayerScores(Result):
         return tuple(int(i) for i in np.argsort(np.asarray(self.values), kind="stable"))
 
     def lowest(self, percent: float = 25.0) -> tuple[int, ...]:
-        """The layers k% pruning removes (the lowest scores), in layer order."""
+        """The layers k% pruning removes (the lowest scores), in layer order.
+
+        Args:
+            percent: k, the share of the layers in percent, strictly between 0 and 100.
+        """
         count = layers_to_remove(self.n_layers, percent)
         return tuple(sorted(self.ranking[:count]))
 
     def highest(self, percent: float = 25.0) -> tuple[int, ...]:
-        """The k% highest-scoring layers, in layer order."""
+        """The k% highest-scoring layers, in layer order.
+
+        Args:
+            percent: k, the share of the layers in percent, strictly between 0 and 100.
+        """
         count = layers_to_remove(self.n_layers, percent)
         return tuple(sorted(self.ranking[-count:]))
 
     def pruning(self, percent: float = 25.0) -> Any:
-        """The `PruneLayers` intervention removing the k% lowest-scoring layers."""
+        """The `PruneLayers` intervention removing the k% lowest-scoring layers.
+
+        Args:
+            percent: k, the share of the layers in percent, strictly between 0 and 100.
+        """
         from circuitlab.interventions import PruneLayers
 
         return PruneLayers(self.lowest(percent))
 
     def spearman(self, other: LayerScores | Sequence[float]) -> float:
-        """Spearman rank correlation with another score of the same layers (NaN if constant)."""
+        """Spearman rank correlation with another score of the same layers (NaN if constant).
+
+        Args:
+            other: another `LayerScores`, or one value per layer.
+        """
         reference = other.values if isinstance(other, LayerScores) else tuple(other)
         if len(reference) != self.n_layers:
             raise InputError(
@@ -142,6 +166,10 @@ class LayerScores(Result):
         """Bar chart of the scores by layer; the layers k% pruning removes are marked.
 
         A bar too short to see (a zero score) gets a diamond marker at its value.
+
+        Args:
+            percent: k of the pruning marked, in percent (``None``: mark none).
+            title: figure title (default: names the method and the model).
         """
         from circuitlab.decomposition.plots import mark_short_bars
 

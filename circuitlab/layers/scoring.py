@@ -130,18 +130,35 @@ def score_layers(
 def avss_scores(
     model: ModelHandle, data: str | Sequence[str] | TokenBatch, **options: Any
 ) -> LayerScores:
-    """AVSS of every layer (`score_layers` with ``methods=("avss",)``; same options)."""
+    """AVSS of every layer (`score_layers` with ``methods=("avss",)``; same options).
+
+    Args:
+        model: the model handle (interventions active on it apply).
+        data: texts (cut into windows) or a tokenized `TokenBatch`.
+        **options: the keyword arguments of `score_layers` (``site``, ``epsilon``, ...).
+    """
     return score_layers(model, data, ("avss",), **options)["avss"]
 
 
 def random_scores(n_layers: int, *, seed: int = 0, model: str = "") -> LayerScores:
-    """A random ranking (a seeded permutation of 0 .. n_layers − 1): the chance baseline."""
+    """A random ranking (a seeded permutation of 0 .. n_layers − 1): the chance baseline.
+
+    Args:
+        n_layers: number of layers of the model.
+        seed: seed of the permutation.
+        model: name of the model, kept with the scores.
+    """
     values = np.random.default_rng(seed).permutation(n_layers).astype(float)
     return LayerScores("random", values, settings={"seed": seed}, model=model)
 
 
 def drop_last_scores(n_layers: int, *, model: str = "") -> LayerScores:
-    """The "drop the last layers" baseline: later layers score lower (value n_layers − 1 − i)."""
+    """The "drop the last layers" baseline: later layers score lower (value n_layers − 1 − i).
+
+    Args:
+        n_layers: number of layers of the model.
+        model: name of the model, kept with the scores.
+    """
     values = [float(n_layers - 1 - layer) for layer in range(n_layers)]
     return LayerScores("drop_last", values, model=model)
 

@@ -131,6 +131,13 @@ def lens_statistics(
     ``chunk_rows`` rows are unembedded at a time (default: as many as fit 2^24 logits, 64 MB
     in float32), so memory stays bounded for any number of rows and any vocabulary.
 
+    Args:
+        model: the model handle.
+        residual: residual-stream vectors [n, d_model], one per row.
+        target_ids: token ids whose log-probability, logit and rank are kept [target].
+        k: top tokens kept per row (≥ 1, at most the vocabulary size).
+        chunk_rows: rows unembedded at once (default: as many as fit 2^24 logits).
+
     Returns:
         ``(top_ids [n, k], top_probs [n, k], target_logprobs [n, target],
         target_logits [n, target], target_ranks [n, target])``; probabilities in [0, 1],
@@ -167,6 +174,13 @@ class LensReader(RowChunks):
     ``top_probs`` [prompt, S, layer, k], ``target_logprobs``, ``target_logits``,
     ``target_ranks`` [prompt, S, layer, target], ``positions`` [prompt, S] (token positions,
     -1 on padding) and ``lengths`` [prompt].
+
+    Args:
+        model: the model handle.
+        lens_sites: the residual-stream sites read, one lens layer each, in model order.
+        target_ids: token ids whose log-probability, logit and rank are kept.
+        k: top tokens kept per prompt, position and layer (≥ 1).
+        chunk_rows: rows unembedded at once (default: as many as fit 2^24 logits).
     """
 
     def __init__(
@@ -185,6 +199,11 @@ class LensReader(RowChunks):
         self.chunk_rows = chunk_rows
 
     def update(self, batch: CapturedBatch) -> None:
+        """Keep the lens statistics of one batch's residual streams.
+
+        Args:
+            batch: the batch the collector captured at ``lens_sites``.
+        """
         # every layer's rows in one stream of chunks: the unembedding is read once per chunk
         residual = torch.stack([batch.read(site) for site in self.sites])
         statistics = lens_statistics(
@@ -208,6 +227,7 @@ class LensReader(RowChunks):
         self.keep(batch.rows, (*columns, positions, read))
 
     def result(self) -> dict[str, Tensor]:
+        """The kept statistics of every prompt seen, in data order (see the class docstring)."""
         order, chunks = self.ordered()
         width = max(chunk[-2].shape[1] for chunk in chunks)
         names = ("top_ids", "top_probs", "target_logprobs", "target_logits", "target_ranks")
@@ -238,7 +258,12 @@ def _pad_positions(values: Tensor, width: int, fill: float = 0) -> Tensor:
 
 def resolve_lens_layers(model: ModelHandle, layers: LayerChoice) -> list[int]:
     """The depths the lens reads, in model order: 0 for the embedding output, ``l + 1`` for
-    block ``l``'s output. A clear error for a layer that does not exist."""
+    block ``l``'s output. A clear error for a layer that does not exist.
+
+    Args:
+        model: the model handle (its layer count bounds the block indices).
+        layers: which rows (see `LayerChoice`); ``None`` for all ``n_layers + 1``.
+    """
     n = model.n_layers
     if layers is None:
         return list(range(n + 1))

@@ -94,7 +94,11 @@ class LogitLens(Result):
         return torch.where(self.valid[:, :, None, None], probs, torch.zeros_like(probs))
 
     def token_text(self, token_id: int) -> str:
-        """The text of a token among the kept top tokens."""
+        """The text of a token among the kept top tokens.
+
+        Args:
+            token_id: a token id that appears among the kept top tokens.
+        """
         texts = dict(self.vocabulary)
         if token_id not in texts:
             raise InputError(f"Token id {token_id} is not among this lens's top tokens.")
@@ -160,7 +164,12 @@ class LogitLens(Result):
 
     def layer_table(self, prompt: int = 0, position: int = -1) -> pd.DataFrame:
         """One row per layer at one read position: the top token, its probability and each
-        target's probability and rank (the CLI's table)."""
+        target's probability and rank (the CLI's table).
+
+        Args:
+            prompt: the prompt's index.
+            position: the index among the prompt's read positions (-1: the last one read).
+        """
         p = self._prompt(prompt)
         s = self._read_index(p, position)
         texts = dict(self.vocabulary)

@@ -42,11 +42,17 @@ __all__ = [
 CACHE_ENV_VAR = "CIRCUITLAB_CACHE_DIR"
 """Environment variable that moves the cache root."""
 MANIFEST_NAME = "circuitlab-manifest.json"
+"""File in each cache entry recording every other file's size and sha256 (`write_manifest`)."""
 _HASH_BLOCK = 1 << 24
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The cache root: ``cache_dir``, ``$CIRCUITLAB_CACHE_DIR``, or ``~/.cache/circuitlab``."""
+    """The cache root: ``cache_dir``, ``$CIRCUITLAB_CACHE_DIR``, or ``~/.cache/circuitlab``.
+
+    Args:
+        cache_dir: an explicit cache root (default: the environment variable, then the home
+            folder's).
+    """
     if cache_dir is not None:
         root = Path(cache_dir)
     elif os.environ.get(CACHE_ENV_VAR):
@@ -57,7 +63,11 @@ def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 16 MiB blocks."""
+    """Hex sha256 of a file, read in 16 MiB blocks.
+
+    Args:
+        path: the file.
+    """
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(_HASH_BLOCK):
@@ -89,6 +99,9 @@ def atomic_file(target: Path) -> Iterator[Path]:
     On an exception the temporary file is removed and ``target`` is left as it was. The file
     gets the user's umask (not ``mkstemp``'s private 0600); an OS error while creating or
     renaming it is an `OutputPathError` naming ``target``.
+
+    Args:
+        target: the file to write.
     """
     target = Path(target)
     _make_parent(target)
@@ -116,6 +129,9 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     complete entry in place first, that one is kept and the temporary folder discarded.
     Temporary folders of ``target`` that a killed build left are removed first (`staged_folder`
     removes only those no live process owns).
+
+    Args:
+        target: the cache entry's folder.
     """
     _make_cache_folder(target)
     with staged_folder(
@@ -130,6 +146,9 @@ def entry_lock(target: Path) -> Iterator[None]:
 
     The lock is the file ``.<name>.lock`` next to the entry; it dies with its holder, so a
     killed build never blocks the next one.
+
+    Args:
+        target: the cache entry (a file or folder) being built.
     """
     _make_cache_folder(target)
     lock = target.parent / f".{target.name}.lock"
@@ -149,7 +168,12 @@ def entry_lock(target: Path) -> Iterator[None]:
 
 
 def write_manifest(folder: Path, metadata: dict[str, object]) -> None:
-    """Record size and sha256 of every file in ``folder`` (written last, atomically)."""
+    """Record size and sha256 of every file in ``folder`` (written last, atomically).
+
+    Args:
+        folder: the entry's folder.
+        metadata: further keys of the manifest (e.g. the source and the converter's version).
+    """
     files = {
         path.name: {"size": path.stat().st_size, "sha256": file_sha256(path)}
         for path in sorted(folder.iterdir())

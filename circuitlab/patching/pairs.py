@@ -55,7 +55,12 @@ class PromptPair:
 
 
 def check_pairs(pairs: PromptPair | Sequence[PromptPair | Mapping[str, str]]) -> list[PromptPair]:
-    """Pairs as a non-empty list of `PromptPair` (mappings with the pair's fields accepted)."""
+    """Pairs as a non-empty list of `PromptPair` (mappings with the pair's fields accepted).
+
+    Args:
+        pairs: one pair or a list of them: `PromptPair` values or mappings with ``clean``,
+            ``corrupted`` and optionally ``answer`` and ``wrong``.
+    """
     items = [pairs] if isinstance(pairs, (PromptPair, Mapping)) else pairs
     if isinstance(items, str) or not isinstance(items, Sequence):
         raise InputError(
@@ -104,6 +109,9 @@ def load_pairs(path: str | os.PathLike[str]) -> list[PromptPair]:
 
     Each row holds ``clean`` and ``corrupted`` and optionally ``answer`` and ``wrong``.
     Answer tokens keep their leading spaces exactly as written (``" Paris"``).
+
+    Args:
+        path: the pair file (suffix ``.jsonl``, ``.json`` or ``.csv``).
     """
     source = Path(path)
     if source.suffix.lower() not in _SUFFIXES:
@@ -124,7 +132,12 @@ def load_pairs(path: str | os.PathLike[str]) -> list[PromptPair]:
 
 @dataclass(frozen=True)
 class PairTokens:
-    """Both sides of a pair list, tokenized: row ``i`` of each is pair ``i``."""
+    """Both sides of a pair list, tokenized: row ``i`` of each is pair ``i``.
+
+    Attributes:
+        clean: the clean prompts, tokenized.
+        corrupted: the corrupted prompts, tokenized (each as long as its clean prompt).
+    """
 
     clean: TokenBatch
     corrupted: TokenBatch
@@ -136,7 +149,12 @@ class PairTokens:
 
 
 def paired_tokens(model: ModelHandle, pairs: Sequence[PromptPair]) -> PairTokens:
-    """Tokenize both sides; a clear error naming the pair when the two lengths differ."""
+    """Tokenize both sides; a clear error naming the pair when the two lengths differ.
+
+    Args:
+        model: the model handle whose tokenizer is used.
+        pairs: the prompt pairs (see `check_pairs`).
+    """
     clean = model.tokenize([pair.clean for pair in pairs])
     corrupted = model.tokenize([pair.corrupted for pair in pairs])
     for index, (a, b) in enumerate(zip(clean.lengths, corrupted.lengths, strict=True)):

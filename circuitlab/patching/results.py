@@ -32,7 +32,13 @@ def normalised_effect(
     clean: Float[Tensor, " pair"],
     corrupted: Float[Tensor, " pair"],
 ) -> Float[Tensor, "pair ..."]:
-    """``(values - corrupted) / (clean - corrupted)`` per pair (NaN where clean == corrupted)."""
+    """``(values - corrupted) / (clean - corrupted)`` per pair (NaN where clean == corrupted).
+
+    Args:
+        values: the metric of the patched runs [pair, ...] (pair first, any trailing shape).
+        clean: the clean run's metric per pair [pair].
+        corrupted: the corrupted run's metric per pair [pair].
+    """
     shape = (-1,) + (1,) * (values.dim() - 1)
     gap = (clean - corrupted).reshape(shape)
     ratio = (values - corrupted.reshape(shape)) / gap
@@ -74,7 +80,8 @@ class PatchingMap(Result):
 
     Attributes:
         values: the metric of each patched run [pair, layer, column].
-        clean: the clean run's metric per pair [pair]; ``corrupted`` the corrupted run's.
+        clean: the clean run's metric per pair [pair].
+        corrupted: the corrupted run's metric per pair [pair].
         site: the patched site kind (``resid_pre``, ``attn_out``, ``mlp_out``, ``z``, ...).
         layers: the layer of each row.
         columns: the position (or head) of each column.
@@ -85,7 +92,8 @@ class PatchingMap(Result):
         metric: the metric's name.
         patched_positions: for head maps, the positions each head was patched at
             (empty: every position).
-        clean_prompts / corrupted_prompts: the pairs.
+        clean_prompts: the clean prompt of each pair.
+        corrupted_prompts: the corrupted prompt of each pair.
         model: the model's name.
     """
 
@@ -122,16 +130,28 @@ class PatchingMap(Result):
         return normalised_effect(self.values, self.clean, self.corrupted)
 
     def mean(self, *, normalised: bool = True) -> Float[Tensor, "layer column"]:
-        """Mean over pairs (pairs with equal clean and corrupted metric left out)."""
+        """Mean over pairs (pairs with equal clean and corrupted metric left out).
+
+        Args:
+            normalised: average the normalised effect; ``False``: the raw metric.
+        """
         return _mean_and_sem(self.normalised if normalised else self.values)[0]
 
     def sem(self, *, normalised: bool = True) -> Float[Tensor, "layer column"]:
-        """Standard error of the mean over pairs (NaN with a single pair)."""
+        """Standard error of the mean over pairs (NaN with a single pair).
+
+        Args:
+            normalised: of the normalised effect; ``False``: of the raw metric.
+        """
         return _mean_and_sem(self.normalised if normalised else self.values)[1]
 
     def top(self, n: int = 5) -> list[tuple[int, int, float]]:
         """The ``n`` (layer, column, mean normalised effect) with the largest effect magnitude
-        (for noising: the furthest from 1)."""
+        (for noising: the furthest from 1).
+
+        Args:
+            n: how many (layer, column) cells to return.
+        """
         mean = self.mean()
         strength = (mean - 1.0).abs() if self.direction == "noise" else mean.abs()
         strength = torch.nan_to_num(strength, nan=-1.0).flatten()
@@ -163,7 +183,12 @@ class PatchingMap(Result):
         return pd.DataFrame(rows)
 
     def plot(self, *, normalised: bool = True, title: str | None = None) -> Figure:
-        """Layer × column heatmap of the mean (normalised) effect over pairs."""
+        """Layer × column heatmap of the mean (normalised) effect over pairs.
+
+        Args:
+            normalised: show the normalised effect; ``False``: the raw metric.
+            title: figure title (default: one naming the direction, site, model and metric).
+        """
         matrix = self.mean(normalised=normalised).numpy()
         if self.column_kind == "position":
             labels = [
@@ -205,13 +230,15 @@ class AttributionPatching(Result):
         components: the components (``EMBED``, heads, MLPs).
         residual: estimated change of patching ``resid_pre`` of each layer at each position
             [pair, layer, pos] (zero past a pair's length).
-        clean / corrupted: the metric of the clean and corrupted runs [pair].
+        clean: the metric of the clean run [pair].
+        corrupted: the metric of the corrupted run [pair].
         direction: ``"denoise"`` or ``"noise"``.
         metric: the metric's name.
         exact: the exact patching effect of each component [pair, component] (the patched
             metric minus the patched run's baseline), when computed.
         labels: the tokens of the first pair's patched prompt (residual columns).
-        clean_prompts / corrupted_prompts: the pairs.
+        clean_prompts: the clean prompt of each pair.
+        corrupted_prompts: the corrupted prompt of each pair.
         model: the model's name.
     """
 
@@ -237,12 +264,20 @@ class AttributionPatching(Result):
         return normalised_effect(change + self.baseline[:, None], self.clean, self.corrupted)
 
     def mean_estimates(self, *, normalised: bool = False) -> Float[Tensor, " component"]:
-        """Mean estimate per component over pairs (raw metric change, or normalised)."""
+        """Mean estimate per component over pairs (raw metric change, or normalised).
+
+        Args:
+            normalised: normalise the estimates as patched-run effects (see the module).
+        """
         values = self._normalise(self.estimates) if normalised else self.estimates
         return _mean_and_sem(values)[0]
 
     def mean_exact(self, *, normalised: bool = False) -> Float[Tensor, " component"]:
-        """Mean exact effect per component over pairs (needs ``exact``)."""
+        """Mean exact effect per component over pairs (needs ``exact``).
+
+        Args:
+            normalised: normalise the exact effects (see the module docstring).
+        """
         if self.exact is None:
             raise InputError(
                 "No exact effects were computed; call attribution_patching(exact=True)."
@@ -260,7 +295,11 @@ class AttributionPatching(Result):
         return float(spearmanr(estimate[keep], exact[keep]).statistic)
 
     def spearman_of(self, kind: type[Component]) -> float:
-        """Spearman ρ over the components of one kind (``Head`` or ``Mlp``) only."""
+        """Spearman ρ over the components of one kind (``Head`` or ``Mlp``) only.
+
+        Args:
+            kind: the component class whose components are compared (needs ``exact``).
+        """
         chosen = [i for i, c in enumerate(self.components) if isinstance(c, kind)]
         estimate = self.mean_estimates().numpy()[chosen]
         exact = self.mean_exact().numpy()[chosen]
@@ -269,7 +308,11 @@ class AttributionPatching(Result):
         return float(spearmanr(estimate, exact).statistic)
 
     def top(self, n: int = 5) -> list[tuple[Component, float]]:
-        """The ``n`` components with the largest estimated effect magnitude (mean over pairs)."""
+        """The ``n`` components with the largest estimated effect magnitude (mean over pairs).
+
+        Args:
+            n: how many components to return.
+        """
         mean = self.mean_estimates()
         order = torch.argsort(torch.nan_to_num(mean.abs(), nan=-1.0), descending=True)[:n]
         return [(self.components[i], float(mean[i])) for i in order.tolist()]
@@ -290,7 +333,11 @@ class AttributionPatching(Result):
 
     def plot(self, *, title: str | None = None) -> Figure:
         """Estimate against exact effect per component (or, without exact effects, the head
-        estimates as a layer × head heatmap)."""
+        estimates as a layer × head heatmap).
+
+        Args:
+            title: figure title (default: one naming the direction and Spearman ρ).
+        """
         if self.exact is None:
             from circuitlab.decomposition.plots import head_grid, plot_head_heatmap
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from circuitlab import distributed
 from circuitlab.checks import check_integer, checked_arguments
 from circuitlab.collector import EVERY_TOKEN, CapturedBatch, collect
 from circuitlab.errors import InputError
@@ -38,7 +39,12 @@ DIRECTIONS = ("denoise", "noise")
 
 class RunMetric(RowChunks):
     """A reader of a metric at each row's last real token, one value per row (no gradient
-    kept). Works with any read positions (with ``positions="all"`` the last token is picked)."""
+    kept). Works with any read positions (with ``positions="all"`` the last token is picked).
+
+    Args:
+        metric: the resolved metric (see `resolve_metric`).
+        pair_of_row: the pair index of each row of the data [row], passed to ``metric``.
+    """
 
     needs_logits = True
 
@@ -48,6 +54,11 @@ class RunMetric(RowChunks):
         self.pair_of_row = pair_of_row
 
     def update(self, batch: CapturedBatch) -> None:
+        """Keep the metric of each row of one batch.
+
+        Args:
+            batch: the batch the collector captured (with its logits).
+        """
         logits = batch.logits
         assert logits is not None
         if batch.every_token:
@@ -72,7 +83,15 @@ def side_runs(
     cached: Sequence[Site],
     batch_size: int,
 ) -> SideRun:
-    """Run one side of every pair once: the metric and the activations at ``cached`` sites."""
+    """Run one side of every pair once: the metric and the activations at ``cached`` sites.
+
+    Args:
+        model: the model handle (interventions active on it apply).
+        tokens: one side of the pairs, tokenized (row ``i`` is pair ``i``).
+        metric: the resolved metric, measured at each pair's last real token.
+        cached: sites whose activations are kept at every token (none: the metric only).
+        batch_size: prompts per forward pass.
+    """
     readers: dict[str, Reader] = {site.hook_name: Keep(site) for site in cached}
     readers["metric"] = RunMetric(metric, torch.arange(len(tokens)))
     out = collect(
@@ -168,11 +187,19 @@ def _run_jobs(
     batch_size: int,
     progress: bool | None,
 ) -> Tensor:
-    """The metric of every job's patched run [job], ``batch_size`` rows per forward pass."""
+    """The metric of every job's patched run [job], ``batch_size`` rows per forward pass.
+
+    Under a ``torch.distributed`` group each process runs every ``world_size``-th chunk of
+    jobs and the chunks' metrics are shared, so every process returns every job's metric.
+    """
     results = torch.empty(len(jobs))
     chunks = [jobs[start : start + batch_size] for start in range(0, len(jobs), batch_size)]
     lengths = run_tokens.lengths.cpu()
-    for index, chunk in enumerate(progress_bar(chunks, desc="patching", progress=progress)):
+    mine = distributed.rank_share(len(chunks), model.device)
+    shown = progress if distributed.is_writer() else False
+    measured: dict[int, Tensor] = {}
+    for index in progress_bar(mine, desc="patching", progress=shown):
+        chunk = chunks[index]
         pairs = torch.tensor([job.pair for job in chunk])
         width = int(lengths[pairs].max())
         tokens = TokenBatch(
@@ -196,16 +223,19 @@ def _run_jobs(
                     mask[row, : int(lengths[job.pair])] = True
             patches.append(Patch(site, values, head=head, positions=mask))
         with model.intervene(*patches):
-            measured = collect(
+            measured[index] = collect(
                 model,
                 tokens,
                 {"metric": RunMetric(metric, pairs)},
                 batch_size=len(chunk),
                 sort=False,
                 share_prefix=False,
+                distributed=False,  # the chunks are shared out instead
             )["metric"]
-        start = index * batch_size
-        results[start : start + len(chunk)] = measured
+    for share in distributed.all_gather_objects(measured):
+        for index, values in share.items():
+            start = index * batch_size
+            results[start : start + len(values)] = values
     return results
 
 

@@ -71,7 +71,16 @@ class CalibPlus:
         )
 
     def fit(self, X: Any, y: Int[Tensor, " example"] | Sequence[int] | None = None) -> CalibPlus:
-        """Learn the class weights from labelled examples (``y`` defaults to ``X.labels``)."""
+        """Learn the class weights from labelled examples (``y`` defaults to ``X.labels``).
+
+        Args:
+            X: `LabelContributions` (its ``logits`` are used) or the full model's label-word
+                logits [example, label].
+            y: the gold label index of each example [example] (default: ``X.labels``).
+
+        Returns:
+            ``self``, fitted (``weights_``, ``history_``).
+        """
         probabilities = torch.softmax(_as_logits(X), dim=-1)
         labels = _gold(X, y, len(probabilities))
         absent = sorted(set(range(probabilities.shape[1])) - set(labels.tolist()))
@@ -95,7 +104,12 @@ class CalibPlus:
         return self
 
     def predict_proba(self, X: Any) -> Float[Tensor, "example label"]:
-        """Calibrated class probabilities ``softmax(v * p)``."""
+        """Calibrated class probabilities ``softmax(v * p)`` [example, label].
+
+        Args:
+            X: `LabelContributions` (its ``logits`` are used) or the full model's label-word
+                logits [example, label].
+        """
         if not hasattr(self, "weights_"):
             raise InputError("This CalibPlus is not fitted yet. Call fit(...) first.")
         probabilities = torch.softmax(_as_logits(X), dim=-1)
@@ -106,11 +120,22 @@ class CalibPlus:
         return torch.softmax(probabilities * self.weights_, dim=-1)
 
     def predict(self, X: Any) -> Int[Tensor, " example"]:
-        """The predicted label index of each example."""
+        """The predicted label index of each example [example].
+
+        Args:
+            X: `LabelContributions` (its ``logits`` are used) or the full model's label-word
+                logits [example, label].
+        """
         return self.predict_proba(X).argmax(dim=-1)
 
     def score(self, X: Any, y: Int[Tensor, " example"] | Sequence[int] | None = None) -> float:
-        """Accuracy (0..1)."""
+        """Accuracy (0..1).
+
+        Args:
+            X: `LabelContributions` (its ``logits`` are used) or the full model's label-word
+                logits [example, label].
+            y: the gold label index of each example [example] (default: ``X.labels``).
+        """
         predictions = self.predict(X)
         return float((predictions == _gold(X, y, len(predictions))).float().mean())
 

@@ -73,7 +73,12 @@ class LabelContributions(Result):
 
     def plot(self, k: int = 15, *, title: str | None = None) -> Any:
         """Bar chart of the ``k`` components that separate the label words most: each one's
-        mean contribution to the first label word minus the mean over the others (logits)."""
+        mean contribution to the first label word minus the mean over the others (logits).
+
+        Args:
+            k: how many components to draw (largest absolute margin).
+            title: figure title (default: one naming the first label word).
+        """
         from circuitlab.decomposition.plots import plot_bars
 
         if len(self.label_words) < 2:
@@ -96,7 +101,11 @@ class LabelContributions(Result):
         )
 
     def subset(self, indices: Sequence[int] | Tensor) -> LabelContributions:
-        """The examples at ``indices`` (a list of positions or a boolean mask)."""
+        """The examples at ``indices`` (a list of positions or a boolean mask).
+
+        Args:
+            indices: example positions in ``0 .. len - 1``, or a boolean mask [example].
+        """
         index = torch.as_tensor(indices)
         if index.dtype != torch.bool:
             index = index.long()
@@ -115,7 +124,11 @@ class LabelContributions(Result):
         )
 
     def select(self, components: Sequence[Component]) -> Float[Tensor, "example selected label"]:
-        """The values of ``components`` only, in that order."""
+        """The values of ``components`` only, in that order.
+
+        Args:
+            components: components held by these contributions, in the order wanted.
+        """
         where = {component: index for index, component in enumerate(self.components)}
         missing = [str(component) for component in components if component not in where]
         if missing:
@@ -126,7 +139,11 @@ class LabelContributions(Result):
         return self.values[:, [where[component] for component in components]]
 
     def require_labels(self, what: str) -> Int[Tensor, " example"]:
-        """The gold labels, or a clear error saying ``what`` needs them."""
+        """The gold labels, or a clear error saying ``what`` needs them.
+
+        Args:
+            what: what needs the labels, named in the error (``"fit()"``).
+        """
         if self.labels is None:
             raise InputError(
                 f"{what} needs gold labels, but these contributions have none. Build them from "

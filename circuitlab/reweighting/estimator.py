@@ -212,20 +212,37 @@ class ComponentReweighting:
             )
 
     def decision_function(self, X: LabelContributions) -> Float[Tensor, "example label"]:
-        """The reweighted label-word scores ``sum_j w_j g_j`` (logits) for each example."""
+        """The reweighted label-word scores ``sum_j w_j g_j`` (logits) for each example.
+
+        Args:
+            X: `LabelContributions` of the examples (same model and label words as the fit).
+        """
         self._check_same_model(X)
         return self._combine(X.select(self.components_).to(torch.float32), self.weights_)
 
     def predict_proba(self, X: LabelContributions) -> Float[Tensor, "example label"]:
-        """Class probabilities: the softmax of `decision_function` over the label words."""
+        """Class probabilities: the softmax of `decision_function` over the label words.
+
+        Args:
+            X: `LabelContributions` of the examples (same model and label words as the fit).
+        """
         return torch.softmax(self.decision_function(X), dim=-1)
 
     def predict(self, X: LabelContributions) -> Int[Tensor, " example"]:
-        """The predicted label index of each example."""
+        """The predicted label index of each example.
+
+        Args:
+            X: `LabelContributions` of the examples (same model and label words as the fit).
+        """
         return self.decision_function(X).argmax(dim=-1)
 
     def score(self, X: LabelContributions, y: Int[Tensor, " example"] | None = None) -> float:
-        """Accuracy (0..1) on labelled contributions (``y`` defaults to ``X.labels``)."""
+        """Accuracy (0..1) on labelled contributions (``y`` defaults to ``X.labels``).
+
+        Args:
+            X: `LabelContributions` of the examples (same model and label words as the fit).
+            y: gold label indices [example]; default ``X.labels``.
+        """
         labels = _labels(X, y, "score()")
         return float((self.predict(X) == labels).float().mean())
 
@@ -241,6 +258,13 @@ class ComponentReweighting:
 
         The model must be the one the weights were fitted on (checked by fingerprint before
         any forward pass).
+
+        Args:
+            model: the model handle the weights were fitted on.
+            prompts: prompt texts (or a tokenized batch) to classify.
+            batch_size: prompts per forward pass.
+            proba: return class probabilities [prompt, label] instead of label indices
+                [prompt].
         """
         self._require_fitted()
         fingerprint = model_fingerprint(model)
@@ -263,7 +287,11 @@ class ComponentReweighting:
         return self.weights_.clamp(0.0, 1.0) if self.clip else self.weights_
 
     def top_components(self, k: int = 10) -> list[tuple[Component, float]]:
-        """The ``k`` components with the largest (effective) weights, largest first."""
+        """The ``k`` components with the largest (effective) weights, largest first.
+
+        Args:
+            k: how many components to return (≥ 1).
+        """
         weights = self.effective_weights_
         if k < 1:
             raise InputError(f"k must be at least 1, got {k}.")
@@ -271,7 +299,11 @@ class ComponentReweighting:
         return [(self.components_[int(i)], float(weights[i])) for i in order]
 
     def weight_of(self, component: str | Component) -> float:
-        """The learned weight of one component (``"L12H3"``, ``"MLP7"``...)."""
+        """The learned weight of one component (``"L12H3"``, ``"MLP7"``...).
+
+        Args:
+            component: a fitted component, as a string or a component value.
+        """
         self._require_fitted()
         wanted = parse_components([component])[0]
         if wanted not in self.components_:
@@ -310,6 +342,12 @@ class ComponentReweighting:
         metadata under the result header of `circuitlab.results`).
 
         The write is atomic: an interrupted save leaves any earlier file intact.
+
+        Args:
+            path: the file to write (``.safetensors`` is appended when missing).
+
+        Returns:
+            The file written.
         """
         self._require_fitted()
         target = Path(path)
@@ -327,7 +365,11 @@ class ComponentReweighting:
 
     @classmethod
     def load(cls, path: str | Path) -> ComponentReweighting:
-        """Read weights written by `save` (no pickle: safetensors plus JSON)."""
+        """Read weights written by `save` (no pickle: safetensors plus JSON).
+
+        Args:
+            path: a file written by `save`.
+        """
         fields, raw, tensors = read_result_file(path, "ComponentReweighting")
         if fields is None:  # written before the result header
             if raw.get("format") != _FORMAT:

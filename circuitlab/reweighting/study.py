@@ -76,7 +76,11 @@ METHODS: dict[str, str] = {
 
 
 def default_demos(n_labels: int) -> int:
-    """The paper's number of demonstrations: 4, or 3 for 3-class tasks."""
+    """The paper's number of demonstrations: 4, or 3 for 3-class tasks.
+
+    Args:
+        n_labels: the task's number of classes.
+    """
     return 3 if n_labels == 3 else 4
 
 
@@ -118,7 +122,12 @@ class ReweightingStudy(Result):
         return f"ReweightingStudy({self.task!r} on {self.model_name!r}, K={k}: {', '.join(parts)})"
 
     def accuracies(self, method: str, k: int) -> list[float]:
-        """The accuracy of ``method`` at ``k`` in every run (NaN where it could not run)."""
+        """The accuracy of ``method`` at ``k`` in every run (NaN where it could not run).
+
+        Args:
+            method: a method key of `METHODS` (``"comp_rw"``, ``"calib_plus"``...).
+            k: the number of labelled examples K (one of the study's ``ks``).
+        """
         if method not in METHODS:
             raise InputError(f"Unknown method {method!r}; use one of {list(METHODS)}.")
         if k not in self.settings["ks"]:
@@ -126,12 +135,22 @@ class ReweightingStudy(Result):
         return [r["accuracy"] for r in self.records if r["method"] == method and r["k"] == k]
 
     def mean(self, method: str, k: int) -> float:
-        """Mean accuracy over the runs (NaN if any run could not run)."""
+        """Mean accuracy over the runs (NaN if any run could not run).
+
+        Args:
+            method: a method key of `METHODS` (``"comp_rw"``, ``"calib_plus"``...).
+            k: the number of labelled examples K (one of the study's ``ks``).
+        """
         values = self.accuracies(method, k)
         return sum(values) / len(values)
 
     def std(self, method: str, k: int) -> float:
-        """Standard deviation over the runs (population, as numpy's default)."""
+        """Standard deviation over the runs (population, as numpy's default).
+
+        Args:
+            method: a method key of `METHODS` (``"comp_rw"``, ``"calib_plus"``...).
+            k: the number of labelled examples K (one of the study's ``ks``).
+        """
         values = self.accuracies(method, k)
         mean = sum(values) / len(values)
         return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
@@ -155,7 +174,12 @@ class ReweightingStudy(Result):
 
     def plot(self, k: int | None = None, *, title: str | None = None) -> Any:
         """Bar chart of every method's mean test accuracy at ``k`` (default: the largest K),
-        with the standard deviation over the runs as error bars (matplotlib Figure)."""
+        with the standard deviation over the runs as error bars (matplotlib Figure).
+
+        Args:
+            k: the number of labelled examples K shown (default: the largest of ``ks``).
+            title: figure title (default: one naming the task, model and K).
+        """
         from matplotlib.figure import Figure
 
         k = max(self.settings["ks"]) if k is None else k
@@ -195,7 +219,12 @@ class ReweightingStudy(Result):
         return figure
 
     def top_weighted(self, k: int | None = None, n: int = 5) -> list[tuple[Component, float]]:
-        """The ``n`` components with the largest CompRW weight, averaged over the runs at ``k``."""
+        """The ``n`` components with the largest CompRW weight, averaged over the runs at ``k``.
+
+        Args:
+            k: the number of labelled examples K (default: the largest of ``ks``).
+            n: how many components to return.
+        """
         k = max(self.settings["ks"]) if k is None else k
         index = list(self.settings["ks"]).index(k)
         mean = self.weights[:, :, index].mean(dim=(0, 1))
@@ -210,6 +239,11 @@ class ReweightingStudy(Result):
 
         Its weights are the run's effective weights (already clipped when ``clip``, which
         clipping again leaves unchanged), so it predicts exactly as in the study.
+
+        Args:
+            demo_set: index of the demonstration set (``0 .. n_demo_sets - 1``).
+            template: the prompt template index (default: the study's first template).
+            k: the number of labelled examples K (default: the largest of ``ks``).
         """
         templates = list(self.settings["templates"])
         template = templates[0] if template is None else template
@@ -351,6 +385,12 @@ def draw_examples(
 
     Classes take turns, so the demonstrations and every prefix of the training examples are
     as balanced as the pool allows.
+
+    Args:
+        pool: the labelled examples to draw from.
+        k: how many examples to draw (K), demonstrations included.
+        n_demos: how many of them become demonstrations (K'); the other K - K' train.
+        seed: seed of the draw (and of the demonstrations' order).
 
     Returns:
         ``(demos, train)``: ``(text, label)`` demonstration pairs and a task of the others.

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from circuitlab.checks import checked_arguments
 from circuitlab.errors import InputError
-from circuitlab.files import read_text_file
-from circuitlab.models.cache import atomic_file
+from circuitlab.files import output_file, read_text_file
 from circuitlab.tasks.task import ClassificationTask
 
 if TYPE_CHECKING:
@@ -260,7 +259,7 @@ def save_task(task: ClassificationTask, path: str | os.PathLike[str]) -> None:
             f"Cannot create the folder {target.parent} ({error.strerror}). Save to a writable path."
         ) from error
     names = [task.label_names[label] for label in task.labels]
-    with atomic_file(target) as tmp:
+    with output_file(target) as tmp:
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             if suffix in _CSV_SUFFIXES:
                 writer = csv.writer(handle)

@@ -354,6 +354,9 @@ class ClassificationTask:
     def with_label_words(self, words: Sequence[str]) -> ClassificationTask:
         """The same task predicting other label words (one per class, in class order).
 
+        Args:
+            words: the new label words, one per class (``" good"``: mind the leading space).
+
         Example:
             >>> task.with_label_words([" bad", " good"]).label_words
             (' bad', ' good')

@@ -67,13 +67,28 @@ class Step(NamedTuple):
 
 
 def check_learning_rate(learning_rate: float) -> None:
-    """Refuse a learning rate that cannot train (the error names a valid value)."""
+    """Refuse a learning rate that cannot train (the error names a valid value).
+
+    Args:
+        learning_rate: the optimiser's step size; it must be a positive number.
+    """
     check_number("learning_rate", learning_rate, lambda v: v > 0, "positive, e.g. 0.05")
 
 
 @dataclass(frozen=True)
 class Stopping:
-    """When training stops (see the module docstring). Validated on construction."""
+    """When training stops (see the module docstring). Validated on construction.
+
+    Args:
+        max_epochs: the most epochs (≥ 1).
+        patience: stop once this many epochs, counted in total, failed to beat the best epoch
+            loss so far (≥ 1; ``None``: never).
+        check_done_every: epochs between looks at the objective's ``done`` signal (≥ 1).
+        max_steps: the most optimiser steps, wherever in an epoch the budget runs out (≥ 1;
+            ``None``: no limit).
+        stable: ε of the ε-stable loss rule, a relative change (> 0; ``None``: never).
+        window: w, the steps in each of the two window means ``stable`` compares (≥ 1).
+    """
 
     max_epochs: int
     patience: int | None = None
@@ -94,7 +109,11 @@ class Stopping:
         check_number("window", self.window, lambda v: v >= 1, "at least 1, e.g. 10")
 
     def is_stable(self, step_losses: Sequence[float]) -> bool:
-        """Whether ``step_losses`` end ε-stable (module docstring); never without ``stable``."""
+        """Whether ``step_losses`` end ε-stable (module docstring); never without ``stable``.
+
+        Args:
+            step_losses: the loss of every optimiser step so far, in order.
+        """
         w = self.window
         if self.stable is None or len(step_losses) < 2 * w:
             return False
@@ -129,7 +148,12 @@ class TrainingHistory:
         return len(self.step_losses)
 
     def with_metrics(self, **metrics: float) -> TrainingHistory:
-        """The same history with more after-training measurements."""
+        """The same history with more after-training measurements.
+
+        Args:
+            **metrics: measurements by name (e.g. ``train_accuracy=0.95``); they replace
+                earlier ones of the same name.
+        """
         return replace(self, metrics={**self.metrics, **metrics})
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +168,11 @@ class TrainingHistory:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainingHistory:
-        """Inverse of `to_dict`."""
+        """Inverse of `to_dict`.
+
+        Args:
+            data: a mapping written by `to_dict` (keys beyond the core fields are metrics).
+        """
         core = {"epochs", "stopped", "losses", "step_losses"}
         return cls(
             epochs=int(data["epochs"]),

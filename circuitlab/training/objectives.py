@@ -20,6 +20,11 @@ def classification_objective(
     """Full-batch cross-entropy (nats, mean over examples) of ``scores()`` against ``labels``.
 
     The step's ``done`` signal is "every example is classified correctly".
+
+    Args:
+        scores: a function returning the current class scores (logits) [example, label],
+            computed from the parameters being trained.
+        labels: the gold class index of each example [example].
     """
 
     def objective(batch: Any) -> Step:
@@ -33,5 +38,10 @@ def classification_objective(
 
 
 def accuracy(logits: Float[Tensor, "example label"], labels: Int[Tensor, " example"]) -> float:
-    """Share of examples whose largest score is the gold label (0..1)."""
+    """Share of examples whose largest score is the gold label (0..1).
+
+    Args:
+        logits: class scores [example, label].
+        labels: the gold class index of each example [example].
+    """
     return float((logits.argmax(dim=-1) == labels).float().mean())
