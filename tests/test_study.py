@@ -417,3 +417,58 @@ def test_a_study_killed_with_sigkill_resumes_to_the_uninterrupted_results(
         torch.set_num_threads(threads)
     expected = _result_files(whole)
     assert len(expected) >= 8 and _result_files(killed) == expected
+
+
+def test_a_study_under_torchrun_writes_once_and_equals_one_process(
+    tmp_path: Path, tiny_folder: Path, texts: Path
+) -> None:
+    """Two processes: every dataset pass is shared, rank 0 alone writes the study folder."""
+    import socket
+
+    from circuitlab.decomposition import Attribution
+    from circuitlab.layers import LayerScores
+
+    path = _study(tmp_path, _tiny_study(tiny_folder))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    two = tmp_path / "two"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "circuitlab",
+        "study",
+        str(path),
+        "--out",
+        str(two),
+    ]
+    environment = {**os.environ, "CIRCUITLAB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.count("study 'tiny': 4 run(s): 4 ran") == 1  # rank 0 alone prints
+    one = tmp_path / "one"
+    run_study(load_study(path, out=one), echo=lambda line: None)
+    assert sorted(p.relative_to(two).as_posix() for p in two.rglob("*")) == sorted(
+        p.relative_to(one).as_posix() for p in one.rglob("*")
+    )  # the same files, none left over by the second process
+    parallel = Attribution.load(two / "decompose" / "result.json")
+    single = Attribution.load(one / "decompose" / "result.json")
+    torch.testing.assert_close(parallel.values, single.values, atol=1e-5, rtol=1e-5)
+    for method in ("avss", "random"):
+        shared = LayerScores.from_document(
+            json.loads((two / "scores" / "result.json").read_text())["results"][method]
+        )
+        alone = LayerScores.from_document(
+            json.loads((one / "scores" / "result.json").read_text())["results"][method]
+        )
+        assert shared.values == pytest.approx(alone.values, rel=1e-5)

@@ -22,17 +22,20 @@ import contextlib
 import datetime
 import hashlib
 import io
+import json
 import os
 import random
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from circuitlab import distributed
 from circuitlab.checkpoints import CheckpointStore
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.files import check_output_folder
@@ -195,8 +198,8 @@ def _commit(work: Path, target: Path, trash: Path) -> None:
 class _Runner:
     """Runs the runs of one study in one folder (see the module docstring)."""
 
-    def __init__(self, study: Study, record: dict[str, Any] | None) -> None:
-        self.study, self.out = study, study.out
+    def __init__(self, study: Study, record: dict[str, Any] | None, out: Path) -> None:
+        self.study, self.out = study, out
         self.model: Any = None
         self.fingerprint = ""
         self.store = self._start(record)
@@ -256,8 +259,15 @@ class _Runner:
         if run.key not in self.store:
             self.store.put(run.key, {"folder": run.folder, "files": manifest["files"]})
 
-    def execute(self, run: StepRun) -> None:
-        """Run one step into its working folder, write its manifest, move it into place."""
+    def execute(self, run: StepRun) -> dict[str, Any]:
+        """Run one step into its working folder, write its manifest, move it into place.
+
+        Args:
+            run: the run to execute.
+
+        Returns:
+            Its manifest.
+        """
         from circuitlab.cli import commands
         from circuitlab.cli.paths import check_outputs
         from circuitlab.fingerprint import model_fingerprint
@@ -273,7 +283,8 @@ class _Runner:
         work.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run.key, marker)
         target = self.out / run.folder
-        if _manifest(work, run) is None:  # else: finished, killed before its move
+        manifest = _manifest(work, run)
+        if manifest is None:  # else: finished, killed before its move
             self._model_ready()
             line = run.arguments(work, self.study.model)
             args = _parse_check(line, where)
@@ -314,7 +325,7 @@ class _Runner:
                 "files": _files(work),
             }
             write_json_atomic(manifest, work / MANIFEST)
-        manifest = read_json(work / MANIFEST, "step manifest")
+            manifest = json.loads(json.dumps(manifest))  # as it reads back
         _commit(work, target, self.out / _WORK / f".trash-{_slug(run.folder)}")
         marker.unlink(missing_ok=True)
         self.store.put(
@@ -322,6 +333,7 @@ class _Runner:
             {"folder": run.folder, "files": manifest["files"]},
             seconds=manifest["seconds"],
         )
+        return manifest
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):
@@ -389,23 +401,52 @@ def run_study(
             line = shlex.join(["circuitlab", *run.arguments(folder / run.folder, study.model)])
             echo(f"[{index}/{total}] {status:<9} {run.folder}: {line}")
         return outcomes
-    folder.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(
-        folder / _LOCK, waiting_message=f"waiting for another run of the study in {folder}"
-    ):
-        runner = _Runner(study, record)
-        for index, run in enumerate(study.runs, start=1):
-            manifest = _manifest(folder / run.folder, run)
-            if manifest is not None:
-                runner.skip(run, manifest)
-                outcomes.append(RunOutcome(run.folder, run.command, "skipped", 0.0))
-                echo(f"[{index}/{total}] skipped  {run.folder} (finished before)")
-                continue
-            echo(f"[{index}/{total}] running  {run.folder} ({run.command})")
-            runner.execute(run)
-            seconds = float(read_json(folder / run.folder / MANIFEST, "step manifest")["seconds"])
-            outcomes.append(RunOutcome(run.folder, run.command, "ran", seconds))
-            echo(f"[{index}/{total}] ran      {run.folder} in {seconds:.1f} s -> {run.folder}/")
-        runner.finish()
+    # Under torchrun every process runs every step (each dataset pass takes its share of the
+    # batches); rank 0 writes the study folder, the others a scratch copy of their own. All
+    # decide what is finished before any of them writes.
+    finished = {run.folder: _manifest(folder / run.folder, run) for run in study.runs}
+    workspace = folder
+    if distributed.initialize():
+        import torch.distributed as dist
+
+        dist.barrier()
+        if not distributed.is_writer():
+            workspace = Path(tempfile.mkdtemp(prefix=f"circuitlab-study-rank{distributed.rank()}-"))
+    workspace.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(
+            workspace / _LOCK,
+            waiting_message=f"waiting for another run of the study in {folder}",
+        ):
+            _run_all(study, record, workspace, finished, outcomes, echo)
+    finally:
+        if workspace != folder:
+            shutil.rmtree(workspace, ignore_errors=True)
     _print_summary(study, folder, outcomes, echo)
     return outcomes
+
+
+def _run_all(
+    study: Study,
+    record: dict[str, Any] | None,
+    workspace: Path,
+    finished: dict[str, dict[str, Any] | None],
+    outcomes: list[RunOutcome],
+    echo: Callable[[str], None],
+) -> None:
+    """Skip the finished runs and execute the others, writing into ``workspace``."""
+    total = len(study.runs)
+    runner = _Runner(study, record, workspace)
+    for index, run in enumerate(study.runs, start=1):
+        manifest = finished[run.folder]
+        if manifest is not None:
+            runner.skip(run, manifest)
+            outcomes.append(RunOutcome(run.folder, run.command, "skipped", 0.0))
+            echo(f"[{index}/{total}] skipped  {run.folder} (finished before)")
+            continue
+        echo(f"[{index}/{total}] running  {run.folder} ({run.command})")
+        manifest = runner.execute(run)
+        seconds = float(manifest["seconds"])
+        outcomes.append(RunOutcome(run.folder, run.command, "ran", seconds))
+        echo(f"[{index}/{total}] ran      {run.folder} in {seconds:.1f} s -> {run.folder}/")
+    runner.finish()
