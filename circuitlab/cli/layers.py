@@ -120,7 +120,7 @@ def prune_study(args: argparse.Namespace, model: ModelHandle, texts: list[str]) 
         perplexity_tokens=args.perplexity_tokens,
         sentiment_examples=args.sentiment_examples,
         batch_size=args.batch_size,
-        seed=args.seed,
+        seed=args.seed if args.suite_seed is None else args.suite_seed,
     )
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)

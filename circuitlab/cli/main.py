@@ -248,6 +248,13 @@ def _add_layer_commands(sub: argparse._SubParsersAction) -> None:  # type: ignor
     study.add_argument(
         "--sentiment-examples", type=_count, default=None, help="sentiment examples (all 200)"
     )
+    study.add_argument(
+        "--suite-seed",
+        type=_index,
+        default=None,
+        help="seed of the evaluation samples (default --seed; give it to vary the random "
+        "ranking's --seed alone)",
+    )
     study.add_argument("--export", metavar="DIR", help="export the pruned model to DIR")
     study.add_argument(
         "--export-method", default="avss", help="ranking whose pruning is exported (avss)"

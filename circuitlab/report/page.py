@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import html
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+import numpy
 
 if TYPE_CHECKING:
     from circuitlab.report.sections import Section
@@ -71,8 +74,17 @@ def _table(rows: Sequence[Sequence[Any]], header: Sequence[str], caption: str = 
     return f"<div class='table-wrap'><table>{title}{head}<tbody>{body}</tbody></table></div>"
 
 
+def _cell(value: Any) -> Any:
+    """Numbers as people read them: floats to 4 significant digits (no float32 noise)."""
+    if isinstance(value, (bool, numpy.bool_)) or not isinstance(value, numbers.Real):
+        return "" if value is None else value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return "" if value != value else f"{float(value):.4g}"
+
+
 def _frame(caption: str, frame: Any) -> str:
-    rows = frame.astype(object).where(frame.notna(), "").values.tolist()
+    rows = [[_cell(value) for value in row] for row in frame.astype(object).values.tolist()]
     return _table(rows, [str(column) for column in frame.columns], caption)
 
 

@@ -249,7 +249,8 @@ def component_accuracy(model: ModelHandle, settings: ReportSettings, step: Step)
         "component_accuracy",
         SECTION_TITLES["component_accuracy"],
         summary=(
-            f"Task {task.name!r}: {len(task)} examples ({', '.join(task.label_words)}), "
+            f"Task {task.name!r}: {len(task)} examples (label words "
+            f"{', '.join(repr(word) for word in task.label_words)}), "
             f"{settings.k_shot}-shot. A component's accuracy is how often its own contribution "
             f"ranks the gold label word highest."
         ),
