@@ -550,3 +550,46 @@ def test_patch_command_writes_the_layer_by_position_map(
     assert code == 0
     assert "Spearman" in capsys.readouterr().out
     assert len(AttributionPatching.from_document(json.loads(estimate.read_text())).components) == 11
+
+
+def test_consistency_edit_evaluate_all_sweeps_every_input_of_the_task(
+    tiny_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from circuitlab.consistency import ConsistencySweep
+
+    words = "the a cat dog sky city movie film review very not good bad blue green red".split()
+    picks = torch.randint(len(words), (40, 4), generator=torch.Generator().manual_seed(0))
+    inputs, paraphrases = tmp_path / "inputs.jsonl", tmp_path / "paraphrases.jsonl"
+    inputs.write_text("".join(
+        json.dumps({"text": " ".join(words[i] for i in row), "label": ["no", "yes"][n % 2]}) + "\n"
+        for n, row in enumerate(picks.tolist())
+    ))  # fmt: skip
+    templates = ["{text} ?", "question : {text} ?", "{text} . answer", "is {text} ?",
+                 "{text} , yes or no ?", "the answer to {text} is", "{text} ! really ?",
+                 "review : {text}"]  # fmt: skip
+    paraphrases.write_text("".join(
+        json.dumps({"template": t, "split": "heldout" if i >= 5 else "locate"}) + "\n"
+        for i, t in enumerate(templates)
+    ))  # fmt: skip
+    task = ["--model", str(tiny_folder), "--task", str(inputs), "--paraphrases", str(paraphrases)]
+    heads = tmp_path / "heads.safetensors"
+    assert main(["consistency-heads", *task, "--save", str(heads)]) == 0
+    edit = ["consistency-edit", *task, "--heads", str(heads), "--alphas", "2", "--ks", "1"]
+    edit.append("--control-seeds")  # none: base and one located setting
+    sweeps = {name: tmp_path / f"{name}.json" for name in ("held-out", "every", "limited")}
+    assert main([*edit, "--json", str(sweeps["held-out"])]) == 0
+    assert "(held-out inputs, held-out paraphrases)" in capsys.readouterr().out
+    assert main([*edit, "--evaluate-all", "--json", str(sweeps["every"])]) == 0
+    assert "(every input, held-out paraphrases)" in capsys.readouterr().out
+    arguments = [*edit, "--evaluate-all", "--limit", "10", "--json", str(sweeps["limited"])]
+    assert main(arguments) == 0
+    measured = {name: ConsistencySweep.load(path) for name, path in sweeps.items()}
+    counts = {name: sweep.settings["inputs"] for name, sweep in measured.items()}
+    assert counts == {"held-out": 20, "every": 40, "limited": 10}
+    assert [row["inputs"] for row in measured["every"].rows] == [40.0, 40.0]
+    assert measured["every"].settings["templates"] == [5, 6, 7]  # still the held-out paraphrases
+    # without located heads there is nothing to evaluate on every input: refused, before the
+    # model loads
+    assert main(["consistency-edit", *task, "--evaluate-all"]) == 2
+    error = capsys.readouterr().err
+    assert "--evaluate-all evaluates heads located beforehand" in error and "--heads FILE" in error

@@ -2,7 +2,8 @@
 
 Both split the task's inputs the same way (``--locate-fraction``, ``--seed``): heads are located
 on the first part under the locating paraphrases; the sweep and the export's check use the
-rest under the held-out paraphrases.
+rest under the held-out paraphrases. ``consistency-edit --heads FILE --evaluate-all`` skips the
+split and uses every input (heads located on another task: transfer).
 """
 
 from __future__ import annotations
@@ -16,15 +17,27 @@ from circuitlab.consistency import load_paraphrase_task
 from circuitlab.consistency.export import export_consistency_edit
 from circuitlab.consistency.heads import ConsistencyHeads, locate_consistency_heads
 from circuitlab.consistency.sweep import consistency_sweep
+from circuitlab.errors import InputError
 from circuitlab.model import ModelHandle
 
 __all__ = ["consistency_edit", "consistency_heads"]
 
 
 def _tasks(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(locate, evaluate)``: the task's inputs split by ``--locate-fraction``, or with
+    ``--evaluate-all`` (consistency-edit with ``--heads``) nothing to locate on and every input
+    to evaluate. Checked before any model loads."""
     task = load_paraphrase_task(args.task, paraphrases=args.paraphrases)
     if args.limit is not None:
         task = task.balanced_sample(args.limit, seed=args.seed)
+    if getattr(args, "evaluate_all", False):
+        if args.heads is None:
+            raise InputError(
+                "--evaluate-all evaluates heads located beforehand on every input of --task; "
+                "pass --heads FILE (from consistency-heads --save), or drop --evaluate-all to "
+                "locate on part of the inputs and evaluate on the rest."
+            )
+        return None, task
     return task.split_inputs(args.locate_fraction, seed=args.seed)
 
 
@@ -68,7 +81,11 @@ def consistency_heads(args: argparse.Namespace, model: ModelHandle) -> None:
 def consistency_edit(args: argparse.Namespace, model: ModelHandle) -> None:
     """Locate, sweep α × K with controls on held-out data, pick the best, optionally export."""
     locate_task, test_task = _tasks(args)
-    heads = ConsistencyHeads.load(args.heads) if args.heads else _locate(model, locate_task, args)
+    if args.heads:
+        heads = ConsistencyHeads.load(args.heads)
+        test_task.check_label_words(model)
+    else:
+        heads = _locate(model, locate_task, args)
     started = time.perf_counter()
     sweep = consistency_sweep(
         model,
@@ -84,7 +101,8 @@ def consistency_edit(args: argparse.Namespace, model: ModelHandle) -> None:
     )
     seconds = time.perf_counter() - started
     base, best = sweep.base(), sweep.best()
-    print(f"{model.name} on {test_task.name!r} (held-out inputs and paraphrases), {seconds:.0f} s:")
+    inputs = "every input" if locate_task is None else "held-out inputs"
+    print(f"{model.name} on {test_task.name!r} ({inputs}, held-out paraphrases), {seconds:.0f} s:")
     print(
         f"  base: consistency {base['consistency_rate']:.3f}, accuracy "
         f"{base['accuracy_mean']:.3f} ± {base['accuracy_std']:.3f}"

@@ -310,13 +310,20 @@ def _add_consistency_commands(sub: argparse._SubParsersAction) -> None:  # type:
         "consistency-edit",
         help="bias injection: sweep alpha x K with controls on held-out data; export the best",
         description="Locate the heads (or load --heads), add alpha times each one's consistency "
-        "direction to the top K, and measure consistency and accuracy on held-out inputs and "
-        "paraphrases, beside random heads and random directions. --export bakes the best (or "
-        "--k/--alpha) into a Hugging Face checkpoint and checks its answers.",
+        "direction to the top K, and measure consistency and accuracy on held-out inputs (every "
+        "input with --evaluate-all) and paraphrases, beside random heads and random directions. "
+        "--export bakes the best (or --k/--alpha) into a Hugging Face checkpoint and checks its "
+        "answers.",
     )
     _add_model_options(edit)
     _add_consistency_options(edit)
     edit.add_argument("--heads", metavar="FILE", help="located heads from consistency-heads --save")
+    edit.add_argument(
+        "--evaluate-all",
+        action="store_true",
+        help="with --heads: evaluate on every input of --task (after --limit), not only the "
+        "part --locate-fraction holds out; for heads located on another task (transfer)",
+    )
     edit.add_argument(
         "--alphas", type=_real_number(lambda v: True, "a finite number"), nargs="+",
         default=[1, 3, 5, 7, 9], help="bias strengths (1 3 5 7 9)",
