@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Several test processes share the cores (pytest -n): one torch thread each, for them and
+    # for the processes they launch. Two threads per process on two busy cores spin against
+    # each other and run several times slower.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 from transformers import AutoModelForCausalLM
 
 import circuitlab
