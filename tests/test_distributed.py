@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torchrun import torchrun
 
 import circuitlab
 from circuitlab import distributed, sites
@@ -166,12 +166,6 @@ def main(folder: str, target: str) -> None:
     circuitlab.direct_logit_attribution(model, FEW, "the", progress=False).save(out / "dla.st")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _single_thread_passes(model: ModelHandle) -> dict[str, torch.Tensor]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as torchrun's workers: the same kernels, so rows match exactly
@@ -184,20 +178,7 @@ def _single_thread_passes(model: ModelHandle) -> dict[str, torch.Tensor]:
 def test_two_torchrun_processes_equal_one(tiny_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        __file__,
-        str(tiny_folder),
-        str(out),
-    ]
+    command = torchrun(2, __file__, str(tiny_folder), str(out))
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "CIRCUITLAB_PROGRESS": "0"}
     started = time.perf_counter()
     run = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=300)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torchrun import torchrun
 
 import circuitlab.loading
 from circuitlab.errors import InputError, OutputPathError
@@ -423,33 +424,12 @@ def test_a_study_under_torchrun_writes_once_and_equals_one_process(
     tmp_path: Path, tiny_folder: Path, texts: Path
 ) -> None:
     """Two processes: every dataset pass is shared, rank 0 alone writes the study folder."""
-    import socket
-
     from circuitlab.decomposition import Attribution
     from circuitlab.layers import LayerScores
 
     path = _study(tmp_path, _tiny_study(tiny_folder))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     two = tmp_path / "two"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(port),
-        "-m",
-        "circuitlab",
-        "study",
-        str(path),
-        "--out",
-        str(two),
-    ]
+    command = torchrun(2, "-m", "circuitlab", "study", str(path), "--out", str(two))
     environment = {**os.environ, "CIRCUITLAB_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(
         command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300
