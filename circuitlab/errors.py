@@ -15,6 +15,7 @@ __all__ = [
     "IncompatibleVersionError",
     "InputError",
     "ModelNotFoundError",
+    "NoContrastError",
     "NotAModelError",
     "NumericalError",
     "OfflineError",
@@ -29,6 +30,11 @@ class CircuitlabError(Exception):
 
 class InputError(CircuitlabError, ValueError):
     """An argument has the wrong value (empty prompt list, several-token label word, ...)."""
+
+
+class NoContrastError(InputError):
+    """The data leave nothing to contrast: every answer right (or wrong), every paraphrase
+    answered alike, ... (a method that compares two groups of samples needs both)."""
 
 
 class ModelNotFoundError(CircuitlabError, LookupError):

@@ -19,7 +19,7 @@ from report_browser import check_in_browser
 import circuitlab
 from circuitlab.cli.main import main
 from circuitlab.decomposition import Attribution, direct_logit_attribution
-from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.errors import CircuitlabError, InputError, NoContrastError
 from circuitlab.ila import load_instructions
 from circuitlab.ila.fit import fit_lora
 from circuitlab.layers import LayerScores
@@ -148,12 +148,21 @@ def test_results_read_back_through_the_result_protocol(
     assert results["ila"]["ila_ranking"].n_layers == tiny.n_layers
 
 
+def test_a_random_model_leaves_nothing_to_contrast(tiny: circuitlab.ModelHandle) -> None:
+    from circuitlab.consistency import load_paraphrase_task, locate_consistency_heads
+
+    task = load_paraphrase_task("sentiment").balanced_sample(SMALL["paraphrase_inputs"], seed=0)
+    with pytest.raises(NoContrastError, match="nothing to probe"):
+        locate_consistency_heads(tiny, task, progress=False)
+
+
 def test_data_dependent_sections_say_why_they_did_not_run(report: Path) -> None:
     document = json.loads((report / "results.json").read_text())
     page = (report / "index.html").read_text(encoding="utf-8")
     for section in document["sections"].values():
         if section["skipped"] is not None:  # a random model answers too uniformly
             assert section["results"] == {} and section["skipped"] in page.replace("&#x27;", "'")
+    assert "nothing to probe" in document["sections"]["consistency"]["skipped"]
 
 
 def test_the_page_renders_in_a_real_browser(report: Path) -> None:

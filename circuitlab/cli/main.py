@@ -728,7 +728,7 @@ def _add_report_command(sub: argparse._SubParsersAction) -> None:  # type: ignor
         "layer importance with the single-layer ground truth, activation patching, consistency "
         "heads, hallucination-prone layers, and ILA given a stage-1 adapter) and write a folder "
         "with a self-contained index.html, results.json and the figures (PNG and SVG). About "
-        "3 minutes on the embedded default model on 2 CPU cores.",
+        "75 s on the embedded default model on 2 CPU cores.",
     )
     _add_model_options(report)
     report.add_argument(

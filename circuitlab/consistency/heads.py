@@ -41,7 +41,7 @@ from circuitlab.checks import check_integer, check_number, checked_arguments
 from circuitlab.collector import collect
 from circuitlab.components import Head
 from circuitlab.consistency.answers import ParaphraseAnswers
-from circuitlab.errors import InputError
+from circuitlab.errors import InputError, NoContrastError
 from circuitlab.interventions.spec import SteerHead
 from circuitlab.model import ModelHandle
 from circuitlab.readers import Keep, Logits
@@ -273,7 +273,7 @@ def locate_consistency_heads(
     consistent = answers.consistent()  # [input, paraphrase]
     counts = (int(consistent.sum()), int((~consistent).sum()))
     if min(counts) < 2:
-        raise InputError(
+        raise NoContrastError(
             f"The model answers the paraphrases of {answers.task!r} "
             f"{'consistently' if counts[1] < 2 else 'inconsistently'} on almost every prompt "
             f"({counts[0]} consistent, {counts[1]} inconsistent): there is nothing to probe. "

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from circuitlab.checks import check_number, checked_arguments
-from circuitlab.errors import InputError
+from circuitlab.errors import InputError, NoContrastError
 from circuitlab.evaluation.data import FactualQuestion
 from circuitlab.evaluation.qa import QA_DEMOS, qa_accuracy, qa_prompt
 from circuitlab.files import read_records, read_text_file
@@ -109,7 +109,7 @@ class AnswerSet:
         truthful, hallucinated = self.counts()
         if not truthful or not hallucinated:
             every = "right" if not hallucinated else "wrong"
-            raise InputError(
+            raise NoContrastError(
                 f"Every one of the {len(self)} answers is {every} ({truthful} truthful, "
                 f"{hallucinated} hallucinated), so {what} has nothing to contrast. Use more or "
                 f"harder (or easier) questions, or labelled data with both kinds of answer."

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from circuitlab.errors import InputError
+from circuitlab.errors import InputError, NoContrastError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -397,9 +397,7 @@ def consistency(model: ModelHandle, settings: ReportSettings, step: Step) -> Sec
         heads = locate_consistency_heads(
             model, task, seed=settings.seed, batch_size=settings.batch_size, progress=False
         )
-    except InputError as error:  # the model's answers leave nothing to probe
-        if "nothing to probe" not in str(error):
-            raise
+    except NoContrastError as error:  # the model's answers leave nothing to probe
         raise SectionSkipped(str(error)) from None
     step()
     frame = heads.to_frame().sort_values("accuracy", ascending=False, kind="stable")
